@@ -1,0 +1,144 @@
+"""BERT family: post-LayerNorm encoders (BERT, FNet, Sparse Mixer) with MLM and classification heads.
+
+Embeddings follow FNet's `EmbeddingLayer` (and BERT's): word + learned position + token type,
+LayerNorm, an optional Dense d_emb -> d_model projection, dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalformers.config import ModelConfig
+from frugalformers.models.layers import PostNormLayer
+from frugalformers.models.outputs import ModelOutput, add_aux
+from frugalformers.models.recipe import MixContext
+from frugalformers.nn.ffn import activation_fn
+from frugalformers.nn.positions import LearnedPositions
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d_emb = config.embedding_dim
+        self.word = nn.Embedding(config.vocab_size, d_emb, padding_idx=None)
+        self.position = LearnedPositions(config.max_seq_len, d_emb)
+        self.token_type = nn.Embedding(config.type_vocab_size, d_emb) if config.type_vocab_size else None
+        self.norm = nn.LayerNorm(d_emb, eps=config.norm_eps)
+        self.projection = nn.Linear(d_emb, config.d_model) if config.embedding_projection else None
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = input_ids.shape
+        x = self.word(input_ids) + self.position(T)  # (B, T, d_emb)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                x = x + self.token_type.weight[0]
+            else:
+                x = x + self.token_type(token_type_ids)
+        x = self.norm(x)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, d_model)
+        return self.dropout(x)
+
+
+class BertEncoder(nn.Module):
+    """Embeddings, a stack of post-LN layers built from the recipe, and an optional tanh pooler."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(PostNormLayer(config, i) for i in range(config.n_layers))
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        init_bert_weights(self, config.init_std)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids (B, T); attention_mask (B, T) 1 for real tokens, 0 for padding."""
+        x = self.embeddings(input_ids, token_type_ids)
+        mask = attention_mask.bool() if attention_mask is not None else None
+        ctx = MixContext(key_padding_mask=mask, token_ids=input_ids)
+        aux: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            x, layer_aux = layer(x, ctx)
+            add_aux(aux, layer_aux)
+        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        return ModelOutput(hidden=x, pooled=pooled, aux_losses=aux)
+
+
+class MLMHead(nn.Module):
+    """Dense(d_model -> d_emb), activation, LayerNorm, then the tied word embedding plus a bias."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.embedding_dim)
+        self.act = activation_fn(config.activation)
+        self.norm = nn.LayerNorm(config.embedding_dim, eps=config.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder = None if config.tie_word_embeddings else nn.Linear(config.embedding_dim, config.vocab_size, False)
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.act(self.dense(x)))
+        weight = word_embeddings if self.decoder is None else self.decoder.weight
+        return F.linear(h, weight, self.bias)  # (B, T, vocab)
+
+
+class BertForMaskedLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = BertEncoder(config)
+        self.mlm = MLMHead(config)
+        init_bert_weights(self.mlm, config.init_std)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None) -> ModelOutput:
+        """labels (B, T): target ids at masked positions, -100 elsewhere."""
+        out = self.encoder(input_ids, token_type_ids, attention_mask)
+        out.logits = self.mlm(out.hidden, self.encoder.embeddings.word.weight)
+        if labels is not None:
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return out
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled token 0 -> dropout -> Linear(num_labels); cross-entropy, or MSE when num_labels == 1."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not config.pooler:
+            raise ValueError("head 'classify' needs pooler=True (it classifies the pooled token 0)")
+        self.config = config
+        self.encoder = BertEncoder(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        init_bert_weights(self.classifier, config.init_std)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None) -> ModelOutput:
+        out = self.encoder(input_ids, token_type_ids, attention_mask)
+        out.logits = self.classifier(self.dropout(out.pooled))  # (B, num_labels)
+        if labels is not None:
+            if self.config.num_labels == 1:
+                out.loss = F.mse_loss(out.logits.squeeze(-1).float(), labels.float())
+            else:
+                out.loss = F.cross_entropy(out.logits.float(), labels)
+        return out
+
+
+def init_bert_weights(module: nn.Module, std: float) -> None:
+    """BERT init: normal(std) weights and embeddings, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding | LearnedPositions):
+            nn.init.normal_(m.weight, std=std)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,125 @@
+"""The per-layer recipe: registries of token mixers and feed-forwards that a stack builds from.
+
+A model stack asks `build_mixer(config, i, stack)` and `build_ffn(config, i, stack)` for layer i;
+later blocks (Fourier mixing, MoE, routed CoLT5 branches, word experts) register themselves here
+under a name and become available to every family without copying a stack.
+
+Interfaces inside a stack:
+- a mixer is called `mixer(x, ctx)` with x (B, T, d) and a `MixContext`, returning (B, T, d);
+- a feed-forward is called `ffn(x)` (or `ffn(x, ctx)` if it sets `takes_context = True`) and
+  returns (B, T, d) or `((B, T, d), {name: aux_loss})`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from frugalformers.nn.attention import Attention, KVCache
+from frugalformers.nn.ffn import FeedForward
+
+STACKS = ("encoder", "decoder")
+
+
+@dataclass
+class MixContext:
+    """What a token mixer may need besides its input; blocks ignore what they do not use.
+
+    key_padding_mask: (B, S) bool, True for real tokens. attn_bias: (1|B, H, T, S) additive.
+    rope: (cos, sin) for the query positions. input_pos: (T,) cache positions when decoding.
+    token_ids: (B, T) input ids (for blocks routed by token, e.g. word experts).
+    """
+
+    key_padding_mask: torch.Tensor | None = None
+    attn_bias: torch.Tensor | None = None
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    input_pos: torch.Tensor | None = None
+    token_ids: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+Builder = Callable[["ModelConfig", int, str], nn.Module]  # noqa: F821  (config, layer index, stack)
+MIXERS: dict[str, Builder] = {}
+FFNS: dict[str, Builder] = {}
+
+
+def register_mixer(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        MIXERS[name] = fn
+        return fn
+
+    return deco
+
+
+def register_ffn(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        FFNS[name] = fn
+        return fn
+
+    return deco
+
+
+def build_mixer(config, i: int, stack: str) -> nn.Module:
+    name = config.layer_mixer(i) if stack == "encoder" else config.decoder_mixer
+    return MIXERS[name](config, i, stack)
+
+
+def build_ffn(config, i: int, stack: str) -> nn.Module:
+    name = config.layer_ffn(i) if stack == "encoder" else config.decoder_ffn
+    return FFNS[name](config, i, stack)
+
+
+def split_aux(out) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A block's output as (tensor, aux-loss dict)."""
+    if isinstance(out, tuple):
+        return out[0], out[1]
+    return out, {}
+
+
+class SelfAttentionMixer(Attention):
+    """`Attention` called as a stack mixer: reads masks, bias, rotary and cache from the context."""
+
+    kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, ctx: MixContext | None = None) -> torch.Tensor:  # type: ignore[override]
+        ctx = ctx or MixContext()
+        use_cache = ctx.input_pos is not None and self.kv_cache is not None
+        return super().forward(
+            x,
+            key_padding_mask=ctx.key_padding_mask,
+            attn_bias=ctx.attn_bias,
+            rope=ctx.rope,
+            kv_cache=self.kv_cache if use_cache else None,
+            input_pos=ctx.input_pos if use_cache else None,
+        )
+
+
+def attention_kwargs(config, stack: str) -> dict:
+    """Constructor arguments of a family's attention for `stack` ("encoder" or "decoder")."""
+    n_kv = config.encoder_kv_heads if stack == "encoder" else config.kv_heads
+    return dict(
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_kv_heads=n_kv,
+        head_dim=config.resolved_head_dim,
+        bias=config.bias,
+        dropout=config.attention_dropout,
+        scale=config.attention_scale,
+        impl=config.attention_impl,
+    )
+
+
+@register_mixer("attention")
+def _attention(config, i: int, stack: str) -> nn.Module:
+    causal = config.family == "decoder" or stack == "decoder"
+    return SelfAttentionMixer(causal=causal, **attention_kwargs(config, stack))
+
+
+@register_ffn("dense")
+def _dense(config, i: int, stack: str) -> nn.Module:
+    # T5 applies dropout to the hidden activations; BERT / Llama only on the residual branch
+    inner_dropout = config.dropout if config.family == "t5" else 0.0
+    return FeedForward(config.d_model, config.d_ff, config.activation, config.gated_ffn, config.bias, inner_dropout)

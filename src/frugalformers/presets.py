@@ -1,0 +1,112 @@
+"""Named sizes. Each full-size preset has a `-tiny` sibling (same family and recipe, a few thousand
+times smaller) for tests and the demo; tiny vocabularies are 8192, the size of the tiny tokenizer."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from frugalformers.config import ModelConfig
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+DESCRIPTIONS: dict[str, str] = {}
+
+TINY_VOCAB = 8192
+
+
+def register_preset(name: str, description: str):
+    def deco(fn: Callable[[], ModelConfig]):
+        PRESETS[name] = fn
+        DESCRIPTIONS[name] = description
+        return fn
+
+    return deco
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=3)
+        hint = f"did you mean {close}? " if close else ""
+        raise ValueError(f"unknown preset {name!r}; {hint}run `frugal models` to list them: {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------- BERT family (Devlin et al. 2019)
+def _bert(**kw) -> ModelConfig:
+    base = dict(family="bert", activation="gelu", norm="layernorm", norm_eps=1e-12, position="learned")
+    return ModelConfig(**{**base, **kw})
+
+
+@register_preset("bert-base", "BERT-Base: 12 x 768, FFN 3072, 12 heads (~110M)")
+def _bert_base():
+    return _bert(d_model=768, n_layers=12, n_heads=12, d_ff=3072)
+
+
+@register_preset("bert-large", "BERT-Large: 24 x 1024, FFN 4096, 16 heads (~335M)")
+def _bert_large():
+    return _bert(d_model=1024, n_layers=24, n_heads=16, d_ff=4096)
+
+
+@register_preset("bert-tiny", "tiny BERT for tests and the demo: 2 x 64, 4 heads")
+def _bert_tiny():
+    return _bert(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=128)
+
+
+# ---------------------------------------------------------------- T5.1.1 (Raffel et al. 2020)
+def _t5(**kw) -> ModelConfig:
+    base = dict(
+        family="t5",
+        activation="gelu_new",
+        gated_ffn=True,
+        bias=False,
+        norm="rmsnorm",
+        norm_eps=1e-6,
+        position="relative",
+        attention_scale=1.0,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        max_seq_len=16384,
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+@register_preset("t5-base", "T5.1.1-Base encoder-decoder: 12+12 x 768, gated-gelu FFN 2048, 12 heads (~248M)")
+def _t5_base():
+    return _t5(vocab_size=32128, d_model=768, n_layers=12, n_heads=12, head_dim=64, d_ff=2048)
+
+
+@register_preset("t5-tiny", "tiny T5.1.1 for tests: 2+2 x 64, 4 heads of 16")
+def _t5_tiny():
+    return _t5(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, head_dim=16, d_ff=128, max_seq_len=1024)
+
+
+# ---------------------------------------------------------------- Llama-shaped decoders (1B class)
+def _llama(**kw) -> ModelConfig:
+    base = dict(
+        family="decoder",
+        activation="silu",
+        gated_ffn=True,
+        bias=False,
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        position="rotary",
+        tie_word_embeddings=False,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=0,
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+_LLAMA_1B = dict(vocab_size=32000, d_model=2048, n_layers=16, n_heads=16, d_ff=5632, max_seq_len=16384)
+_LLAMA_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=8, d_ff=176, max_seq_len=512)
+
+# (kv heads of the 1B, kv heads of the tiny with 8 query heads, suffix, description)
+_KV_FORMS = ((16, 8, "", "MHA"), (4, 4, "-gqa4", "GQA-4"), (1, 1, "-mqa", "MQA"))
+for _kv, _tiny_kv, _suffix, _what in _KV_FORMS:
+    register_preset(
+        f"llama-1b{_suffix}", f"Llama-shaped 1B decoder: 16 x 2048, SwiGLU 5632, 16 heads, {_what} ({_kv} kv)"
+    )(lambda kv=_kv: _llama(n_kv_heads=kv, **_LLAMA_1B))
+    register_preset(f"llama-tiny{_suffix}", f"tiny Llama-shaped decoder: 2 x 64, 8 heads, {_what} ({_tiny_kv} kv)")(
+        lambda kv=_tiny_kv: _llama(n_kv_heads=kv, **_LLAMA_TINY)
+    )
