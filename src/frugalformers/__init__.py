@@ -9,4 +9,12 @@ from frugalformers.checkpoint import CheckpointError, load, save
 from frugalformers.config import ModelConfig
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "build_model", "count_parameters", "list_presets", "save", "load", "CheckpointError"]
+__all__ = [
+    "ModelConfig",
+    "build_model",
+    "count_parameters",
+    "list_presets",
+    "save",
+    "load",
+    "CheckpointError",
+]

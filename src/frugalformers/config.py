@@ -83,7 +83,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     attention_scale: float | None = None  # default 1/sqrt(head_dim); T5 uses 1.0
     tie_word_embeddings: bool = True
-    pooler: bool = True  # bert: Dense + tanh on token 0
+    pooler: bool = True  # bert base / classify heads: Dense + tanh on token 0 (the MLM model has none)
     num_labels: int = 2  # classify head; 1 = regression
     pad_token_id: int = 0
     decoder_start_token_id: int = 0

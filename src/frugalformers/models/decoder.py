@@ -74,9 +74,7 @@ class DecoderLM(nn.Module):
         logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)
         out = ModelOutput(hidden=h, logits=logits, aux_losses=aux)
         if labels is not None:
-            out.loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-            )
+            out.loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return out
 
     def setup_cache(self, batch: int, max_len: int, dtype=None, device=None) -> None:

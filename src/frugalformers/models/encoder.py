@@ -44,14 +44,16 @@ class BertEmbeddings(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Embeddings, a stack of post-LN layers built from the recipe, and an optional tanh pooler."""
+    """Embeddings, a stack of post-LN layers built from the recipe, and an optional tanh pooler
+    (`with_pooler`, default `config.pooler`; the MLM model has none, as in BERT's code)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, with_pooler: bool | None = None):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(PostNormLayer(config, i) for i in range(config.n_layers))
-        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        with_pooler = config.pooler if with_pooler is None else with_pooler
+        self.pooler = nn.Linear(config.d_model, config.d_model) if with_pooler else None
         init_bert_weights(self, config.init_std)
 
     def forward(
@@ -93,7 +95,7 @@ class BertForMaskedLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = BertEncoder(config)
+        self.encoder = BertEncoder(config, with_pooler=False)
         self.mlm = MLMHead(config)
         init_bert_weights(self.mlm, config.init_std)
 

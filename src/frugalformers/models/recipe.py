@@ -80,9 +80,15 @@ def split_aux(out) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 
 
 class SelfAttentionMixer(Attention):
-    """`Attention` called as a stack mixer: reads masks, bias, rotary and cache from the context."""
+    """`Attention` called as a stack mixer: reads masks, bias, rotary and cache from the context.
 
-    kv_cache: KVCache | None = None
+    `kv_cache` is set by the model's `setup_cache` (a static cache used when the context carries
+    `input_pos`) and removed by `clear_cache`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.kv_cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, ctx: MixContext | None = None) -> torch.Tensor:  # type: ignore[override]
         ctx = ctx or MixContext()

@@ -28,7 +28,10 @@ class T5Stack(nn.Module):
         is_decoder = stack == "decoder"
         n = config.decoder_layers if is_decoder else config.n_layers
         self.relative_bias = RelativePositionBias(
-            config.n_heads, config.relative_buckets, config.relative_max_distance, bidirectional=not is_decoder
+            config.n_heads,
+            config.relative_buckets,
+            config.relative_max_distance,
+            bidirectional=not is_decoder,
         )
         self.layers = nn.ModuleList(PreNormLayer(config, i, stack, cross_attention=is_decoder) for i in range(n))
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps)

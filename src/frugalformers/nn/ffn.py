@@ -77,4 +77,3 @@ class FeedForward(nn.Module):
         """Multiply-adds x 2 of the projections (activations are not counted)."""
         n = 3 if self.w_gate is not None else 2
         return 2 * n * self.w_in.in_features * self.w_in.out_features
-

@@ -1,0 +1,108 @@
+"""Tables, JSON dumps, RESULTS.md sections and plots for benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+
+def hardware() -> str:
+    """One line naming the device, the software and the host."""
+    parts = []
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        parts.append(f"{torch.cuda.device_count()}x {props.name} ({props.total_memory / 2**30:.0f} GiB)")
+        parts.append(f"CUDA {torch.version.cuda}")
+    else:
+        parts.append(f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}")
+    parts.append(f"torch {torch.__version__}")
+    try:
+        import transformers
+
+        parts.append(f"transformers {transformers.__version__}")
+    except ImportError:
+        pass
+    parts.append(f"Python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub-markdown table of `rows` (dicts), columns in the given order."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+    return tabulate([[_fmt(r.get(c)) for c in columns] for r in rows], headers=columns, tablefmt="github")
+
+
+def write_json(path: str | Path, rows: list[dict], **meta) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+
+
+def update_results(path: str | Path, section: str, markdown: str) -> None:
+    """Replace (or append) the block between `<!-- section:NAME -->` markers in RESULTS.md."""
+    path = Path(path)
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nEach section is written by the script it names.\n"
+    )
+    start, end = f"<!-- section:{section} -->", f"<!-- /section:{section} -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def plot_lines(
+    path: str | Path,
+    series: dict[str, tuple[list, list]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = True,
+    logy: bool = False,
+) -> None:
+    """Line plot of named (x, y) series into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

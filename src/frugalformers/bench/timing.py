@@ -1,0 +1,64 @@
+"""Timing: warm-up calls, then `repeats` timed calls; the median is the number to report.
+
+On CUDA each call is bracketed by CUDA events (device time, no host-clock skew); on CPU by
+`time.perf_counter`. Peak device memory over the timed calls is recorded on CUDA.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+    peak_mem_gib: float | None = None
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the repeats were."""
+        return (self.max_ms - self.min_ms) / self.median_ms if self.median_ms else 0.0
+
+
+def measure(
+    fn: Callable[[], object],
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device | None = None,
+) -> Timing:
+    """Time `fn()`; `device` (default: CUDA if available) picks events vs the host clock."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"warmup={warmup} must be >= 0 and repeats={repeats} >= 1")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    cuda = device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        peak = None
+    return Timing(statistics.median(times), min(times), max(times), repeats, peak)

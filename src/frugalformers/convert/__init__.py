@@ -1,0 +1,1 @@
+"""Checkpoint conversion: Hugging Face import / export (`hf`)."""

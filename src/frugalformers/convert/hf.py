@@ -1,0 +1,407 @@
+"""Hugging Face interop: configs and weight names of `BertModel`, `T5Model` and `LlamaForCausalLM`.
+
+The name mappings are regex rules from our state-dict names to Hugging Face's, one table per
+family; import and export both use them, so a round trip is exact by construction. Tied or
+duplicated HF tensors (T5's per-stack `embed_tokens`, BERT's MLM decoder) are checked to equal
+their source on import and written back on export.
+
+`transformers` is only needed by `from_hf_model` / `to_hf_model`; the state-dict functions work
+on plain dicts (e.g. read from a `model.safetensors` file).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from frugalformers.checkpoint import CheckpointError, load_state_strict
+from frugalformers.config import ModelConfig
+
+# ----------------------------------------------------------------------------- name rules
+# (regex over our names, template of HF names); {0},{1}.. are the regex groups.
+_BERT_LAYER = [
+    (r"mixer\.q\.", "attention.self.query."),
+    (r"mixer\.k\.", "attention.self.key."),
+    (r"mixer\.v\.", "attention.self.value."),
+    (r"mixer\.o\.", "attention.output.dense."),
+    (r"mixer_norm\.", "attention.output.LayerNorm."),
+    (r"ffn\.w_in\.", "intermediate.dense."),
+    (r"ffn\.w_out\.", "output.dense."),
+    (r"ffn_norm\.", "output.LayerNorm."),
+]
+_BERT_BODY = [
+    (r"embeddings\.word\.", "embeddings.word_embeddings."),
+    (r"embeddings\.position\.", "embeddings.position_embeddings."),
+    (r"embeddings\.token_type\.", "embeddings.token_type_embeddings."),
+    (r"embeddings\.norm\.", "embeddings.LayerNorm."),
+    (r"embeddings\.projection\.", "embeddings.projection."),
+    (r"pooler\.", "pooler.dense."),
+] + [(r"layers\.(\d+)\." + o, "encoder.layer.{0}." + h) for o, h in _BERT_LAYER]
+_BERT_HEADS = [
+    (r"mlm\.dense\.", "cls.predictions.transform.dense."),
+    (r"mlm\.norm\.", "cls.predictions.transform.LayerNorm."),
+    (r"mlm\.bias$", "cls.predictions.bias"),
+    (r"mlm\.decoder\.", "cls.predictions.decoder."),
+    (r"classifier\.", "classifier."),
+]
+
+
+def _t5_ffn(prefix: str, sub: int, gated: bool) -> list[tuple[str, str]]:
+    rules = [
+        (r"ffn\.w_out\.", f"layer.{sub}.DenseReluDense.wo."),
+        (r"ffn_norm\.", f"layer.{sub}.layer_norm."),
+    ]
+    if gated:
+        rules += [
+            (r"ffn\.w_gate\.", f"layer.{sub}.DenseReluDense.wi_0."),
+            (r"ffn\.w_in\.", f"layer.{sub}.DenseReluDense.wi_1."),
+        ]
+    else:
+        rules += [(r"ffn\.w_in\.", f"layer.{sub}.DenseReluDense.wi.")]
+    return [(rf"{prefix}\.layers\.(\d+)\.{o}", f"{prefix}.block.{{0}}.{h}") for o, h in rules]
+
+
+def _t5_rules(config: ModelConfig) -> list[tuple[str, str]]:
+    rules = [(r"shared\.", "shared."), (r"lm_head\.", "lm_head.")]
+    for stack in ("encoder", "decoder"):
+        rules += [
+            (rf"{stack}\.relative_bias\.", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias."),
+            (rf"{stack}\.final_norm\.", f"{stack}.final_layer_norm."),
+            (
+                rf"{stack}\.layers\.(\d+)\.mixer\.([qkvo])\.",
+                f"{stack}.block.{{0}}.layer.0.SelfAttention.{{1}}.",
+            ),
+            (rf"{stack}\.layers\.(\d+)\.mixer_norm\.", f"{stack}.block.{{0}}.layer.0.layer_norm."),
+        ]
+    rules += [
+        (r"decoder\.layers\.(\d+)\.cross\.([qkvo])\.", "decoder.block.{0}.layer.1.EncDecAttention.{1}."),
+        (r"decoder\.layers\.(\d+)\.cross_norm\.", "decoder.block.{0}.layer.1.layer_norm."),
+    ]
+    rules += _t5_ffn("encoder", 1, config.gated_ffn) + _t5_ffn("decoder", 2, config.gated_ffn)
+    return rules
+
+
+_LLAMA = [
+    (r"embed\.", "model.embed_tokens."),
+    (r"layers\.(\d+)\.mixer\.([qkvo])\.", "model.layers.{0}.self_attn.{1}_proj."),
+    (r"layers\.(\d+)\.mixer_norm\.", "model.layers.{0}.input_layernorm."),
+    (r"layers\.(\d+)\.ffn_norm\.", "model.layers.{0}.post_attention_layernorm."),
+    (r"layers\.(\d+)\.ffn\.w_gate\.", "model.layers.{0}.mlp.gate_proj."),
+    (r"layers\.(\d+)\.ffn\.w_in\.", "model.layers.{0}.mlp.up_proj."),
+    (r"layers\.(\d+)\.ffn\.w_out\.", "model.layers.{0}.mlp.down_proj."),
+    (r"final_norm\.", "model.norm."),
+    (r"lm_head\.", "lm_head."),
+]
+
+
+def _rules(config: ModelConfig) -> list[tuple[str, str]]:
+    if config.family == "bert":
+        body = "" if config.head == "base" else "encoder."
+        return [(re.escape(body) + o, "bert." + h) for o, h in _BERT_BODY] + _BERT_HEADS
+    if config.family == "t5":
+        return _t5_rules(config)
+    return _LLAMA
+
+
+def hf_name(our_name: str, config: ModelConfig) -> str:
+    """The Hugging Face state-dict name of our tensor `our_name`."""
+    for pattern, template in _rules(config):
+        m = re.match(pattern, our_name)
+        if m:
+            return template.format(*m.groups()) + our_name[m.end() :]
+    raise KeyError(f"no Hugging Face name for {our_name!r} (family {config.family!r})")
+
+
+def name_map(model: nn.Module) -> dict[str, str]:
+    """Our state-dict names -> Hugging Face names, for every tensor of `model`."""
+    return {k: hf_name(k, model.config) for k in model.state_dict()}
+
+
+# ----------------------------------------------------------------------------- state dicts
+def _normalise_hf_keys(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """Prefix a base model's keys as its *For...* class has them (BertModel -> bert.*, LlamaModel -> model.*)."""
+    if family == "bert" and not any(k.startswith(("bert.", "cls.")) for k in state):
+        return {"bert." + k: v for k, v in state.items()}
+    if family == "decoder" and not any(k.startswith("model.") for k in state):
+        return {(k if k == "lm_head.weight" else "model." + k): v for k, v in state.items()}
+    return dict(state)
+
+
+_IGNORED_HF = (
+    r".*position_ids$",
+    r".*token_type_ids$",
+    r"bert\.embeddings\.position_ids",
+    r"cls\.seq_relationship\..*",  # BERT pre-training NSP head: we have no NSP head
+    r"model\.rotary_emb\.inv_freq",
+)
+# HF tensors that are copies of another one: (copy, source)
+_TIED_HF = {
+    "t5": [
+        ("encoder.embed_tokens.weight", "shared.weight"),
+        ("decoder.embed_tokens.weight", "shared.weight"),
+    ],
+    "bert": [
+        ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+    ],
+    "decoder": [],
+}
+
+
+def _tied_copies(config: ModelConfig) -> dict[str, str]:
+    """HF tensors that are copies of another HF tensor for this config: copy -> source."""
+    tied = dict(_TIED_HF[config.family])
+    if config.family == "bert" and config.head != "mlm":
+        tied = {}
+    if config.family == "decoder" and config.tie_word_embeddings:
+        tied["lm_head.weight"] = "model.embed_tokens.weight"
+    if config.family == "t5" and config.tie_word_embeddings:
+        tied["lm_head.weight"] = "shared.weight"
+    return tied
+
+
+def state_dict_from_hf(hf_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our state dict for `model` from a Hugging Face state dict; raises naming unmapped tensors."""
+    config = model.config
+    hf_state = _normalise_hf_keys(hf_state, config.family)
+    names = name_map(model)
+    missing = sorted(h for h in names.values() if h not in hf_state)
+    if missing:
+        raise CheckpointError(f"Hugging Face state dict lacks tensors our {config.family} model needs: {missing}")
+    used = set(names.values())
+    tied = _tied_copies(config)
+    leftover = []
+    for k, v in hf_state.items():
+        if k in used or any(re.fullmatch(p, k) for p in _IGNORED_HF):
+            continue
+        if k in tied and tied[k] in hf_state:
+            if not torch.equal(v, hf_state[tied[k]]):
+                raise CheckpointError(f"{k} should be tied to {tied[k]} but differs; untied weights are not supported")
+            continue
+        leftover.append(k)
+    if leftover:
+        raise CheckpointError(f"Hugging Face tensors with no place in our model: {sorted(leftover)}")
+    return {ours: hf_state[h] for ours, h in names.items()}
+
+
+def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Hugging Face state dict of `model` (tied copies included)."""
+    state = model.state_dict()
+    out = {h: state[ours] for ours, h in name_map(model).items()}
+    for copy, source in _tied_copies(model.config).items():
+        if source in out:
+            out[copy] = out[source]
+    return out
+
+
+# ----------------------------------------------------------------------------- configs
+def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
+    """Our config for a Hugging Face `BertConfig`, `T5Config` or `LlamaConfig`."""
+    t = hf_config.model_type
+    if t == "bert":
+        if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError(
+                f"position_embedding_type={hf_config.position_embedding_type!r}: only 'absolute' is supported"
+            )
+        return ModelConfig(
+            family="bert",
+            head=head or "base",
+            vocab_size=hf_config.vocab_size,
+            d_model=hf_config.hidden_size,
+            n_layers=hf_config.num_hidden_layers,
+            n_heads=hf_config.num_attention_heads,
+            d_ff=hf_config.intermediate_size,
+            activation=hf_config.hidden_act,
+            norm="layernorm",
+            norm_eps=hf_config.layer_norm_eps,
+            max_seq_len=hf_config.max_position_embeddings,
+            type_vocab_size=hf_config.type_vocab_size,
+            dropout=hf_config.hidden_dropout_prob,
+            attention_dropout=hf_config.attention_probs_dropout_prob,
+            pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
+            num_labels=getattr(hf_config, "num_labels", 2),
+        )
+    if t == "t5":
+        proj = hf_config.feed_forward_proj
+        gated = proj.startswith("gated-")
+        act = proj.split("-")[-1]
+        act = "gelu_new" if act == "gelu" and gated else act  # HF maps gated-gelu to gelu_new
+        return ModelConfig(
+            family="t5",
+            head=head or "seq2seq",
+            vocab_size=hf_config.vocab_size,
+            d_model=hf_config.d_model,
+            head_dim=hf_config.d_kv,
+            d_ff=hf_config.d_ff,
+            n_layers=hf_config.num_layers,
+            n_decoder_layers=hf_config.num_decoder_layers,
+            n_heads=hf_config.num_heads,
+            activation=act,
+            gated_ffn=gated,
+            bias=False,
+            norm="rmsnorm",
+            norm_eps=hf_config.layer_norm_epsilon,
+            position="relative",
+            relative_buckets=hf_config.relative_attention_num_buckets,
+            relative_max_distance=hf_config.relative_attention_max_distance,
+            attention_scale=1.0,
+            dropout=hf_config.dropout_rate,
+            attention_dropout=0.0,
+            # transformers >= 5 always ties T5's lm_head to `shared` and keeps the T5-vs-T5.1.1
+            # difference (scale the decoder output by d_model^-0.5, or not) in scale_decoder_outputs
+            tie_word_embeddings=bool(getattr(hf_config, "scale_decoder_outputs", hf_config.tie_word_embeddings)),
+            pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
+            decoder_start_token_id=getattr(hf_config, "decoder_start_token_id", None) or 0,
+            max_seq_len=16384,
+        )
+    if t == "llama":
+        if getattr(hf_config, "attention_bias", False) != getattr(hf_config, "mlp_bias", False):
+            raise ValueError("attention_bias and mlp_bias differ; frugalformers uses one `bias` flag for both")
+        rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"rope_type={rope.get('rope_type')!r} is not supported; only the default rotary")
+        theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+        head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        return ModelConfig(
+            family="decoder",
+            head="lm",
+            vocab_size=hf_config.vocab_size,
+            d_model=hf_config.hidden_size,
+            n_layers=hf_config.num_hidden_layers,
+            n_heads=hf_config.num_attention_heads,
+            n_kv_heads=hf_config.num_key_value_heads,
+            head_dim=head_dim,
+            d_ff=hf_config.intermediate_size,
+            activation=hf_config.hidden_act,
+            gated_ffn=True,
+            bias=bool(getattr(hf_config, "attention_bias", False)),
+            norm="rmsnorm",
+            norm_eps=hf_config.rms_norm_eps,
+            position="rotary",
+            rope_theta=float(theta),
+            max_seq_len=hf_config.max_position_embeddings,
+            tie_word_embeddings=hf_config.tie_word_embeddings,
+            dropout=0.0,
+            attention_dropout=float(getattr(hf_config, "attention_dropout", 0.0)),
+            pad_token_id=hf_config.pad_token_id if hf_config.pad_token_id is not None else 0,
+        )
+    raise ValueError(f"Hugging Face model_type={t!r} is not supported; use bert, t5 or llama")
+
+
+def hf_config_from(config: ModelConfig):
+    """A Hugging Face config for our `config` (inverse of `config_from_hf`)."""
+    import transformers
+
+    if config.family == "bert":
+        if config.embedding_projection:
+            raise ValueError("BertConfig has no embedding projection; this model needs an FNet-style export")
+        return transformers.BertConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.d_model,
+            num_hidden_layers=config.n_layers,
+            num_attention_heads=config.n_heads,
+            intermediate_size=config.d_ff,
+            hidden_act=config.activation,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.attention_dropout,
+            max_position_embeddings=config.max_seq_len,
+            type_vocab_size=config.type_vocab_size,
+            layer_norm_eps=config.norm_eps,
+            pad_token_id=config.pad_token_id,
+            num_labels=config.num_labels,
+        )
+    if config.family == "t5":
+        if config.kv_heads != config.n_heads or config.encoder_kv_heads != config.n_heads:
+            raise ValueError("T5Config has no kv-head setting: export grouped-kv T5 models in our format")
+        act = "gelu" if config.activation == "gelu_new" and config.gated_ffn else config.activation
+        return transformers.T5Config(
+            vocab_size=config.vocab_size,
+            d_model=config.d_model,
+            d_kv=config.resolved_head_dim,
+            d_ff=config.d_ff,
+            num_layers=config.n_layers,
+            num_decoder_layers=config.decoder_layers,
+            num_heads=config.n_heads,
+            relative_attention_num_buckets=config.relative_buckets,
+            relative_attention_max_distance=config.relative_max_distance,
+            dropout_rate=config.dropout,
+            layer_norm_epsilon=config.norm_eps,
+            feed_forward_proj=("gated-" if config.gated_ffn else "") + act,
+            tie_word_embeddings=config.tie_word_embeddings,
+            pad_token_id=config.pad_token_id,
+            decoder_start_token_id=config.decoder_start_token_id,
+        )
+    return transformers.LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        intermediate_size=config.d_ff,
+        num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads,
+        num_key_value_heads=config.kv_heads,
+        head_dim=config.resolved_head_dim,
+        hidden_act=config.activation,
+        max_position_embeddings=config.max_seq_len,
+        rms_norm_eps=config.norm_eps,
+        rope_theta=config.rope_theta,
+        attention_bias=config.bias,
+        mlp_bias=config.bias,
+        tie_word_embeddings=config.tie_word_embeddings,
+        pad_token_id=config.pad_token_id,
+    )
+
+
+# ----------------------------------------------------------------------------- models
+_HF_HEAD = {
+    "BertForMaskedLM": "mlm",
+    "BertForSequenceClassification": "classify",
+    "T5Model": "base",
+    "T5EncoderModel": "encoder",
+}
+
+
+def from_hf_model(hf_model, head: str | None = None, **overrides):
+    """Our model with the weights of an in-memory Hugging Face model (Bert*, T5*, Llama*)."""
+    from frugalformers.api import build_model
+
+    head = head or _HF_HEAD.get(type(hf_model).__name__)
+    config = config_from_hf(hf_model.config, head)
+    hf_state = hf_model.state_dict()
+    if overrides:
+        config = config.replace(**overrides)
+    model = build_model(config)
+    load_state_strict(model, state_dict_from_hf(hf_state, model), source="Hugging Face model")
+    return model
+
+
+def to_hf_model(model: nn.Module):
+    """The equivalent Hugging Face model (BertModel / BertForMaskedLM / ..., T5*, LlamaForCausalLM)."""
+    import transformers
+
+    config = model.config
+    classes = {
+        ("bert", "base"): transformers.BertModel,
+        ("bert", "mlm"): transformers.BertForMaskedLM,
+        ("bert", "classify"): transformers.BertForSequenceClassification,
+        ("t5", "seq2seq"): transformers.T5ForConditionalGeneration,
+        ("t5", "base"): transformers.T5Model,
+        ("t5", "encoder"): transformers.T5EncoderModel,
+        ("decoder", "lm"): transformers.LlamaForCausalLM,
+    }
+    hf_model = classes[(config.family, config.head)](hf_config_from(config))
+    state = state_dict_to_hf(model)
+    if config.family == "bert" and config.head == "base":
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    result = hf_model.load_state_dict(state, strict=False)
+    bad = [k for k in result.missing_keys if not any(re.fullmatch(p, k) for p in _IGNORED_HF)]
+    if bad or result.unexpected_keys:
+        raise CheckpointError(f"export mismatch: missing {bad}, unexpected {result.unexpected_keys}")
+    exported = hf_model.state_dict()
+    lost = [k for k, v in state.items() if k in exported and not torch.equal(exported[k], v)]
+    if lost:
+        raise CheckpointError(
+            f"transformers {transformers.__version__} could not hold these tensors as given: {lost}; "
+            f"(transformers >= 5 ties T5's lm_head to the shared embedding: untied T5 heads cannot be exported)"
+        )
+    return hf_model.eval() if not model.training else hf_model

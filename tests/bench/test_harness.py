@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from frugalformers.bench import (
+    count_flops,
+    flops_per_token,
+    format_table,
+    measure,
+    mfu,
+    update_results,
+    write_json,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_measure_reports_median():
+    calls = []
+    t = measure(lambda: calls.append(1), warmup=2, repeats=5, device="cpu")
+    assert len(calls) == 7 and t.repeats == 5 and t.min_ms <= t.median_ms <= t.max_ms
+
+
+def test_flops_per_token_matches_hand_count():
+    # bert-tiny with the MLM head at T=128: 2*params of every matmul + 2*2*T*d per layer for attention
+    d, L, ff, V, T = 64, 2, 256, 8192, 128
+    per_layer = 2 * (4 * d * d + 2 * d * ff) + 2 * 2 * T * d
+    head = 2 * (d * d + d * V)
+    assert flops_per_token("bert-tiny", T) == L * per_layer + head
+
+
+def test_count_flops_with_backward_is_about_three_times_forward():
+    import torch
+
+    model = torch.nn.Linear(64, 64, bias=False)
+    x = torch.randn(8, 64, requires_grad=True)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def forward(self, x):
+            from frugalformers.models.outputs import ModelOutput
+
+            return ModelOutput(hidden=self.lin(x))
+
+    f = count_flops(Wrap(), {"x": x})
+    fb = count_flops(Wrap(), {"x": x}, backward=True)
+    assert f == 2 * 8 * 64 * 64 and fb == 3 * f
+
+
+def test_mfu():
+    assert mfu(1e12, 1.0, 2e12) == 0.5 and mfu(1e12, 1.0, None) is None
+
+
+def test_table_json_and_results_sections(tmp_path):
+    rows = [{"a": 1, "b": 2.5}, {"a": 3, "b": None}]
+    table = format_table(rows)
+    header = table.splitlines()[0]
+    assert "a" in header and "b" in header and "2.50" in table and "| -" in table
+    write_json(tmp_path / "r.json", rows, hw="x")
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["a"] == 1
+    res = tmp_path / "RESULTS.md"
+    update_results(res, "one", "first")
+    update_results(res, "two", "second")
+    update_results(res, "one", "replaced")
+    text = res.read_text()
+    assert "replaced" in text and "first" not in text and text.count("<!-- section:two -->") == 1
+
+
+def test_plot(tmp_path):
+    from frugalformers.bench import plot_lines
+
+    plot_lines(tmp_path / "p.png", {"a": ([512, 1024], [1.0, 2.0])}, "seq", "tok/s", "t")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_encoders_benchmark_smoke():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "encoders.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "HF BertModel" in r.stdout and "ours / HF" in r.stdout

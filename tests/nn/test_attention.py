@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from frugalformers.nn import Attention, KVCache
+from frugalformers.nn.attention import build_attention_mask
+
+
+def numpy_attention(x, ctx, attn, key_mask=None, bias=None, causal=False):
+    """float64 NumPy attention with per-head loops: the outside reference."""
+    W = {n: getattr(attn, n).weight.detach().double().numpy() for n in "qkvo"}
+    b = {
+        n: (getattr(attn, n).bias.detach().double().numpy() if getattr(attn, n).bias is not None else 0) for n in "qkvo"
+    }
+    x, ctx = x.double().numpy(), ctx.double().numpy()
+    B, T, _ = x.shape
+    S = ctx.shape[1]
+    H, G, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    q = (x @ W["q"].T + b["q"]).reshape(B, T, H, D)
+    k = (ctx @ W["k"].T + b["k"]).reshape(B, S, G, D)
+    v = (ctx @ W["v"].T + b["v"]).reshape(B, S, G, D)
+    out = np.zeros((B, T, H, D))
+    for bi in range(B):
+        for h in range(H):
+            g = h // (H // G)  # contiguous groups
+            s = q[bi, :, h] @ k[bi, :, g].T * attn.scale
+            if bias is not None:
+                s = s + bias[0, h].double().numpy()
+            allowed = np.ones((T, S), bool)
+            if key_mask is not None:
+                allowed &= key_mask[bi].numpy()[None, :]
+            if causal:
+                allowed &= np.tril(np.ones((T, S), bool), k=S - T)
+            s = np.where(allowed, s, -1e300)
+            p = np.exp(s - s.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            out[bi, :, h] = p @ v[bi, :, g]
+    return torch.from_numpy(out.reshape(B, T, H * D) @ W["o"].T + b["o"])
+
+
+CASES = [
+    dict(n_heads=4, n_kv_heads=4),
+    dict(n_heads=8, n_kv_heads=2),
+    dict(n_heads=8, n_kv_heads=1),
+    dict(n_heads=6, n_kv_heads=3, head_dim=5),
+]
+
+
+@pytest.mark.parametrize("heads", CASES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_equals_reference_equals_numpy(heads, causal, padded):
+    attn = Attention(32, causal=causal, bias=True, **heads).eval()
+    x = torch.randn(3, 9, 32)
+    mask = None
+    if padded:
+        mask = torch.ones(3, 9, dtype=torch.bool)
+        mask[1, 6:] = False
+        mask[2, 2:] = False
+    fast = attn(x, key_padding_mask=mask)
+    attn.impl = "reference"
+    ref = attn(x, key_padding_mask=mask)
+    assert (fast - ref).abs().max() <= 1e-5
+    expected = numpy_attention(x, x, attn, mask, causal=causal)
+    assert (ref.double() - expected).abs().max() <= 1e-5
+
+
+def test_bias_and_cross_attention_match_numpy():
+    attn = Attention(16, n_heads=4, n_kv_heads=2, d_context=24, bias=False, scale=1.0).eval()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 24)
+    bias = torch.randn(1, 4, 5, 7)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()
+    fast = attn(x, ctx, key_padding_mask=mask, attn_bias=bias)
+    attn.impl = "reference"
+    ref = attn(x, ctx, key_padding_mask=mask, attn_bias=bias)
+    assert (fast - ref).abs().max() <= 1e-5
+    assert (ref.double() - numpy_attention(x, ctx, attn, mask, bias)).abs().max() <= 1e-5
+
+
+def test_gqa_with_all_kv_heads_is_mha_exactly():
+    mha = Attention(32, n_heads=4).eval()
+    gqa = Attention(32, n_heads=4, n_kv_heads=4).eval()
+    gqa.load_state_dict(mha.state_dict())
+    x = torch.randn(2, 6, 32)
+    assert torch.equal(mha(x), gqa(x))
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads():
+    gqa = Attention(32, n_heads=8, n_kv_heads=2, bias=True).eval()
+    mha = Attention(32, n_heads=8, bias=True).eval()
+    with torch.no_grad():
+        for n in ("q", "o"):
+            getattr(mha, n).load_state_dict(getattr(gqa, n).state_dict())
+        for n in ("k", "v"):
+            w = getattr(gqa, n).weight.view(2, 4, 32).repeat_interleave(4, 0).reshape(32, 32)
+            getattr(mha, n).weight.copy_(w)
+            getattr(mha, n).bias.copy_(getattr(gqa, n).bias.view(2, 4).repeat_interleave(4, 0).reshape(32))
+    x = torch.randn(2, 6, 32)
+    assert (gqa(x) - mha(x)).abs().max() <= 1e-6
+
+
+def test_fully_masked_rows_give_no_nan():
+    attn = Attention(16, n_heads=2, causal=True).eval()
+    x = torch.randn(1, 4, 16)
+    mask = torch.tensor([[False, False, True, True]])  # left padding: rows 0, 1 see no real key
+    for impl in ("sdpa", "reference"):
+        attn.impl = impl
+        assert torch.isfinite(attn(x, key_padding_mask=mask)).all()
+
+
+def test_kv_cache_decoding_equals_full_attention():
+    attn = Attention(32, n_heads=8, n_kv_heads=2, causal=True).eval()
+    x = torch.randn(2, 10, 32)
+    full = attn(x)
+    cache = KVCache(2, 2, 16, 4)
+    out = [attn(x[:, :4], kv_cache=cache, input_pos=torch.arange(4))]  # prefill
+    for t in range(4, 10):
+        out.append(attn(x[:, t : t + 1], kv_cache=cache, input_pos=torch.tensor([t])))
+    assert (torch.cat(out, 1) - full).abs().max() <= 1e-5
+    assert cache.k.shape == (2, 2, 16, 4)  # only the kv heads are stored
+
+
+def test_mask_builder_uses_absolute_positions():
+    m = build_attention_mask(None, None, True, 2, 5, torch.float32, torch.device("cpu"), torch.tensor([1, 3]))
+    allowed = m[0, 0] == 0
+    assert allowed.tolist() == [[True, True, False, False, False], [True, True, True, True, False]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(d_model=32, n_heads=6, n_kv_heads=4), "n_kv_heads"),
+        (dict(d_model=30, n_heads=4), "d_model=30"),
+        (dict(d_model=32, n_heads=0), "n_heads"),
+        (dict(d_model=32, n_heads=4, impl="flash9"), "impl"),
+        (dict(d_model=32, n_heads=4, dropout=1.5), "dropout"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Attention(**kwargs)
+
+
+def test_bf16_autocast_runs_and_is_close():
+    attn = Attention(32, n_heads=8, n_kv_heads=2).eval()
+    x = torch.randn(2, 6, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - attn(x)).abs().max() < 5e-2
