@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             return contextlib.nullcontext()
 
     if args.compile:
-        import torch._dynamo
+        from torch import _dynamo
 
-        torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph per shape, as in training
-        torch._dynamo.config.cache_size_limit = 64
+        _dynamo.config.automatic_dynamic_shapes = False  # one static graph per shape, as in training
+        _dynamo.config.cache_size_limit = 64
         ours, hf = torch.compile(ours), torch.compile(hf)
     print(f"HF attention implementation: {hf.config._attn_implementation}", flush=True)
     peak = peak_flops()
