@@ -31,6 +31,7 @@ from frugalformers.bench.flops import flops_per_token
 from frugalformers.convert.hf import to_hf_model
 
 HERE = Path(__file__).resolve().parent
+COLUMNS = ["model", "mode", "seq", "batch", "ms (median)", "spread", "tokens/s", "MFU", "peak GiB", "ours / HF"]
 
 
 def make_models(preset: str, max_len: int, device: str, dtype_params=torch.float32):
@@ -113,45 +114,44 @@ def main(argv: list[str] | None = None) -> int:
             for kind, model in (("ours", ours), ("hf", hf)):
                 infer, train = step_fns(model, kind, ids, autocast)
                 fn = train if mode == "train" else infer
-                t = measure(fn, warmup=args.warmup, repeats=args.repeats, device=device)
-                flops = fwd_flops * (3 if mode == "train" else 1)
-                res[kind] = t
-                rows.append(
-                    {
-                        "model": f"frugalformers {preset}" if kind == "ours" else "HF BertModel (sdpa)",
-                        "mode": mode,
-                        "seq": T,
-                        "batch": B,
-                        "ms (median)": t.median_ms,
-                        "spread": t.spread,
-                        "tokens/s": B * T / (t.median_ms / 1e3),
-                        "MFU": mfu(flops, t.median_ms / 1e3, peak),
-                        "peak GiB": t.peak_mem_gib,
-                    }
-                )
-            rows[-2]["ours / HF"] = res["hf"].median_ms / res["ours"].median_ms
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    cols = [
-        "model",
-        "mode",
-        "seq",
-        "batch",
-        "ms (median)",
-        "spread",
-        "tokens/s",
-        "MFU",
-        "peak GiB",
-        "ours / HF",
-    ]
-    table = format_table(rows, cols)
+                row = {
+                    "model": f"frugalformers {preset}" if kind == "ours" else "HF BertModel (sdpa)",
+                    "mode": mode,
+                    "seq": T,
+                    "batch": B,
+                }
+                try:
+                    t = measure(fn, warmup=args.warmup, repeats=args.repeats, device=device)
+                except torch.OutOfMemoryError:
+                    row["ms (median)"] = "OOM"
+                    res[kind] = None
+                else:
+                    flops = fwd_flops * (3 if mode == "train" else 1)
+                    res[kind] = t
+                    row.update(
+                        {
+                            "ms (median)": t.median_ms,
+                            "spread": t.spread,
+                            "tokens/s": B * T / (t.median_ms / 1e3),
+                            "MFU": mfu(flops, t.median_ms / 1e3, peak),
+                            "peak GiB": t.peak_mem_gib,
+                        }
+                    )
+                rows.append(row)
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            if res["hf"] is not None and res["ours"] is not None:
+                rows[-2]["ours / HF"] = res["hf"].median_ms / res["ours"].median_ms
+            print("\n".join(format_table(rows[-2:], COLUMNS).splitlines()[-2:]), flush=True)
+    table = format_table(rows, COLUMNS)
     print(table)
     hw = hardware()
     print(hw)
     if args.json:
         write_json(args.json, rows, hardware=hw, argv=sys.argv)
     if not args.smoke:
-        cmd = "python benchmarks/encoders.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        shown = [a for a in (argv or sys.argv[1:]) if a != args.json and a != "--json"]  # where the dump went
+        cmd = "python benchmarks/encoders.py " + " ".join(shlex.quote(a) for a in shown)
         section = "encoders-compiled" if args.compile else "encoders"
         md = (
             f"## BERT-Base: ours vs Hugging Face BertModel ({'torch.compile' if args.compile else 'eager'})\n\n"
