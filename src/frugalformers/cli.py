@@ -35,14 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: model zoo, then a quick check of every tiny model")
     d.add_argument("--seq", type=int, default=64, help="sequence length of the tiny-model check")
     d.set_defaults(func=_cmd_demo)
+    from frugalformers.data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from frugalformers.data.sources import SourceError
+
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, SourceError) as e:
         print(f"frugal: error: {e}", file=sys.stderr)
         return 2
 

