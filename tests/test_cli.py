@@ -22,8 +22,3 @@ def test_frugal_command_is_installed():
         [sys.executable, "-m", "frugalformers.cli", "models", "bert-tiny"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "bert-tiny" in r.stdout
-
-
-def test_demo_runs(capsys):
-    assert main(["demo", "--seq", "16"]) == 0
-    assert "reload identical" in capsys.readouterr().out

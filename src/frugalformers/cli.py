@@ -20,7 +20,83 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from frugalformers.demo import run_demo
 
-    return run_demo(seq_len=args.seq)
+    return run_demo(
+        out=args.out,
+        pretrain_steps=args.pretrain_steps,
+        finetune_steps=args.finetune_steps,
+        progress=not args.no_progress,
+    )
+
+
+def _run_config(args: argparse.Namespace):
+    from frugalformers.train.config import load_run_config
+
+    return load_run_config(args.preset, args.config, args.overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from frugalformers.train.run import pretrain
+
+    result = pretrain(_run_config(args), resume=args.resume, progress=not args.no_progress)
+    print({k: v for k, v in result.items()})
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from frugalformers.train.run import finetune
+
+    result = finetune(_run_config(args), resume=args.resume, progress=not args.no_progress)
+    print({k: v for k, v in result.items()})
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from frugalformers.train.evaluate import evaluate_checkpoint
+
+    print(
+        json.dumps(
+            evaluate_checkpoint(
+                args.checkpoint, args.task, args.dataset, args.split, args.file, args.tokenizer, args.seq_len
+            ),
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from frugalformers.train.evaluate import generate_text
+
+    for line in generate_text(
+        args.checkpoint,
+        args.prompt,
+        args.dataset,
+        args.tokenizer,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+    ):
+        print(line)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from frugalformers.plot import plot_runs
+
+    print(plot_runs(args.runs, args.out))
+    return 0
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="model preset (`frugal models`); or `preset:` in the YAML")
+    p.add_argument("--config", help="YAML file with any of the options below")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in `out`")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=500 optim.lr=3e-4 model.n_layers=4")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,22 +108,70 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("names", nargs="*", help="presets to show (default: all)")
     m.add_argument("--seq", type=int, default=512, help="sequence length for the FLOP count (default 512)")
     m.set_defaults(func=_cmd_models)
-    d = sub.add_parser("demo", help="the main job: model zoo, then a quick check of every tiny model")
-    d.add_argument("--seq", type=int, default=64, help="sequence length of the tiny-model check")
+    d = sub.add_parser("demo", help="the main job: pretrain tiny BERT and FNet, fine-tune on 2 tasks, compare")
+    d.add_argument("--out", default="runs/demo", help="folder for the runs and the plot")
+    d.add_argument("--pretrain-steps", type=int, default=300)
+    d.add_argument("--finetune-steps", type=int, default=150)
+    d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
     from frugalformers.data.cli import add_parser as add_data_parser
+    from frugalformers.train.config import help_text
 
     add_data_parser(sub)
+    epilog = "options (key=value, or in the YAML file; defaults shown):\n" + help_text()
+    fmt = argparse.RawDescriptionHelpFormatter
+    t = sub.add_parser(
+        "train",
+        help="pretrain (MLM / span corruption or UL2 / causal LM by family)",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    _add_run_args(t)
+    t.set_defaults(func=_cmd_train)
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune on a task (data.task) or a CSV / JSONL file (data.file)",
+        epilog=epilog,
+        formatter_class=fmt,
+    )
+    _add_run_args(f)
+    f.set_defaults(func=_cmd_finetune)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a task split")
+    e.add_argument("checkpoint", help="checkpoint folder or run folder")
+    e.add_argument("--dataset", default="demo")
+    e.add_argument("--task", help="task of the dataset")
+    e.add_argument("--file", help="or a CSV / JSONL file")
+    e.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    e.add_argument("--tokenizer", default="tiny")
+    e.add_argument("--seq-len", type=int, default=128)
+    e.set_defaults(func=_cmd_eval)
+    g = sub.add_parser("generate", help="generate text from a causal LM or encoder-decoder checkpoint")
+    g.add_argument("checkpoint")
+    g.add_argument("prompt", nargs="+")
+    g.add_argument("--dataset", default="demo", help="dataset whose tokenizer the model was trained with")
+    g.add_argument("--tokenizer", default="tiny")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=_cmd_generate)
+    pl = sub.add_parser("plot", help="loss and metric curves of runs into a PNG")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("--out", default="curves.png")
+    pl.set_defaults(func=_cmd_plot)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from frugalformers.checkpoint import CheckpointError
     from frugalformers.data.sources import SourceError
+    from frugalformers.train.trainer import TrainingStopped
 
     try:
         return args.func(args)
-    except (ValueError, SourceError) as e:
+    except (ValueError, SourceError, CheckpointError, TrainingStopped) as e:
         print(f"frugal: error: {e}", file=sys.stderr)
         return 2
 

@@ -52,6 +52,34 @@ def _bert_tiny():
     return _bert(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=128)
 
 
+# ---------------------------------------------------------------- FNet (Lee-Thorp et al. 2021)
+def _fnet(**kw) -> ModelConfig:
+    # official f_net config: post-LN eps 1e-12, gelu (tanh form), 4 token types, the d_emb -> d_model
+    # projection even when the sizes are equal, Fourier mixing in every layer
+    base = dict(
+        family="bert",
+        activation="gelu_new",
+        norm="layernorm",
+        norm_eps=1e-12,
+        position="learned",
+        type_vocab_size=4,
+        embedding_projection=True,
+        mixer="fourier",
+        pad_token_id=3,
+    )
+    return ModelConfig(**{**base, **kw})
+
+
+@register_preset("fnet-base", "FNet-Base: 12 x 768, FFN 3072, Fourier mixing (~83M)")
+def _fnet_base():
+    return _fnet(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, d_ff=3072)
+
+
+@register_preset("fnet-tiny", "tiny FNet for tests and the demo: 2 x 64, Fourier mixing")
+def _fnet_tiny():
+    return _fnet(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=128)
+
+
 # ---------------------------------------------------------------- T5.1.1 (Raffel et al. 2020)
 def _t5(**kw) -> ModelConfig:
     base = dict(

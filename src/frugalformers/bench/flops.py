@@ -6,10 +6,29 @@ work is not a matmul (e.g. FFTs) register their own formulas with `register_flop
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+
+
+def _fft_flops(shape, dims, factor: float) -> int:
+    """`factor * N * log2(L)` per transformed axis of length L over N elements: the usual estimate of
+    5 N log2 L real FLOPs for a complex FFT (2.5 for real-input transforms)."""
+    n = math.prod(shape)
+    return int(sum(factor * n * math.log2(max(2, shape[d])) for d in dims))
+
+
+@register_flop_formula(torch.ops.aten._fft_r2c)
+def _fft_r2c_flops(x_shape, dim, *args, out_shape=None, **kwargs) -> int:
+    return _fft_flops(x_shape, dim, 2.5)
+
+
+@register_flop_formula(torch.ops.aten._fft_c2c)
+def _fft_c2c_flops(x_shape, dim, *args, out_shape=None, **kwargs) -> int:
+    return _fft_flops(x_shape, dim, 5.0)
+
 
 # dense bf16 tensor-core peak (datasheet, TFLOP/s); override with FRUGAL_PEAK_TFLOPS
 _PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "4090": 165.0}

@@ -127,6 +127,7 @@ def clean_osis(raw: str) -> str:
 # ------------------------------------------------------------------ R data
 def _rdata():
     warnings.filterwarnings("ignore", message="Unknown file type")
+    warnings.filterwarnings("ignore", message="Missing constructor for R class")
     from rdata import conversion, parser
 
     return parser, conversion

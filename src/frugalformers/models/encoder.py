@@ -99,10 +99,22 @@ class BertForMaskedLM(nn.Module):
         self.mlm = MLMHead(config)
         init_bert_weights(self.mlm, config.init_std)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None) -> ModelOutput:
-        """labels (B, T): target ids at masked positions, -100 elsewhere."""
+    def forward(
+        self, input_ids, token_type_ids=None, attention_mask=None, labels=None, masked_only: bool = True
+    ) -> ModelOutput:
+        """labels (B, T): target ids at masked positions, -100 elsewhere.
+
+        With labels and `masked_only` (the default), the head runs on the labelled positions only, as
+        BERT's and FNet's pre-training code do (`masked_lm_positions`): `logits` is then (N, vocab)
+        for the N positions where labels != -100, in row-major order. Otherwise (B, T, vocab)."""
         out = self.encoder(input_ids, token_type_ids, attention_mask)
-        out.logits = self.mlm(out.hidden, self.encoder.embeddings.word.weight)
+        word = self.encoder.embeddings.word.weight
+        if labels is not None and masked_only:
+            picked = labels != -100  # (B, T)
+            out.logits = self.mlm(out.hidden[picked], word)  # (N, vocab)
+            out.loss = F.cross_entropy(out.logits.float(), labels[picked])
+            return out
+        out.logits = self.mlm(out.hidden, word)
         if labels is not None:
             out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         return out

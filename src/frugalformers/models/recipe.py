@@ -124,6 +124,13 @@ def _attention(config, i: int, stack: str) -> nn.Module:
     return SelfAttentionMixer(causal=causal, **attention_kwargs(config, stack))
 
 
+@register_mixer("fourier")
+def _fourier(config, i: int, stack: str) -> nn.Module:
+    from frugalformers.nn.mixing import FourierMixing
+
+    return FourierMixing(impl=config.options.get("fourier_impl", "fft"))
+
+
 @register_ffn("dense")
 def _dense(config, i: int, stack: str) -> nn.Module:
     # T5 applies dropout to the hidden activations; BERT / Llama only on the residual branch

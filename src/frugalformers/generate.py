@@ -1,0 +1,134 @@
+"""Text generation with static KV caches: greedy, temperature, top-k and top-p sampling, for the
+decoder family (left-padded prompt batches) and the T5 family (cached cross-attention K/V)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V): greedy when temperature == 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix with mass >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[list[int]]:
+    """New tokens for each prompt (stopping after `eos_id`, which is kept)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    family = model.config.family
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        if family == "decoder":
+            out = _generate_decoder(
+                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id
+            )
+        elif family == "t5":
+            out = _generate_t5(model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id)
+        else:
+            raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
+    finally:
+        model.clear_cache()
+        model.train(was_training)
+    return out
+
+
+def _trim(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
+    out = []
+    for row in rows.tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id) + 1]
+        out.append(row)
+    return out
+
+
+def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id):
+    B, P = len(prompts), max(len(p) for p in prompts)
+    S = P + max_new
+    ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((B, S), dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at position P - 1
+        ids[i, P - len(p) :] = torch.tensor(p, device=device)
+        mask[i, P - len(p) : P] = True
+    model.setup_cache(B, S, device=device)
+    positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)  # (B, P): per-row position ids
+    logits = model(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=device)).logits
+    last_pos = positions[:, -1]
+    new = []
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for t in range(max_new):
+        nxt = sample_next(logits[:, -1], *sampling)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        new.append(nxt)
+        if eos_id is not None:
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+        if t == max_new - 1:
+            break
+        mask[:, P + t] = True
+        last_pos = last_pos + 1
+        logits = model(
+            nxt[:, None],
+            attention_mask=mask,
+            positions=last_pos[:, None],
+            input_pos=torch.tensor([P + t], device=device),
+        ).logits
+    return _trim(torch.stack(new, 1), eos_id)
+
+
+def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id):
+    B, P = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((B, P), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(p, device=device)
+        mask[i, : len(p)] = 1
+    memory, _ = model.encode(ids, mask)
+    kv = model.cross_kv(memory)
+    model.setup_cache(B, max_new, device=device)
+    tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+    new = []
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for t in range(max_new):
+        logits = model.decode_step(tok[:, None], torch.tensor([t], device=device), mask.bool(), kv)
+        tok = sample_next(logits[:, -1], *sampling)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        new.append(tok)
+        if eos_id is not None:
+            done |= tok == eos_id
+            if bool(done.all()):
+                break
+    return _trim(torch.stack(new, 1), eos_id)

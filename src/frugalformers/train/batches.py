@@ -1,0 +1,215 @@
+"""Batch sources for training: pretraining objectives over token shards, fine-tuning tasks.
+
+A batch source has `next_batch() -> dict` (model inputs + labels), `state_dict()` /
+`load_state_dict()` (the loader position; randomness of the objectives is derived from it, so a
+resumed run sees the same batches), and `eval_batches(n)` (a fixed validation sequence).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from frugalformers.data.objectives import causal_lm, mlm_mask, seq2seq_batch, span_corruption, ul2_example
+from frugalformers.data.shards import TokenLoader, open_shard, pad_batch
+from frugalformers.data.store import dataset_dir
+from frugalformers.data.tokenizer import Tokenizer
+
+DEFAULT_OBJECTIVE = {"bert": "mlm", "t5": "span", "decoder": "clm"}
+
+
+def dataset_folder(name: str) -> Path:
+    """A prepared dataset by name, or a folder (e.g. made by `frugal data pack`)."""
+    p = Path(name)
+    if (p / "shards").exists() or (p / "tasks").exists():
+        return p
+    folder = dataset_dir(name)
+    if not folder.exists():
+        raise ValueError(f"dataset {name!r} is not prepared; run `frugal data prepare {name}` (or give a folder)")
+    return folder
+
+
+def load_tokenizer(dataset: str, name: str) -> Tokenizer:
+    return Tokenizer.load(dataset_folder(dataset) / "tokenizer", name)
+
+
+def _generators(seed: int, epoch: int, position: int) -> tuple[random.Random, torch.Generator]:
+    key = (seed * 1_000_003 + epoch) * 1_000_033 + position
+    return random.Random(key), torch.Generator().manual_seed(key % (2**63))
+
+
+class PretrainBatches:
+    def __init__(
+        self,
+        family: str,
+        objective: str,
+        dataset: str,
+        tokenizer: str,
+        seq_len: int,
+        target_len: int,
+        batch_size: int,
+        seed: int,
+        vocab_size: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.objective = DEFAULT_OBJECTIVE[family] if objective == "auto" else objective
+        allowed = {"bert": ("mlm",), "t5": ("span", "ul2"), "decoder": ("clm",)}[family]
+        if self.objective not in allowed:
+            raise ValueError(f"objective={self.objective!r} does not fit family {family!r}; use one of {allowed}")
+        folder = dataset_folder(dataset)
+        self.tok = Tokenizer.load(folder / "tokenizer", tokenizer)
+        if self.tok.vocab_size > vocab_size:
+            raise ValueError(
+                f"the {tokenizer!r} tokenizer has {self.tok.vocab_size} pieces but the model's vocab_size is "
+                f"{vocab_size}; set model.vocab_size={self.tok.vocab_size} or pick a matching tokenizer"
+            )
+        shards = folder / "shards" / tokenizer
+        self.train_tokens, _, _ = open_shard(shards, "train")
+        self.valid_tokens, _, _ = open_shard(shards, "valid")
+        self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
+        self.vocab_size = vocab_size
+        self.loader = TokenLoader(self.train_tokens, seq_len, batch_size, seed, rank=rank, world=world)
+
+    def _make(self, ids: torch.Tensor, rng: random.Random, gen: torch.Generator) -> dict:
+        t = self.tok
+        if self.objective == "mlm":
+            inputs, labels = mlm_mask(ids, t.mask_id, self.vocab_size, t.special_ids, generator=gen)
+            return {"input_ids": inputs, "labels": labels}
+        if self.objective == "clm":
+            return causal_lm(ids)
+        pairs = []
+        for row in ids.tolist():
+            if self.objective == "span":
+                inp, tgt = span_corruption(row, t.sentinel_ids, t.eos_id, rng)
+            else:
+                inp, tgt, _ = ul2_example(row, t.sentinel_ids, t.eos_id, rng)
+            pairs.append((inp[: self.seq_len], tgt[: self.target_len]))
+        return seq2seq_batch(pairs, t.pad_id, self.seq_len, self.target_len)
+
+    def next_batch(self) -> dict:
+        rng, gen = _generators(self.seed, self.loader.epoch, self.loader.position)
+        return self._make(self.loader.next_batch()["input_ids"], rng, gen)
+
+    def eval_batches(self, n: int) -> list[dict]:
+        loader = TokenLoader(self.valid_tokens, self.seq_len, self.batch_size, seed=0, shuffle=False)
+        out = []
+        for i in range(min(n, loader.batches_per_epoch)):
+            rng, gen = _generators(12345, 0, i)
+            out.append(self._make(loader.next_batch()["input_ids"], rng, gen))
+        return out
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+class TaskBatches:
+    """Fine-tuning rows -> batches for the model's family.
+
+    - bert: `[CLS] text [SEP] text_b [SEP]` padded to seq_len, token types, classification labels;
+    - t5: text-to-text, input `text [SEP] text_b`, target the label string + EOS;
+    - decoder: `text [SEP] text_b [SEP] label EOS`, loss on the label tokens only.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        rows: dict[str, list[dict]],
+        labels: list[str],
+        tok: Tokenizer,
+        seq_len: int,
+        target_len: int,
+        batch_size: int,
+        seed: int,
+    ):
+        self.family, self.rows, self.labels, self.tok = family, rows, labels, tok
+        self.label_index = {lab: i for i, lab in enumerate(labels)}
+        self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
+        self.encoded = {split: self._encode(r) for split, r in rows.items()}
+        n = len(self.encoded["train"])
+        if n < batch_size:
+            raise ValueError(f"{n} training rows are fewer than one batch of {batch_size}; lower data.batch_size")
+        self.epoch, self.position = 0, 0
+
+    def _encode(self, rows: list[dict]) -> list[tuple]:
+        t = self.tok
+        texts = t.encode([r["text"] for r in rows])
+        texts_b = t.encode([r.get("text_b", "") for r in rows])
+        targets = t.encode([r["label"] for r in rows])
+        return [(a, b, tgt, r["label"]) for a, b, tgt, r in zip(texts, texts_b, targets, rows)]
+
+    def _bert(self, items) -> dict:
+        t, T = self.tok, self.seq_len
+        seqs, types = [], []
+        for a, b, _, _ in items:
+            room = T - 3 if b else T - 2
+            if b:
+                b = b[: max(room // 2, room - len(a))]
+                a = a[: room - len(b)]
+                s = [t.cls_id, *a, t.sep_id, *b, t.sep_id]
+                types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+            else:
+                s = [t.cls_id, *a[:room], t.sep_id]
+                types.append([0] * len(s))
+            seqs.append(s)
+        ids, mask = pad_batch(seqs, t.pad_id, T)
+        tt, _ = pad_batch(types, 0, T)
+        labels = torch.tensor([self.label_index.get(lab, -100) for *_, lab in items])
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "labels": labels}
+
+    def _source(self, a, b) -> list[int]:
+        return (a + [self.tok.sep_id] + b) if b else a
+
+    def _t5(self, items) -> dict:
+        eos = self.tok.eos_id
+        pairs = [
+            (self._source(a, b)[: self.seq_len - 1] + [eos], tgt[: self.target_len - 1] + [eos])
+            for a, b, tgt, _ in items
+        ]
+        return seq2seq_batch(pairs, self.tok.pad_id, self.seq_len, self.target_len)
+
+    def _decoder(self, items) -> dict:
+        seqs, label_masks = [], []
+        for a, b, tgt, _ in items:
+            answer = tgt[: self.target_len - 1] + [self.tok.eos_id]
+            prompt = self._source(a, b)[: self.seq_len - len(answer) - 1] + [self.tok.sep_id]
+            seqs.append(prompt + answer)
+            label_masks.append([0] * len(prompt) + [1] * len(answer))
+        ids, mask = pad_batch(seqs, self.tok.pad_id, self.seq_len)
+        lm, _ = pad_batch(label_masks, 0, self.seq_len)
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(lm == 0, -100)}
+
+    def make(self, items) -> dict:
+        return {"bert": self._bert, "t5": self._t5, "decoder": self._decoder}[self.family](items)
+
+    def next_batch(self) -> dict:
+        train = self.encoded["train"]
+        per_epoch = len(train) // self.batch_size
+        if self.position >= per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch))
+        idx = order[self.position * self.batch_size : (self.position + 1) * self.batch_size].tolist()
+        self.position += 1
+        return self.make([train[i] for i in idx])
+
+    def split_items(self, split: str) -> list[tuple]:
+        return self.encoded[split]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.seq_len

@@ -1,0 +1,199 @@
+"""`frugal train` / `finetune` / `eval`: build the model and the batches for a run config, fit,
+evaluate. A run folder holds `config.yaml` (resolved), `metrics.jsonl`, `checkpoints/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from frugalformers.api import build_model
+from frugalformers.checkpoint import load as load_model
+from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
+from frugalformers.generate import generate
+from frugalformers.train.batches import PretrainBatches, TaskBatches, dataset_folder, load_tokenizer
+from frugalformers.train.checkpointing import list_checkpoints
+from frugalformers.train.config import RunConfig, save_run_config
+from frugalformers.train.trainer import fit, pick_device
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_for(cfg: RunConfig, **extra):
+    overrides = {**cfg.model, **extra}
+    return build_model(cfg.preset, **overrides)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (its newest checkpoint)."""
+    p = Path(path)
+    if (p / "config.json").exists():
+        return p
+    ckpts = list_checkpoints(p)
+    if not ckpts:
+        raise ValueError(f"{path} is neither a checkpoint folder nor a run folder with checkpoints")
+    return ckpts[-1]
+
+
+# ------------------------------------------------------------------ pretraining
+def pretrain_eval(batches: PretrainBatches, n: int):
+    data = batches.eval_batches(n)
+
+    def evaluate(model) -> dict:
+        device = next(model.parameters()).device
+        loss, correct, count = 0.0, 0, 0
+        for b in data:
+            b = {k: v.to(device) for k, v in b.items()}
+            out = model(**b)
+            loss += out.loss.float().item()
+            labels = b["labels"]
+            logits = out.logits
+            if batches.objective == "clm":
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            mask = labels != -100
+            pred = logits.argmax(-1)
+            pred = pred if pred.dim() == 1 else pred[mask]  # MLM returns logits of the masked positions only
+            correct += (pred == labels[mask]).sum().item()
+            count += mask.sum().item()
+        name = {"mlm": "mlm_accuracy", "clm": "token_accuracy"}.get(batches.objective, "target_accuracy")
+        return {"loss": loss / max(1, len(data)), name: correct / max(1, count)}
+
+    return evaluate
+
+
+def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+    from frugalformers.bench.flops import flops_per_token
+
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, run_dir / "config.yaml")
+    tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
+    seed_everything(cfg.seed)  # the model's initial weights depend on the seed alone
+    extra = {} if "vocab_size" in cfg.model else {"vocab_size": max(tok.vocab_size, 8)}
+    model = model_for(cfg, **extra)
+    if model.config.family == "bert" and cfg.data.seq_len > model.config.max_seq_len:
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
+    batches = PretrainBatches(
+        model.config.family,
+        cfg.objective,
+        cfg.data.dataset,
+        cfg.data.tokenizer,
+        cfg.data.seq_len,
+        cfg.data.target_len,
+        cfg.data.batch_size,
+        cfg.seed,
+        model.config.vocab_size,
+    )
+    fpt = flops_per_token(model.config, cfg.data.seq_len) if pick_device(cfg).type == "cuda" else None
+    log(
+        f"pretraining {cfg.preset} ({batches.objective}) on {cfg.data.dataset}/{cfg.data.tokenizer}: "
+        f"{cfg.steps} steps x {cfg.data.batch_size * cfg.optim.accumulation} x {cfg.data.seq_len} tokens -> {run_dir}"
+    )
+    return fit(cfg, model, batches, pretrain_eval(batches, cfg.eval_batches), run_dir, resume, fpt, log, progress)
+
+
+# ------------------------------------------------------------------ fine-tuning
+def task_rows(cfg: RunConfig) -> tuple[dict[str, list[dict]], list[str], str]:
+    """Splits, label list and metric of the configured task or user file."""
+    if cfg.data.file:
+        rows = load_user_rows(cfg.data.file)
+        if any("label" not in r for r in rows):
+            raise ValueError(f"{cfg.data.file}: fine-tuning needs a `label` in every row")
+        rows_shuffled = list(rows)
+        torch.manual_seed(cfg.seed)
+        perm = torch.randperm(len(rows_shuffled)).tolist()
+        n_val = max(1, len(rows) // 10)
+        val = [rows_shuffled[i] for i in perm[:n_val]]
+        train = [rows_shuffled[i] for i in perm[n_val:]]
+        labels = sorted({r["label"] for r in rows})
+        return {"train": train, "validation": val, "test": val}, labels, "accuracy"
+    if not cfg.data.task:
+        raise ValueError("fine-tuning needs data.task=TASK (see `frugal data show DATASET`) or data.file=PATH")
+    info = task_info(cfg.data.dataset, cfg.data.task)
+    rows = {s: load_task(cfg.data.dataset, cfg.data.task, s) for s in ("train", "validation", "test")}
+    labels = info["labels"] or sorted({r["label"] for r in rows["train"]})
+    return rows, labels, info["metric"]
+
+
+def task_predict(model, batches: TaskBatches, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
+    items = batches.split_items(split)[:limit]
+    family = model.config.family
+    device = next(model.parameters()).device
+    preds, golds = [], []
+    for i in range(0, len(items), batches.batch_size):
+        chunk = items[i : i + batches.batch_size]
+        golds += [lab for *_, lab in chunk]
+        if family == "bert":
+            b = {k: v.to(device) for k, v in batches.make(chunk).items() if k != "labels"}
+            preds += [batches.labels[j] for j in model(**b).logits.argmax(-1).tolist()]
+            continue
+        tok = batches.tok
+        if family == "t5":
+            prompts = [(batches._source(a, b)[: batches.seq_len - 1] + [tok.eos_id]) for a, b, _, _ in chunk]
+        else:
+            prompts = [
+                batches._source(a, b)[: batches.seq_len - batches.target_len - 1] + [tok.sep_id] for a, b, _, _ in chunk
+            ]
+        outs = generate(model, prompts, batches.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id)
+        preds += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in outs]
+    return preds, golds
+
+
+def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, run_dir / "config.yaml")
+    rows, labels, metric = task_rows(cfg)
+    seed_everything(cfg.seed)
+    if cfg.init_from:
+        ckpt = resolve_checkpoint(cfg.init_from)
+        base = load_model(ckpt)
+        config = base.config
+        if config.family == "bert":
+            config = config.replace(head="classify", num_labels=len(labels), pooler=True, **cfg.model)
+            model = build_model(config)
+            missing = model.load_state_dict(base.state_dict(), strict=False)
+            new = sorted(k for k in missing.missing_keys if not k.startswith(("classifier", "encoder.pooler")))
+            if new:
+                raise ValueError(f"checkpoint {ckpt} lacks encoder weights: {new[:5]}")
+        else:
+            model = base if not cfg.model else build_model(config.replace(**cfg.model))
+            if cfg.model:
+                model.load_state_dict(base.state_dict())
+        log(f"fine-tuning from {ckpt}")
+    else:
+        from frugalformers.presets import get_preset
+
+        bert = get_preset(cfg.preset).family == "bert"
+        model = model_for(cfg, **({"head": "classify", "num_labels": len(labels)} if bert else {}))
+    folder = dataset_folder(cfg.data.dataset)
+    tok = load_tokenizer(str(folder), cfg.data.tokenizer)
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")
+    batches = TaskBatches(
+        model.config.family, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
+    )
+
+    def evaluate(m) -> dict:
+        preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
+        return score(metric, preds, golds)
+
+    log(
+        f"fine-tuning {model.config.family} model on {cfg.data.task or cfg.data.file} ({metric}), "
+        f"{len(rows['train'])} training rows -> {run_dir}"
+    )
+    result = fit(cfg, model, batches, evaluate, run_dir, resume, None, log, progress)
+    model.eval()
+    with torch.no_grad():
+        preds, golds = task_predict(model, batches, "test")
+    result["test"] = score(metric, preds, golds)
+    (run_dir / "test_metrics.json").write_text(__import__("json").dumps(result["test"], indent=2))
+    return result

@@ -1,0 +1,209 @@
+"""The training loop shared by pretraining and fine-tuning.
+
+AdamW (weight decay on weight matrices only, not on biases, norms or embeddings), warm-up + decay
+schedule, gradient accumulation and clipping, bf16 autocast on CUDA / fp32 on CPU, optional
+torch.compile, block aux losses added with `aux_loss_weight` and logged separately, periodic
+evaluation with early stopping, atomic checkpoints with exact resume, NaN / inf steps skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
+from frugalformers.train.config import RunConfig
+from frugalformers.train.logger import MetricsLogger
+from frugalformers.train.schedule import make_scheduler
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose (too many bad steps); the message says why."""
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(cfg.device)
+
+
+def autocast_for(cfg: RunConfig, device: torch.device):
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "embed" not in name and "position" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        fused=device.type == "cuda",
+    )
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def fit(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    batches,
+    evaluate: Callable[[torch.nn.Module], dict],
+    run_dir: Path,
+    resume: bool = False,
+    flops_per_token: float | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict:
+    """Train `model` for cfg.steps optimizer steps; return the final metrics."""
+    device = pick_device(cfg)
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.steps, cfg.optim.schedule)
+    step, best, stale, bad_total = 0, None, 0, 0
+    metrics = MetricsLogger(run_dir)
+    if resume:
+        state = resume_latest(run_dir, model, log)
+        if state is None:
+            log(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
+        else:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            batches.load_state_dict(state["data"])
+            set_rng_state(state["rng"])
+            step, best, stale, bad_total = state["step"], state["best"], state["stale"], state["bad_total"]
+            metrics.truncate_after(step)
+            log(f"resumed from step {step}")
+    amp = autocast_for(cfg, device)
+    train_model = torch.compile(model) if cfg.compile else model
+    from frugalformers.bench.flops import peak_flops
+
+    peak = peak_flops(device) if device.type == "cuda" else None
+
+    def checkpoint() -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "data": batches.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            "best": best,
+            "stale": stale,
+            "bad_total": bad_total,
+        }
+        save_checkpoint(run_dir, step, model, state, cfg.keep_last)
+
+    def run_eval() -> dict:
+        model.eval()
+        with torch.no_grad(), amp():
+            result = evaluate(model)
+        model.train()
+        return result
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, desc=Path(run_dir).name)
+    model.train()
+    bad_run, t_last, tokens_since, last = 0, time.perf_counter(), 0, {}
+    stop_reason = None
+    while step < cfg.steps:
+        losses, aux_sums = [], {}
+        for _ in range(cfg.optim.accumulation):
+            batch = _to(batches.next_batch(), device)
+            with amp():
+                out = train_model(**batch)
+            loss = out.loss.float()
+            aux = {k: v.float() for k, v in out.aux_losses.items()}
+            total = loss + cfg.aux_loss_weight * sum(aux.values()) if aux else loss
+            (total / cfg.optim.accumulation).backward()
+            losses.append(loss.detach())
+            for k, v in aux.items():
+                aux_sums[k] = aux_sums.get(k, 0.0) + v.detach() / cfg.optim.accumulation
+            tokens_since += batches.tokens_per_batch
+        loss_value = torch.stack(losses).mean().item()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if cfg.optim.grad_clip > 0
+            else torch.tensor(0.0)
+        )
+        if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+            optimizer.zero_grad(set_to_none=True)
+            bad_run += 1
+            bad_total += 1
+            step += 1
+            with warnings.catch_warnings():  # the schedule advances with the step count, update or not
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+            metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
+            if bad_run >= cfg.max_bad_steps:
+                stop_reason = (
+                    f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step {step}); "
+                    f"lower optim.lr, check the data, or raise max_bad_steps"
+                )
+                break
+            bar.update(1)
+            continue
+        bad_run = 0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            dt = time.perf_counter() - t_last
+            tps = tokens_since / dt if dt > 0 else 0.0
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": tps,
+            }
+            record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
+            if flops_per_token and peak:
+                record["mfu"] = 3 * flops_per_token * tps / peak
+            metrics.log(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
+            t_last, tokens_since = time.perf_counter(), 0
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            result = run_eval()
+            last = {"step": step, **{f"valid_{k}": v for k, v in result.items()}}
+            metrics.log(last)
+            if cfg.early_stop_metric:
+                value = last.get(cfg.early_stop_metric)
+                if value is None:
+                    raise ValueError(f"early_stop_metric={cfg.early_stop_metric!r} is not logged; have {sorted(last)}")
+                better = best is None or (value < best if "loss" in cfg.early_stop_metric else value > best)
+                best, stale = (value, 0) if better else (best, stale + 1)
+                if stale >= cfg.early_stop_patience:
+                    stop_reason = f"early stop: {cfg.early_stop_metric} did not improve for {stale} evaluations"
+        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or stop_reason:
+            checkpoint()
+        if stop_reason:
+            break
+    bar.close()
+    metrics.close()
+    if stop_reason and "consecutive" in stop_reason:
+        checkpoint()
+        raise TrainingStopped(stop_reason)
+    if stop_reason:
+        log(stop_reason)
+    return {**last, "step": step, "bad_steps": bad_total}

@@ -1,0 +1,126 @@
+"""Smoke tests of the commands on tiny presets with the real demo data."""
+
+import json
+
+import pytest
+
+from frugalformers.cli import main
+
+FAST = ["data.batch_size=8", "data.seq_len=32", "data.target_len=8", "eval_batches=2", "log_every=2"]
+
+
+@pytest.mark.parametrize(
+    "preset, objective",
+    [
+        ("bert-tiny", "auto"),
+        ("fnet-tiny", "mlm"),
+        ("t5-tiny", "span"),
+        ("t5-tiny", "ul2"),
+        ("llama-tiny-gqa4", "clm"),
+    ],
+)
+def test_train(tmp_path, demo_data, preset, objective, capsys):
+    out = tmp_path / preset
+    assert (
+        main(["train", "--preset", preset, "--no-progress", "steps=4", f"objective={objective}", f"out={out}", *FAST])
+        == 0
+    )
+    assert (out / "checkpoints/step-00000004/model.safetensors").exists()
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("valid_loss" in r for r in recs) and any("tokens_per_s" in r for r in recs)
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "t5-tiny", "llama-tiny"])
+def test_finetune_eval_generate(tmp_path, demo_data, preset, capsys):
+    pre = tmp_path / "pre"
+    assert main(["train", "--preset", preset, "--no-progress", "steps=2", f"out={pre}", *FAST]) == 0
+    ft = tmp_path / "ft"
+    assert (
+        main(
+            [
+                "finetune",
+                "--preset",
+                preset,
+                "--no-progress",
+                "steps=3",
+                f"out={ft}",
+                "data.task=sentiment",
+                f"init_from={pre}",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    test = json.loads((ft / "test_metrics.json").read_text())
+    assert 0.0 <= test["accuracy"] <= 1.0
+    capsys.readouterr()
+    assert main(["eval", str(ft), "--task", "sentiment", "--split", "validation", "--seq-len", "32"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 400 and 0.0 <= result["accuracy"] <= 1.0
+    if preset != "bert-tiny":
+        assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5"]) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+        assert [x["prompt"] for x in lines] == ["the film is", "a"]
+
+
+def test_finetune_on_a_user_csv(tmp_path, demo_data):
+    csv = tmp_path / "mine.csv"
+    rows = ["text,label"] + [f"{'good great fine' if i % 2 else 'bad awful poor'} movie {i},{i % 2}" for i in range(60)]
+    csv.write_text("\n".join(rows) + "\n")
+    assert (
+        main(
+            [
+                "finetune",
+                "--preset",
+                "bert-tiny",
+                "--no-progress",
+                "steps=3",
+                f"out={tmp_path / 'ft'}",
+                f"data.file={csv}",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+
+
+def test_bad_override_is_a_clear_cli_error(capsys):
+    assert main(["train", "--preset", "bert-tiny", "optim.lrr=3"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+
+
+def test_train_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in (
+        "optim.lr",
+        "optim.schedule",
+        "data.seq_len",
+        "save_every",
+        "keep_last",
+        "early_stop_metric",
+        "precision",
+        "compile",
+        "max_bad_steps",
+    ):
+        assert key in out
+
+
+def test_plot(tmp_path, demo_data):
+    run = tmp_path / "r"
+    assert main(["train", "--preset", "bert-tiny", "--no-progress", "steps=4", f"out={run}", *FAST]) == 0
+    png = tmp_path / "c.png"
+    assert main(["plot", str(run), "--out", str(png)]) == 0 and png.stat().st_size > 5000
+
+
+def test_demo_end_to_end_short(tmp_path, capsys):
+    assert (
+        main(
+            ["demo", "--out", str(tmp_path / "demo"), "--pretrain-steps", "6", "--finetune-steps", "3", "--no-progress"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "bert-tiny" in out and "fnet-tiny" in out and "sentiment test accuracy" in out
+    assert (tmp_path / "demo/pretrain_curves.png").exists()

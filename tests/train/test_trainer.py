@@ -1,0 +1,168 @@
+import json
+
+import pytest
+import torch
+
+from frugalformers.checkpoint import CheckpointError
+from frugalformers.train import checkpointing
+from frugalformers.train.config import load_run_config
+from frugalformers.train.logger import read_metrics
+from frugalformers.train.run import pretrain
+from frugalformers.train.schedule import lr_factor
+from frugalformers.train.trainer import TrainingStopped
+
+SMALL = [
+    "data.batch_size=4",
+    "data.seq_len=32",
+    "log_every=1",
+    "eval_every=0",
+    "eval_batches=2",
+    "optim.warmup_steps=3",
+    "model.dropout=0.1",
+]
+
+
+def cfg_for(tmp_path, name, steps, *extra, preset="bert-tiny"):
+    return load_run_config(preset, None, [f"steps={steps}", f"out={tmp_path / name}", *SMALL, *extra])
+
+
+def losses(run):
+    return {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path, demo_data, monkeypatch):
+    full = cfg_for(tmp_path, "full", 12, "save_every=5")
+    pretrain(full, progress=False, log=lambda *_: None)
+    part = cfg_for(tmp_path, "part", 12, "save_every=5")
+    from frugalformers.train import batches as batches_mod
+
+    real = batches_mod.PretrainBatches.next_batch
+    calls = {"n": 0}
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == 8:  # after the step-5 checkpoint, mid-run
+            raise Interrupt()
+        return real(self)
+
+    monkeypatch.setattr(batches_mod.PretrainBatches, "next_batch", dying)
+    with pytest.raises(Interrupt):
+        pretrain(part, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(batches_mod.PretrainBatches, "next_batch", real)
+    pretrain(part, resume=True, progress=False, log=lambda *_: None)
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "part")
+    assert sorted(a) == sorted(b) == list(range(1, 13))
+    assert all(a[s] == b[s] for s in a), {s: (a[s], b[s]) for s in a if a[s] != b[s]}
+
+
+def test_kill_during_checkpoint_write_keeps_the_last_one(tmp_path, demo_data, monkeypatch):
+    cfg = cfg_for(tmp_path, "run", 4, "save_every=2", "keep_last=3")
+    real_save = torch.save
+    state = {"n": 0}
+
+    def dying_save(obj, path, *a, **k):
+        state["n"] += 1
+        if state["n"] == 2:  # the second checkpoint dies half-way
+            open(path, "wb").write(b"partial")
+            raise Interrupt()
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(checkpointing.torch, "save", dying_save)
+    with pytest.raises(Interrupt):
+        pretrain(cfg, progress=False, log=lambda *_: None)
+    ckpts = checkpointing.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in ckpts] == ["step-00000002"]
+    assert not [p for p in (tmp_path / "run/checkpoints").iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(checkpointing.torch, "save", real_save)
+    pretrain(cfg, resume=True, progress=False, log=lambda *_: None)
+    assert [p.name for p in checkpointing.list_checkpoints(tmp_path / "run")] == ["step-00000002", "step-00000004"]
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous(tmp_path, demo_data):
+    cfg = cfg_for(tmp_path, "run", 4, "save_every=2", "keep_last=3")
+    pretrain(cfg, progress=False, log=lambda *_: None)
+    newest = checkpointing.list_checkpoints(tmp_path / "run")[-1]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    messages = []
+    from frugalformers.api import build_model
+
+    state = checkpointing.resume_latest(tmp_path / "run", build_model("bert-tiny"), messages.append)
+    assert state["step"] == 2 and "step-00000004" in messages[0] and "truncated or corrupt" in messages[0]
+    with pytest.raises(CheckpointError):
+        checkpointing.load_checkpoint(newest, build_model("bert-tiny"))
+
+
+def test_nonfinite_steps_are_skipped_then_training_stops(tmp_path, demo_data, monkeypatch):
+    from frugalformers.models import encoder
+
+    real = encoder.BertForMaskedLM.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(encoder.BertForMaskedLM, "forward", sometimes_nan)
+    cfg = cfg_for(tmp_path, "run", 6, "save_every=0")
+    result = pretrain(cfg, progress=False, log=lambda *_: None)
+    assert result["bad_steps"] == 2 and result["step"] == 6
+    recs = read_metrics(tmp_path / "run")
+    assert sum(r.get("skipped_nonfinite", 0) for r in recs) == 2
+
+    def always_nan(self, *a, **k):
+        out = real(self, *a, **k)
+        out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(encoder.BertForMaskedLM, "forward", always_nan)
+    cfg = cfg_for(tmp_path, "run2", 20, "save_every=0", "max_bad_steps=3")
+    with pytest.raises(TrainingStopped, match="3 consecutive steps"):
+        pretrain(cfg, progress=False, log=lambda *_: None)
+
+
+def test_schedules():
+    assert lr_factor(0, 10, 100, "linear") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "linear") == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, "linear") == pytest.approx(0.5)
+    assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(39, 10, 100, "inverse_sqrt") == pytest.approx(0.5)
+    assert lr_factor(99, 10, 100, "constant") == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("stepz=5", "stepz"),
+        ("steps=abc", "steps"),
+        ("model.n_layerz=3", "n_layerz"),
+        ("objective=foo", "objective='foo'"),
+        ("data.batch_size=0", "data.batch_size=0"),
+    ],
+)
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_run_config("bert-tiny", None, [override])
+
+
+def test_yaml_then_overrides(tmp_path):
+    y = tmp_path / "run.yaml"
+    y.write_text("preset: fnet-tiny\nsteps: 7\noptim:\n  lr: 0.5\n")
+    cfg = load_run_config(None, str(y), ["optim.lr=0.25"])
+    assert (cfg.preset, cfg.steps, cfg.optim.lr) == ("fnet-tiny", 7, 0.25)
+
+
+def test_resolved_config_is_saved(tmp_path, demo_data):
+    cfg = cfg_for(tmp_path, "run", 2, "save_every=0")
+    pretrain(cfg, progress=False, log=lambda *_: None)
+    text = (tmp_path / "run/config.yaml").read_text()
+    assert "preset: bert-tiny" in text and "steps: 2" in text
+    assert json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])["step"] == 1
