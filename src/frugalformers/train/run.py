@@ -69,9 +69,19 @@ def pretrain_eval(batches: PretrainBatches, n: int):
     return evaluate
 
 
-def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+def train_flops_per_token(config, batches: PretrainBatches) -> float:
+    """Counted forward FLOPs per input token of a training batch. The MLM head runs on the masked
+    positions only (15%), so it is counted at that share on top of the encoder."""
     from frugalformers.bench.flops import flops_per_token
 
+    if batches.objective != "mlm":
+        return flops_per_token(config, batches.seq_len)
+    body = flops_per_token(config.replace(head="base", pooler=False), batches.seq_len)
+    d, e, v = config.d_model, config.embedding_dim, config.vocab_size
+    return body + 0.15 * 2 * (d * e + e * v)
+
+
+def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(cfg, run_dir / "config.yaml")
@@ -92,7 +102,7 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         cfg.seed,
         model.config.vocab_size,
     )
-    fpt = flops_per_token(model.config, cfg.data.seq_len) if pick_device(cfg).type == "cuda" else None
+    fpt = train_flops_per_token(model.config, batches) if pick_device(cfg).type == "cuda" else None
     log(
         f"pretraining {cfg.preset} ({batches.objective}) on {cfg.data.dataset}/{cfg.data.tokenizer}: "
         f"{cfg.steps} steps x {cfg.data.batch_size * cfg.optim.accumulation} x {cfg.data.seq_len} tokens -> {run_dir}"
