@@ -20,3 +20,25 @@ def test_readme_python_examples_run():
 def test_readme_opens_with_the_two_commands():
     text = README.read_text()
     assert text.index("make demo") < text.index("make test") < text.index("## Quickstart")
+
+
+def test_readme_cli_examples_run(tmp_path, monkeypatch):
+    """The `frugal ...` lines of the README's training block, run in a scratch folder."""
+    import shlex
+
+    from frugalformers.cli import main
+    from frugalformers.data.datasets import prepare
+
+    prepare("demo", log=lambda *_: None)
+    text = README.read_text()
+    block = text[text.index("## Train, fine-tune") :]
+    block = block[block.index("```bash") + 7 : block.index("```", block.index("```bash") + 7)]
+    monkeypatch.chdir(tmp_path)
+    lines = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("frugal ")]
+    assert len(lines) >= 6
+    for line in lines:
+        args = shlex.split(line)[1:]
+        if args[0] in ("train", "finetune"):
+            args.insert(1, "--no-progress")
+            args += ["data.batch_size=8", "data.seq_len=32", "eval_batches=2"]
+        assert main(args) == 0, line

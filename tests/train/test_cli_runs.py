@@ -122,5 +122,5 @@ def test_demo_end_to_end_short(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "bert-tiny" in out and "fnet-tiny" in out and "sentiment test accuracy" in out
+    assert "bert-tiny" in out and "fnet-tiny" in out and "sentiment test acc" in out
     assert (tmp_path / "demo/pretrain_curves.png").exists()

@@ -227,15 +227,6 @@ SOURCES: dict[str, Source] = {
             "WordNet 3.0 database (synsets, glosses, hypernyms)",
             "WordNet",
         ),
-        _src(
-            "wordnet-sense-index",
-            "1:3.0-37",
-            "debian",
-            "wordnet-sense-index_1%3a3.0-37_all.deb",
-            "b22c7d3100470d90f812acc224718e4bd362d7ca427766fa3e11013c8c7895cf",
-            "WordNet 3.0 sense index",
-            "WordNet",
-        ),
     ]
 }
 
