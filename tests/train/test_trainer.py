@@ -166,3 +166,81 @@ def test_resolved_config_is_saved(tmp_path, demo_data):
     text = (tmp_path / "run/config.yaml").read_text()
     assert "preset: bert-tiny" in text and "steps: 2" in text
     assert json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_early_stopping_and_keep_last(tmp_path, demo_data, monkeypatch):
+    from frugalformers.train import run as run_mod
+
+    def flat_eval(batches, n):
+        return lambda model: {"loss": 1.0}  # never improves after the first evaluation
+
+    monkeypatch.setattr(run_mod, "pretrain_eval", flat_eval)
+    cfg = cfg_for(
+        tmp_path,
+        "run",
+        50,
+        "eval_every=2",
+        "save_every=2",
+        "keep_last=2",
+        "early_stop_metric=valid_loss",
+        "early_stop_patience=2",
+    )
+    result = pretrain(cfg, progress=False, log=lambda *_: None)
+    assert result["step"] == 6  # evaluations at 2 (best), 4, 6 (two without improvement)
+    assert [p.name for p in checkpointing.list_checkpoints(tmp_path / "run")] == ["step-00000004", "step-00000006"]
+
+
+def test_aux_losses_are_added_and_logged_separately(tmp_path, demo_data):
+    import torch.nn as nn
+
+    from frugalformers.models import recipe
+    from frugalformers.nn.ffn import FeedForward
+
+    class AuxFFN(FeedForward):
+        def forward(self, x):
+            y = super().forward(x)
+            return y, {"balance": y.pow(2).mean() * 0 + 0.5, "z": y.abs().mean() * 0 + 0.25}
+
+    @recipe.register_ffn("aux_test")
+    def _aux(config, i, stack) -> nn.Module:
+        return AuxFFN(config.d_model, config.d_ff, config.activation)
+
+    try:
+        cfg = cfg_for(tmp_path, "run", 2, "save_every=0", "model.ffn=aux_test", "aux_loss_weight=0.1")
+        pretrain(cfg, progress=False, log=lambda *_: None)
+    finally:
+        recipe.FFNS.pop("aux_test")
+    rec = [r for r in read_metrics(tmp_path / "run") if "loss" in r][-1]
+    assert rec["aux/balance"] == pytest.approx(1.0) and rec["aux/z"] == pytest.approx(0.5)  # summed over 2 layers
+
+
+def test_free_text_tasks_train_generative_models_only(tmp_path, demo_data):
+    import shutil
+
+    from frugalformers.train.run import finetune
+
+    ds = tmp_path / "qa-data"  # a dataset folder with one free-text task, the demo tokenizer
+    shutil.copytree(demo_data / "tokenizer", ds / "tokenizer")
+    rows = [{"text": f"What is the capital of country {i}?", "label": f"city {i % 7}"} for i in range(40)]
+    (ds / "tasks/qa").mkdir(parents=True)
+    (ds / "tasks/qa/task.json").write_text(json.dumps({"labels": [], "metric": "em_f1"}))
+    for split in ("train", "validation", "test"):
+        (ds / f"tasks/qa/{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = [
+        f"data.dataset={ds}",
+        "data.task=qa",
+        "data.batch_size=8",
+        "data.seq_len=32",
+        "data.target_len=8",
+        "eval_batches=1",
+    ]
+    with pytest.raises(ValueError, match="generative model"):
+        finetune(
+            load_run_config("bert-tiny", None, [*common, f"out={tmp_path / 'a'}"]), progress=False, log=lambda *_: None
+        )
+    result = finetune(
+        load_run_config("t5-tiny", None, [*common, "steps=2", f"out={tmp_path / 'b'}"]),
+        progress=False,
+        log=lambda *_: None,
+    )
+    assert set(result["test"]) == {"em", "f1"}

@@ -25,7 +25,7 @@ from pathlib import Path
 from frugalformers.data import listops, readers
 from frugalformers.data.sources import fetch, source_record
 from frugalformers.data.store import (
-    Building,
+    building,
     dataset_dir,
     folder_bytes,
     is_prepared,
@@ -72,7 +72,7 @@ def prepare(name: str, log: Callable[[str], None] = print, force: bool = False) 
     t0 = time.time()
     log(f"{name}: preparing ({ds.what})")
     roots = {s: fetch(s, log) / "files" for s in ds.sources}
-    with Building(name) as out:
+    with building(name) as out:
         stats = ds.build(out, roots, log)
         manifest = {
             "name": name,

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from frugalformers.checkpoint import atomic_dir
 from frugalformers.data.store import dataset_dir
 
 
@@ -42,9 +41,7 @@ def _write_docs(docs: list[str], tokenizer, ft, fw) -> int:
 def build_shards(folder: Path, tokenizer, name: str, words: bool = True, batch_docs: int = 256, log=print) -> Path:
     """Tokenize `folder/text/{train,valid}.jsonl` with `tokenizer` into `folder/shards/NAME` (atomic)."""
     final = folder / "shards" / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
-    try:
+    with atomic_dir(final) as tmp:
         meta = {
             "tokenizer": name,
             "vocab_size": tokenizer.vocab_size,
@@ -74,12 +71,6 @@ def build_shards(folder: Path, tokenizer, name: str, words: bool = True, batch_d
                 (tmp / f"{split}.words.bin").unlink()
         meta["words"] = words
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"  shards/{name}: {meta['tokens']['train']:,} train and {meta['tokens']['valid']:,} valid tokens")
     return final
 

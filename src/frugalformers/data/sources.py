@@ -20,10 +20,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from frugalformers.checkpoint import atomic_dir
 
 
 class SourceError(RuntimeError):
@@ -299,9 +300,7 @@ def fetch(name: str, log=print) -> Path:
     done = root / source.key
     if (done / ".complete").exists():
         return done
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{source.key}."))
-    try:
+    with atomic_dir(done) as tmp:
         dl = tmp / "download"
         dl.mkdir()
         log(f"  fetching {source.name} {source.version} ({source.registry})")
@@ -334,12 +333,6 @@ def fetch(name: str, log=print) -> Path:
         (tmp / "source.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(dl)
         (tmp / ".complete").write_text("ok")
-        if done.exists():
-            shutil.rmtree(done)
-        os.replace(tmp, done)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return done
 
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from frugalformers.checkpoint import atomic_dir
 from frugalformers.data.sources import frugal_home
 
 
@@ -35,25 +33,9 @@ def is_prepared(name: str) -> bool:
     return (dataset_dir(name) / "manifest.json").exists()
 
 
-class Building:
+def building(name: str):
     """Context manager: a temporary folder that becomes `datasets/NAME` only on success."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.final = dataset_dir(name)
-
-    def __enter__(self) -> Path:
-        datasets_root().mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=datasets_root(), prefix=f".{self.name}."))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.tmp, self.final)
+    return atomic_dir(dataset_dir(name))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

@@ -8,16 +8,14 @@ renamed into place, so a crash mid-write leaves the previous checkpoints intact.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from frugalformers.checkpoint import CheckpointError, load_state_strict, read_state, save
+from frugalformers.checkpoint import CheckpointError, atomic_dir, load_state_strict, read_state, save
 
 MARKER = "COMPLETE"
 
@@ -41,17 +39,10 @@ def save_checkpoint(run_dir: Path, step: int, model, trainer_state: dict, keep_l
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:08d}."))
-    try:
+    with atomic_dir(final) as tmp:
         save(model, tmp)
         torch.save(trainer_state, tmp / "trainer.pt")
         (tmp / MARKER).write_text(str(step))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final

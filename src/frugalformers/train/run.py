@@ -184,6 +184,11 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
 
         bert = get_preset(cfg.preset).family == "bert"
         model = model_for(cfg, **({"head": "classify", "num_labels": len(labels)} if bert else {}))
+    if metric == "em_f1" and model.config.family == "bert":
+        raise ValueError(
+            f"task {cfg.data.task!r} has free-text answers (exact match / F1): fine-tune a generative model "
+            f"(a t5 or decoder preset), not the encoder {cfg.preset!r}"
+        )
     folder = dataset_folder(cfg.data.dataset)
     tok = load_tokenizer(str(folder), cfg.data.tokenizer)
     if tok.vocab_size > model.config.vocab_size:
