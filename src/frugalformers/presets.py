@@ -70,14 +70,31 @@ def _fnet(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-@register_preset("fnet-base", "FNet-Base: 12 x 768, FFN 3072, Fourier mixing (~83M)")
-def _fnet_base():
-    return _fnet(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, d_ff=3072)
+_FNET_BASE = dict(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, d_ff=3072)
+_FNET_LARGE = dict(vocab_size=32000, d_model=1024, n_layers=24, n_heads=16, d_ff=4096)
+_FNET_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=128)
 
 
-@register_preset("fnet-tiny", "tiny FNet for tests and the demo: 2 x 64, Fourier mixing")
-def _fnet_tiny():
-    return _fnet(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq_len=128)
+def _hybrid(shape: dict, n_attention: int = 2, layout: str = "TOP", mixer: str = "fourier") -> ModelConfig:
+    # FNet-Hybrid: the paper's best layout puts 2 self-attention layers at the TOP (notes 1.3, 1.5)
+    from frugalformers.models.layout import layer_recipe
+
+    return _fnet(layer_mixers=layer_recipe(shape["n_layers"], mixer, "attention", n_attention, layout), **shape)
+
+
+for _size, _shape, _what in (
+    ("base", _FNET_BASE, "12 x 768, FFN 3072"),
+    ("large", _FNET_LARGE, "24 x 1024, FFN 4096"),
+    ("tiny", _FNET_TINY, "2 x 64 (tests and the demo)"),
+):
+    register_preset(f"fnet-{_size}", f"FNet-{_size.title()}: {_what}, Fourier mixing")(lambda s=_shape: _fnet(**s))
+    register_preset(f"fnet-hybrid-{_size}", f"FNet-Hybrid-{_size.title()}: {_what}, Fourier + attention in the top 2")(
+        lambda s=_shape: _hybrid(s, n_attention=min(2, s["n_layers"] // 2 or 1))
+    )
+    for _mixer, _label in (("linear", "Linear"), ("random", "Random"), ("identity", "FF-only")):
+        register_preset(
+            f"{_label.lower()}-{_size}", f"{_label}-{_size.title()} (FNet ablation): {_what}, {_mixer} mixing"
+        )(lambda s=_shape, m=_mixer: _fnet(mixer=m, **s))
 
 
 # ---------------------------------------------------------------- T5.1.1 (Raffel et al. 2020)

@@ -39,6 +39,13 @@ _BERT_BODY = [
     (r"embeddings\.projection\.", "embeddings.projection."),
     (r"pooler\.", "pooler.dense."),
 ] + [(r"layers\.(\d+)\." + o, "encoder.layer.{0}." + h) for o, h in _BERT_LAYER]
+_FNET_LAYER = [
+    (r"mixer_norm\.", "fourier.output.LayerNorm."),
+    (r"ffn\.w_in\.", "intermediate.dense."),
+    (r"ffn\.w_out\.", "output.dense."),
+    (r"ffn_norm\.", "output.LayerNorm."),
+]
+_FNET_BODY = _BERT_BODY[:6] + [(r"layers\.(\d+)\." + o, "encoder.layer.{0}." + h) for o, h in _FNET_LAYER]
 _BERT_HEADS = [
     (r"mlm\.dense\.", "cls.predictions.transform.dense."),
     (r"mlm\.norm\.", "cls.predictions.transform.LayerNorm."),
@@ -96,7 +103,15 @@ _LLAMA = [
 ]
 
 
+def is_fnet(config: ModelConfig) -> bool:
+    """A BERT-family model with Fourier mixing in every layer: Hugging Face's `FNetModel`."""
+    return config.family == "bert" and all(config.layer_mixer(i) == "fourier" for i in range(config.n_layers))
+
+
 def _rules(config: ModelConfig) -> list[tuple[str, str]]:
+    if is_fnet(config):
+        body = "" if config.head == "base" else "encoder."
+        return [(re.escape(body) + o, "fnet." + h) for o, h in _FNET_BODY] + _BERT_HEADS
     if config.family == "bert":
         body = "" if config.head == "base" else "encoder."
         return [(re.escape(body) + o, "bert." + h) for o, h in _BERT_BODY] + _BERT_HEADS
@@ -122,8 +137,9 @@ def name_map(model: nn.Module) -> dict[str, str]:
 # ----------------------------------------------------------------------------- state dicts
 def _normalise_hf_keys(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """Prefix a base model's keys as its *For...* class has them (BertModel -> bert.*, LlamaModel -> model.*)."""
-    if family == "bert" and not any(k.startswith(("bert.", "cls.")) for k in state):
-        return {"bert." + k: v for k, v in state.items()}
+    if family == "bert" and not any(k.startswith(("bert.", "fnet.", "cls.", "classifier.")) for k in state):
+        prefix = "fnet." if any(".fourier." in k for k in state) else "bert."
+        return {prefix + k: v for k, v in state.items()}
     if family == "decoder" and not any(k.startswith("model.") for k in state):
         return {(k if k == "lm_head.weight" else "model." + k): v for k, v in state.items()}
     return dict(state)
@@ -155,6 +171,8 @@ def _tied_copies(config: ModelConfig) -> dict[str, str]:
     tied = dict(_TIED_HF[config.family])
     if config.family == "bert" and config.head != "mlm":
         tied = {}
+    elif is_fnet(config):
+        tied["cls.predictions.decoder.weight"] = "fnet.embeddings.word_embeddings.weight"
     if config.family == "decoder" and config.tie_word_embeddings:
         tied["lm_head.weight"] = "model.embed_tokens.weight"
     if config.family == "t5" and config.tie_word_embeddings:
@@ -172,9 +190,12 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], model: nn.Module) -> d
         raise CheckpointError(f"Hugging Face state dict lacks tensors our {config.family} model needs: {missing}")
     used = set(names.values())
     tied = _tied_copies(config)
+    ignored = list(_IGNORED_HF)
+    if is_fnet(config) and config.head == "mlm":
+        ignored.append(r"fnet\.pooler\..*")  # HF's FNetForMaskedLM carries a pooler its MLM head never uses
     leftover = []
     for k, v in hf_state.items():
-        if k in used or any(re.fullmatch(p, k) for p in _IGNORED_HF):
+        if k in used or any(re.fullmatch(p, k) for p in ignored):
             continue
         if k in tied and tied[k] in hf_state:
             if not torch.equal(v, hf_state[tied[k]]):
@@ -220,6 +241,27 @@ def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
             type_vocab_size=hf_config.type_vocab_size,
             dropout=hf_config.hidden_dropout_prob,
             attention_dropout=hf_config.attention_probs_dropout_prob,
+            pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
+            num_labels=getattr(hf_config, "num_labels", 2),
+        )
+    if t == "fnet":
+        d = hf_config.hidden_size
+        return ModelConfig(
+            family="bert",
+            head=head or "base",
+            mixer="fourier",
+            vocab_size=hf_config.vocab_size,
+            d_model=d,
+            n_layers=hf_config.num_hidden_layers,
+            n_heads=next(h for h in (12, 16, 8, 4, 2, 1) if d % h == 0),  # unused by Fourier layers
+            d_ff=hf_config.intermediate_size,
+            activation=hf_config.hidden_act,
+            norm="layernorm",
+            norm_eps=hf_config.layer_norm_eps,
+            max_seq_len=hf_config.max_position_embeddings,
+            type_vocab_size=hf_config.type_vocab_size,
+            embedding_projection=True,
+            dropout=hf_config.hidden_dropout_prob,
             pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
             num_labels=getattr(hf_config, "num_labels", 2),
         )
@@ -294,9 +336,28 @@ def hf_config_from(config: ModelConfig):
     """A Hugging Face config for our `config` (inverse of `config_from_hf`)."""
     import transformers
 
+    if is_fnet(config):
+        if config.embedding_dim != config.d_model:
+            raise ValueError("FNetConfig has one width for embeddings and layers; d_emb must equal d_model")
+        return transformers.FNetConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.d_model,
+            num_hidden_layers=config.n_layers,
+            intermediate_size=config.d_ff,
+            hidden_act=config.activation,
+            hidden_dropout_prob=config.dropout,
+            max_position_embeddings=config.max_seq_len,
+            type_vocab_size=config.type_vocab_size,
+            layer_norm_eps=config.norm_eps,
+            pad_token_id=config.pad_token_id,
+            num_labels=config.num_labels,
+        )
     if config.family == "bert":
-        if config.embedding_projection:
-            raise ValueError("BertConfig has no embedding projection; this model needs an FNet-style export")
+        if config.embedding_projection or config.layer_mixers or config.mixer != "attention":
+            raise ValueError(
+                "BertConfig has attention in every layer and no embedding projection: export this "
+                "model in our format (save), or use an all-Fourier model for FNetConfig"
+            )
         return transformers.BertConfig(
             vocab_size=config.vocab_size,
             hidden_size=config.d_model,
@@ -358,6 +419,8 @@ _HF_HEAD = {
     "BertForSequenceClassification": "classify",
     "T5Model": "base",
     "T5EncoderModel": "encoder",
+    "FNetForMaskedLM": "mlm",
+    "FNetForSequenceClassification": "classify",
 }
 
 
@@ -389,12 +452,21 @@ def to_hf_model(model: nn.Module):
         ("t5", "encoder"): transformers.T5EncoderModel,
         ("decoder", "lm"): transformers.LlamaForCausalLM,
     }
+    if is_fnet(config):
+        classes.update(
+            {
+                ("bert", "base"): transformers.FNetModel,
+                ("bert", "mlm"): transformers.FNetForMaskedLM,
+                ("bert", "classify"): transformers.FNetForSequenceClassification,
+            }
+        )
     hf_model = classes[(config.family, config.head)](hf_config_from(config))
     state = state_dict_to_hf(model)
     if config.family == "bert" and config.head == "base":
-        state = {k.removeprefix("bert."): v for k, v in state.items()}
+        state = {k.removeprefix("bert.").removeprefix("fnet."): v for k, v in state.items()}
     result = hf_model.load_state_dict(state, strict=False)
-    bad = [k for k in result.missing_keys if not any(re.fullmatch(p, k) for p in _IGNORED_HF)]
+    allowed = list(_IGNORED_HF) + ([r"fnet\.pooler\..*"] if is_fnet(config) and config.head == "mlm" else [])
+    bad = [k for k in result.missing_keys if not any(re.fullmatch(p, k) for p in allowed)]
     if bad or result.unexpected_keys:
         raise CheckpointError(f"export mismatch: missing {bad}, unexpected {result.unexpected_keys}")
     exported = hf_model.state_dict()

@@ -128,7 +128,29 @@ def _attention(config, i: int, stack: str) -> nn.Module:
 def _fourier(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.mixing import FourierMixing
 
-    return FourierMixing(impl=config.options.get("fourier_impl", "fft"))
+    o = config.options
+    return FourierMixing(impl=o.get("fourier_impl", "fft"), padding=o.get("mixing_padding", "fixed"))
+
+
+@register_mixer("linear")
+def _linear(config, i: int, stack: str) -> nn.Module:
+    from frugalformers.nn.mixing import LinearMixing
+
+    return LinearMixing(config.max_seq_len, config.d_model, config.options.get("mixing_padding", "fixed"))
+
+
+@register_mixer("random")
+def _random(config, i: int, stack: str) -> nn.Module:
+    from frugalformers.nn.mixing import RandomMixing
+
+    return RandomMixing(config.max_seq_len, config.d_model, config.options.get("mixing_padding", "fixed"), seed=i)
+
+
+@register_mixer("identity")
+def _identity(config, i: int, stack: str) -> nn.Module:
+    from frugalformers.nn.mixing import IdentityMixing
+
+    return IdentityMixing()
 
 
 @register_ffn("dense")

@@ -1,4 +1,4 @@
-"""Token mixing without attention (Lee-Thorp et al. 2021, "FNet").
+"""Token mixing without attention (Lee-Thorp et al. 2021, "FNet"): Fourier, Linear, Random, Identity.
 
 `FourierMixing`: `y = Re(F_seq(F_hidden(x)))`, the unnormalised 2D DFT over (sequence, hidden)
 keeping the real part once at the end (FNet eq. 3; official `f_net/layers.py` FourierTransform).
@@ -21,7 +21,12 @@ import math
 import torch
 from torch import nn
 
-IMPLS = ("fft", "dft")
+IMPLS = ("fft", "dft", "auto")
+PADDING = ("fixed", "masked")
+
+# Measured on an H200 (benchmarks/fnet.py, mixing sublayer alone, bf16 autocast, d_model 768): the
+# DFT-as-GEMM path beats the fp32 FFT round trip up to this sequence length. On CPU the FFT wins.
+DFT_GEMM_MAX_LEN_CUDA = 1024
 
 
 def dft_matrices(n: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,9 +36,42 @@ def dft_matrices(n: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor
     return angle.cos().to(dtype), angle.sin().to(dtype)
 
 
-class FourierMixing(nn.Module):
-    def __init__(self, impl: str = "fft", max_seq_len: int | None = None, d_model: int | None = None):
+def _mask_padding(x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Zero padded positions (ctx.key_padding_mask False) and return the (B, T, 1) keep mask."""
+    mask = getattr(ctx, "key_padding_mask", None) if ctx is not None else None
+    if mask is None:
+        return x, None
+    keep = mask[:, :, None].to(x.dtype)  # (B, T, 1)
+    return x * keep, keep
+
+
+class _Mixer(nn.Module):
+    """Shared padding policy. `padding="fixed"` (the paper, default): padded positions take part in
+    the mixing like any token, so inputs must be padded to the training length. `"masked"`: padded
+    positions are zeroed before the transform and their outputs zeroed after, so the content of the
+    padding cannot leak into real tokens."""
+
+    def __init__(self, padding: str = "fixed"):
         super().__init__()
+        if padding not in PADDING:
+            raise ValueError(f"padding={padding!r} is not a padding policy; use one of {PADDING}")
+        self.padding = padding
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        """x (B, T, d) -> (B, T, d) in x's dtype."""
+        if self.padding == "masked":
+            x, keep = _mask_padding(x, ctx)
+            y = self.mix(x)
+            return y if keep is None else y * keep
+        return self.mix(x)
+
+
+class FourierMixing(_Mixer):
+    def __init__(self, impl: str = "fft", padding: str = "fixed"):
+        super().__init__(padding)
         if impl not in IMPLS:
             raise ValueError(f"impl={impl!r} is not a Fourier implementation; use one of {IMPLS}")
         self.impl = impl
@@ -46,9 +84,14 @@ class FourierMixing(nn.Module):
             self._cache[key] = (c.to(dtype), s.to(dtype))
         return self._cache[key]
 
-    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+    def resolved_impl(self, x: torch.Tensor) -> str:
+        if self.impl != "auto":
+            return self.impl
+        return "dft" if x.device.type == "cuda" and x.shape[1] <= DFT_GEMM_MAX_LEN_CUDA else "fft"
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) -> Re(FFT2(x)) (B, T, d) in x's dtype."""
-        if self.impl == "fft":
+        if self.resolved_impl(x) == "fft":
             no_autocast = (
                 torch.autocast(x.device.type, enabled=False)
                 if x.device.type in ("cuda", "cpu")
@@ -57,10 +100,48 @@ class FourierMixing(nn.Module):
             with no_autocast:
                 return torch.fft.fft2(x.float(), dim=(-2, -1)).real.to(x.dtype)
         B, T, d = x.shape
-        dtype = x.dtype if x.dtype != torch.float32 else torch.float32
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         ch, sh = self._mats(d, x.device, dtype)
         cs, ss = self._mats(T, x.device, dtype)
         z = x.to(dtype) @ torch.cat([ch, sh], dim=1)  # (B, T, 2d): [X C_h | X S_h]
         z = torch.cat([z[..., :d], z[..., d:]], dim=1)  # (B, 2T, d): [X C_h ; X S_h]
         y = torch.cat([cs, -ss], dim=1) @ z  # (B, T, d): C_s X C_h - S_s X S_h
         return y.to(x.dtype)
+
+
+class LinearMixing(_Mixer):
+    """Learned dense mixing over both axes: `y = W_seq x W_hidden` (FNet's `LINEAR` ablation,
+    `einsum("bij,jk,ni->bnk")`), init normal(0.02). Needs the fixed length `max_seq_len`."""
+
+    def __init__(self, max_seq_len: int, d_model: int, padding: str = "fixed", std: float = 0.02):
+        super().__init__(padding)
+        self.w_seq = nn.Parameter(torch.randn(max_seq_len, max_seq_len) * std)
+        self.w_hidden = nn.Parameter(torch.randn(d_model, d_model) * std)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        if T != self.w_seq.shape[0]:
+            raise ValueError(
+                f"linear mixing was built for sequences of {self.w_seq.shape[0]} tokens, got {T}; pad the input to "
+                f"max_seq_len={self.w_seq.shape[0]}"
+            )
+        h = x @ self.w_hidden  # (B, T, d)
+        return torch.matmul(self.w_seq, h)  # (T, T) @ (B, T, d) -> (B, T, d)
+
+
+class RandomMixing(LinearMixing):
+    """FNet's `RANDOM` ablation: the same form with fixed (untrained) random matrices, lecun-normal,
+    seeded per layer; stored as buffers so checkpoints reproduce them."""
+
+    def __init__(self, max_seq_len: int, d_model: int, padding: str = "fixed", seed: int = 0):
+        _Mixer.__init__(self, padding)
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("w_seq", torch.randn(max_seq_len, max_seq_len, generator=g) / math.sqrt(max_seq_len))
+        self.register_buffer("w_hidden", torch.randn(d_model, d_model, generator=g) / math.sqrt(d_model))
+
+
+class IdentityMixing(nn.Module):
+    """No token mixing (FNet's `FF_ONLY` ablation)."""
+
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        return x
