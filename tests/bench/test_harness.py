@@ -86,3 +86,14 @@ def test_encoders_benchmark_smoke():
     )
     assert r.returncode == 0, r.stderr
     assert "HF BertModel" in r.stdout and "ours / HF" in r.stdout
+
+
+def test_fnet_benchmark_smoke(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fnet.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "FNet-Base (ours, fft)" in r.stdout and "HF FNetModel" in r.stdout and "dft-gemm (bf16)" in r.stdout
