@@ -24,9 +24,11 @@ from torch import nn
 IMPLS = ("fft", "dft", "auto")
 PADDING = ("fixed", "masked")
 
-# Measured on an H200 (benchmarks/fnet.py, mixing sublayer alone, bf16 autocast, d_model 768): the
-# DFT-as-GEMM path beats the fp32 FFT round trip up to this sequence length. On CPU the FFT wins.
-DFT_GEMM_MAX_LEN_CUDA = 1024
+# Sequence lengths up to which `impl="auto"` takes the DFT-as-GEMM path on CUDA. Measured on an H200
+# (benchmarks/fnet.py, mixing sublayer alone, fwd+bwd, bf16 autocast, d_model 768, 32k tokens): the
+# fp32 FFT won at every length from 512 (0.96 vs 1.31 ms) to 8192 (1.14 vs 3.24 ms), so auto never
+# picks the GEMM path there; on CPU the FFT wins too.
+DFT_GEMM_MAX_LEN_CUDA = 0
 
 
 def dft_matrices(n: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
