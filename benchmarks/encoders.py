@@ -18,7 +18,6 @@ model and HF's run the same kernels (cuBLAS GEMMs, flash SDPA), so the expectati
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from frugalformers import build_model
 from frugalformers.bench import format_table, hardware, measure, mfu, peak_flops, update_results, write_json
 from frugalformers.bench.flops import flops_per_token
+from frugalformers.bench.steps import bf16_autocast, step_fns
 from frugalformers.convert.hf import to_hf_model
 
 HERE = Path(__file__).resolve().parent
@@ -58,31 +58,6 @@ def make_models(preset: str, max_len: int, device: str, dtype_params=torch.float
     return ours.to(device, dtype_params), hf.to(device, dtype_params)
 
 
-def step_fns(model, kind: str, ids: torch.Tensor, autocast):
-    """Closures running one inference forward or one training step of `model` ("ours" | "hf")."""
-
-    def hidden():
-        out = model(input_ids=ids)
-        return out.hidden if kind == "ours" else out.last_hidden_state
-
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=ids.is_cuda)
-
-    def infer():
-        model.eval()
-        with torch.no_grad(), autocast():
-            return hidden()
-
-    def train():
-        model.train()
-        with autocast():
-            loss = hidden().float().square().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return infer, train
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq", type=int, nargs="+", default=[512, 2048, 8192])
@@ -101,15 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seq, args.tokens, args.repeats, args.warmup = [64, 128], 256, 2, 1
     torch.manual_seed(0)
     ours, hf = make_models(preset, max(args.seq), device)
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-
-        def autocast():
-            return contextlib.nullcontext()
+    autocast = bf16_autocast(device)
 
     if args.compile:
         from torch import _dynamo
@@ -127,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("train", "inference"):
             res = {}
             for kind, model in (("ours", ours), ("hf", hf)):
-                infer, train = step_fns(model, kind, ids, autocast)
+                infer, train = step_fns(model, ids, autocast)
                 fn = train if mode == "train" else infer
                 row = {
                     "model": f"frugalformers {preset}" if kind == "ours" else "HF BertModel (sdpa)",

@@ -19,7 +19,6 @@ mixing costs about as much as the FFN.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from frugalformers import build_model
 from frugalformers.bench import format_table, hardware, measure, plot_lines, update_results, write_json
+from frugalformers.bench.steps import bf16_autocast, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
 from frugalformers.nn.mixing import FourierMixing
@@ -37,47 +37,26 @@ COLUMNS = ["model", "mode", "seq", "batch", "ms", "tokens/s", "vs our BERT", "pe
 
 
 def build(name: str, T: int, device: str, smoke: bool):
-    """(label, model, kind) for one row; HF models get the weights of our matching model."""
+    """(label, model) for one row; HF models get the weights of our matching model."""
     size = "tiny" if smoke else "base"
     if name == "ours-fnet-fft":
-        return "FNet-Base (ours, fft)", build_model(f"fnet-{size}", head="base", max_seq_len=T), "ours"
+        return "FNet-Base (ours, fft)", build_model(f"fnet-{size}", head="base", max_seq_len=T)
     if name == "ours-fnet-dft":
         m = build_model(f"fnet-{size}", head="base", max_seq_len=T, options={"fourier_impl": "dft"})
-        return "FNet-Base (ours, dft-gemm)", m, "ours"
+        return "FNet-Base (ours, dft-gemm)", m
     if name == "ours-hybrid":
-        return "FNet-Hybrid-Base (ours)", build_model(f"fnet-hybrid-{size}", head="base", max_seq_len=T), "ours"
+        return "FNet-Hybrid-Base (ours)", build_model(f"fnet-hybrid-{size}", head="base", max_seq_len=T)
     if name == "ours-linear":
-        return "Linear-Base (ours)", build_model(f"linear-{size}", head="base", max_seq_len=T), "ours"
+        return "Linear-Base (ours)", build_model(f"linear-{size}", head="base", max_seq_len=T)
     if name == "ours-bert":
-        return "BERT-Base (ours, sdpa)", build_model(f"bert-{size}", head="base", max_seq_len=T), "ours"
+        return "BERT-Base (ours, sdpa)", build_model(f"bert-{size}", head="base", max_seq_len=T)
     if name == "hf-fnet":
-        return "HF FNetModel", to_hf_model(build_model(f"fnet-{size}", head="base", max_seq_len=T)), "hf"
+        return "HF FNetModel", to_hf_model(build_model(f"fnet-{size}", head="base", max_seq_len=T))
     if name == "hf-bert":
         hf = to_hf_model(build_model(f"bert-{size}", head="base", max_seq_len=T))
         hf.config._attn_implementation = "sdpa"
-        return "HF BertModel (sdpa)", hf, "hf"
+        return "HF BertModel (sdpa)", hf
     raise ValueError(name)
-
-
-def fns(model, kind: str, ids, autocast):
-    def hidden():
-        out = model(input_ids=ids)
-        return out.hidden if kind == "ours" else out.last_hidden_state
-
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=ids.is_cuda)
-
-    def infer():
-        with torch.no_grad(), autocast():
-            return hidden()
-
-    def train():
-        with autocast():
-            loss = hidden().float().square().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return infer, train
 
 
 def mixing_rows(seqs, d, tokens, device, autocast, warmup, repeats):
@@ -128,15 +107,7 @@ def main(argv=None) -> int:
         args.seq, args.tokens, args.repeats, args.warmup = [32, 64], 128, 2, 1
     if args.compile and argv is not None and "--models" not in argv:
         args.models = ["ours-bert", "ours-fnet-fft", "ours-fnet-dft"]
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-
-        def autocast():
-            return contextlib.nullcontext()
+    autocast = bf16_autocast(device)
 
     rows = []
     for T in args.seq:
@@ -145,13 +116,12 @@ def main(argv=None) -> int:
         base = {}
         for name in args.models:
             torch.manual_seed(0)
-            label, model, kind = build(name, T, device, args.smoke)
+            label, model = build(name, T, device, args.smoke)
             model = model.to(device)
             if args.compile:
                 model = torch.compile(model)
-            infer, train = fns(model, kind, ids, autocast)
+            infer, train = step_fns(model, ids, autocast)
             for mode, fn in (("train", train), ("inference", infer)):
-                model.train(mode == "train")
                 row = {"model": label, "mode": mode, "seq": T, "batch": B}
                 try:
                     t = measure(fn, warmup=args.warmup, repeats=args.repeats, device=device)

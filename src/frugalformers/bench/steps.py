@@ -1,0 +1,41 @@
+"""Step closures shared by the benchmark scripts: one inference forward, one training step."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+
+
+def bf16_autocast(device: str | torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast (with TF32 matmuls for what stays fp32) on CUDA; plain fp32 elsewhere."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def last_hidden(out) -> torch.Tensor:
+    """Our `ModelOutput.hidden` or a Hugging Face output's `last_hidden_state`."""
+    return out.hidden if hasattr(out, "hidden") else out.last_hidden_state
+
+
+def step_fns(model: torch.nn.Module, ids: torch.Tensor, autocast) -> tuple[Callable, Callable]:
+    """(infer, train): a no-grad forward, and forward + mean-square loss + backward + fused AdamW."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=ids.is_cuda)
+
+    def infer():
+        model.eval()
+        with torch.no_grad(), autocast():
+            return last_hidden(model(input_ids=ids))
+
+    def train():
+        model.train()
+        with autocast():
+            loss = last_hidden(model(input_ids=ids)).float().square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return infer, train
