@@ -31,14 +31,17 @@ def test_readme_cli_examples_run(tmp_path, monkeypatch):
 
     prepare("demo", log=lambda *_: None)
     text = README.read_text()
-    block = text[text.index("## Train, fine-tune") :]
-    block = block[block.index("```bash") + 7 : block.index("```", block.index("```bash") + 7)]
+    lines = []
+    for heading in ("## Train, fine-tune", "## Multi-head to GQA"):
+        block = text[text.index(heading) :]
+        block = block[block.index("```bash") + 7 : block.index("```", block.index("```bash") + 7)]
+        lines += [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("frugal ")]
     monkeypatch.chdir(tmp_path)
-    lines = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("frugal ")]
-    assert len(lines) >= 6
+    assert len(lines) >= 9
     for line in lines:
         args = shlex.split(line)[1:]
+        if args[0] in ("train", "finetune", "uptrain"):
+            args.insert(2 if args[0] == "uptrain" else 1, "--no-progress")
         if args[0] in ("train", "finetune"):
-            args.insert(1, "--no-progress")
             args += ["data.batch_size=8", "data.seq_len=32", "eval_batches=2"]
         assert main(args) == 0, line

@@ -84,6 +84,37 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from frugalformers.api import count_parameters
+    from frugalformers.convert.folders import folder_format, load_any, save_as
+    from frugalformers.convert.gqa import convert_model
+
+    model = load_any(args.source)
+    before = count_parameters(model)
+    convert_model(model, args.kv_heads, args.method, args.stacks, args.seed)
+    fmt = args.format or folder_format(args.source)
+    save_as(model, args.out, fmt)
+    print(
+        f"converted {args.source} to {args.kv_heads} kv heads ({args.method} pooling, {args.stacks}): "
+        f"{before:,} -> {count_parameters(model):,} parameters, written to {args.out} ({fmt} format)"
+    )
+    return 0
+
+
+def _cmd_uptrain(args: argparse.Namespace) -> int:
+    import json
+
+    from frugalformers.train.uptrain import uptrain
+
+    print(
+        json.dumps(
+            uptrain(args.converted, args.original_run, args.alpha, args.overrides, progress=not args.no_progress),
+            indent=2,
+        )
+    )
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from frugalformers.plot import plot_runs
 
@@ -156,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_cmd_generate)
+    cv = sub.add_parser("convert", help="convert checkpoints: `convert gqa` pools multi-head K/V into groups")
+    cvs = cv.add_subparsers(dest="convert_command", required=True)
+    gq = cvs.add_parser("gqa", help="MHA -> GQA / MQA by pooling contiguous kv-head groups (Ainslie et al. 2023)")
+    gq.add_argument("source", help="model folder: ours, or Hugging Face (Llama, T5, BERT, FNet)")
+    gq.add_argument("--kv-heads", type=int, required=True, help="key/value heads after conversion (1 = MQA)")
+    gq.add_argument("--method", default="mean", choices=["mean", "first", "random"])
+    gq.add_argument(
+        "--stacks",
+        default="decoder",
+        choices=["decoder", "encoder", "all"],
+        help="T5 family: which stacks to convert (the paper: decoder)",
+    )
+    gq.add_argument("--format", choices=["ours", "hf"], help="output format (default: the input's)")
+    gq.add_argument("--seed", type=int, default=0, help="for --method random")
+    gq.add_argument("--out", required=True)
+    gq.set_defaults(func=_cmd_convert)
+    up = sub.add_parser("uptrain", help="continue pretraining a converted model for alpha of the original steps")
+    up.add_argument("converted", help="converted model folder (ours)")
+    up.add_argument("--original-run", help="the original model's run folder (its config.yaml is the recipe)")
+    up.add_argument("--alpha", type=float, default=0.05, help="fraction of the original steps (paper: 0.05)")
+    up.add_argument("--no-progress", action="store_true")
+    up.add_argument("overrides", nargs="*", help="key=value run overrides, e.g. out=runs/up")
+    up.set_defaults(func=_cmd_uptrain)
     pl = sub.add_parser("plot", help="loss and metric curves of runs into a PNG")
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default="curves.png")
@@ -164,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`frugal uptrain DIR --alpha 0.1 out=runs/x`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from frugalformers.checkpoint import CheckpointError
     from frugalformers.data.sources import SourceError
     from frugalformers.train.trainer import TrainingStopped

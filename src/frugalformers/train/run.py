@@ -12,7 +12,6 @@ from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
 from frugalformers.generate import generate
 from frugalformers.train.batches import PretrainBatches, TaskBatches, dataset_folder, load_tokenizer
-from frugalformers.train.checkpointing import list_checkpoints
 from frugalformers.train.config import RunConfig, save_run_config
 from frugalformers.train.trainer import fit, pick_device
 
@@ -34,13 +33,12 @@ def model_for(cfg: RunConfig, **extra):
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    p = Path(path)
-    if (p / "config.json").exists():
-        return p
-    ckpts = list_checkpoints(p)
-    if not ckpts:
+    from frugalformers.convert.folders import model_folder
+
+    p = model_folder(path)
+    if not (p / "config.json").exists():
         raise ValueError(f"{path} is neither a checkpoint folder nor a run folder with checkpoints")
-    return ckpts[-1]
+    return p
 
 
 # ------------------------------------------------------------------ pretraining
@@ -87,8 +85,15 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
     save_run_config(cfg, run_dir / "config.yaml")
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed alone
-    extra = {} if "vocab_size" in cfg.model else {"vocab_size": max(tok.vocab_size, 8)}
-    model = model_for(cfg, **extra)
+    if cfg.init_from:  # continue pretraining a saved model (e.g. uptraining a GQA conversion)
+        model = load_model(resolve_checkpoint(cfg.init_from))
+        if cfg.model:
+            state = model.state_dict()
+            model = build_model(model.config.replace(**cfg.model))
+            model.load_state_dict(state)
+    else:
+        extra = {} if "vocab_size" in cfg.model else {"vocab_size": max(tok.vocab_size, 8)}
+        model = model_for(cfg, **extra)
     if model.config.family == "bert" and cfg.data.seq_len > model.config.max_seq_len:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
     batches = PretrainBatches(
