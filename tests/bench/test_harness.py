@@ -97,3 +97,14 @@ def test_fnet_benchmark_smoke(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "FNet-Base (ours, fft)" in r.stdout and "HF FNetModel" in r.stdout and "dft-gemm (bf16)" in r.stdout
+
+
+def test_gqa_decode_benchmark_smoke(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gqa_decode.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "GQA-4" in r.stdout and "HF generate ms/step" in r.stdout

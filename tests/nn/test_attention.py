@@ -148,3 +148,28 @@ def test_bf16_autocast_runs_and_is_close():
         y = attn(x)
     assert y.dtype == torch.bfloat16
     assert (y.float() - attn(x)).abs().max() < 5e-2
+
+
+@pytest.mark.parametrize("G", [1, 2, 4, 8])
+def test_grouped_decode_path_equals_reference(G):
+    """Decoding with a cache takes the grouped-matmul path (K/V read once per group) for G < H."""
+    attn = Attention(64, n_heads=8, n_kv_heads=G, causal=True).eval()
+    x = torch.randn(3, 12, 64)
+    mask = torch.ones(3, 16, dtype=torch.bool)
+    mask[1, :3] = False  # left padding in the cache
+    bias = torch.randn(1, 8, 1, 16)
+    outs = {}
+    for impl in ("sdpa", "reference"):
+        attn.impl = impl
+        cache = KVCache(3, G, 16, 8)
+        attn(x[:, :6], kv_cache=cache, input_pos=torch.arange(6), key_padding_mask=mask)
+        outs[impl] = torch.cat(
+            [
+                attn(
+                    x[:, t : t + 1], kv_cache=cache, input_pos=torch.tensor([t]), key_padding_mask=mask, attn_bias=bias
+                )
+                for t in range(6, 12)
+            ],
+            1,
+        )
+    assert (outs["sdpa"] - outs["reference"]).abs().max() <= 1e-5

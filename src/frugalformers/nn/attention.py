@@ -99,6 +99,32 @@ def build_attention_mask(
     return mask
 
 
+def grouped_decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """Attention for a few query positions against a long cache, reading each kv head once.
+
+    q (B, H, T, D) with small T, k/v (B, G, S, D). The H query heads are regrouped as (G, r*T) rows
+    per kv head, r = H / G, so one batched matmul per kv head covers its whole query group: K and V
+    are never repeated (SDPA with a mask and `enable_gqa` expands them). Softmax in float32.
+    """
+    B, H, T, D = q.shape
+    G, S = k.shape[1], k.shape[2]
+    r = H // G
+    qg = q.reshape(B, G, r * T, D)  # (B, G, r*T, D): head h = g*r + j, rows ordered (j, t)
+    scores = torch.matmul(qg, k.transpose(-1, -2)).float() * scale  # (B, G, r*T, S)
+    if mask is not None:  # (B|1, H|1, T, S) -> (B|1, G|1, r*T|1.., S)
+        m = mask.float()
+        if m.shape[1] == 1:
+            m = m.expand(m.shape[0], 1, T, S).repeat(1, 1, r, 1)  # (B|1, 1, r*T, S)
+        else:
+            m = m.reshape(m.shape[0], G, r * T, S)
+        scores = scores + m
+    probs = scores.softmax(-1).to(v.dtype)
+    out = torch.matmul(probs, v)  # (B, G, r*T, D)
+    return out.reshape(B, H, T, D)
+
+
 def reference_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -228,6 +254,10 @@ class Attention(nn.Module):
         if self.impl == "reference":
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
             out = reference_attention(q, k, v, mask, self.scale, dropout_p)
+        elif kv_cache is not None and T <= 4 and self.n_kv_heads != self.n_heads and dropout_p == 0.0:
+            # decoding: one pass over each cached kv head for its whole query group
+            mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
+            out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale)
         else:
             simple_causal = causal and key_padding_mask is None and attn_bias is None and q_pos is None and T == S
             mask = None
