@@ -470,7 +470,7 @@ def to_hf_model(model: nn.Module):
     if bad or result.unexpected_keys:
         raise CheckpointError(f"export mismatch: missing {bad}, unexpected {result.unexpected_keys}")
     exported = hf_model.state_dict()
-    lost = [k for k, v in state.items() if k in exported and not torch.equal(exported[k], v)]
+    lost = [k for k, v in state.items() if k in exported and not torch.equal(exported[k].to(v.dtype), v.cpu())]
     if lost:
         raise CheckpointError(
             f"transformers {transformers.__version__} could not hold these tensors as given: {lost}; "
