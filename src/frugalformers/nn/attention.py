@@ -254,9 +254,9 @@ class Attention(nn.Module):
         if self.impl == "reference":
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
             out = reference_attention(q, k, v, mask, self.scale, dropout_p)
-        elif kv_cache is not None and T <= 4 and dropout_p == 0.0:
-            # decoding: one pass over each cached kv head for its whole query group (batched GEMMs keep
-            # every SM busy; SDPA's masked kernels give a one-token query one block per head)
+        elif kv_cache is not None and T <= 4 and self.n_kv_heads != self.n_heads and dropout_p == 0.0:
+            # decoding with grouped kv heads: one pass over each cached kv head for its whole query group
+            # (SDPA with a mask and enable_gqa expands K/V; for MHA, measured on an H200, SDPA is ~10% faster)
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
             out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale)
         else:
