@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models)
     d = sub.add_parser("demo", help="the main job: pretrain tiny BERT and FNet, fine-tune on 2 tasks, compare")
     d.add_argument("--out", default="runs/demo", help="folder for the runs and the plot")
-    d.add_argument("--pretrain-steps", type=int, default=600)
-    d.add_argument("--finetune-steps", type=int, default=150)
+    d.add_argument("--pretrain-steps", type=int, default=400)
+    d.add_argument("--finetune-steps", type=int, default=200)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
     from frugalformers.data.cli import add_parser as add_data_parser

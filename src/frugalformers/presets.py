@@ -97,6 +97,49 @@ for _size, _shape, _what in (
         )(lambda s=_shape, m=_mixer: _fnet(mixer=m, **s))
 
 
+# ---------------------------------------------------------------- Sparse Mixer (Lee-Thorp & Ainslie 2022)
+def _sparse_mixer(
+    n_layers: int,
+    d_model: int,
+    n_heads: int,
+    d_ff: int,
+    n_experts: int,
+    cf: float,
+    vocab: int,
+    max_seq_len: int,
+    n_special: int,
+) -> ModelConfig:
+    # official sparse_mixers/configs/base.py: Linear mixing, attention in the TOP layers, MoE in the
+    # MIDDLE layers, experts-choose routing; embeddings, pooler and MLM head as in FNet
+    from frugalformers.models.layout import layer_recipe
+
+    return _fnet(
+        vocab_size=vocab,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_ff=d_ff,
+        max_seq_len=max_seq_len,
+        layer_mixers=layer_recipe(n_layers, "linear", "attention", n_special, "TOP"),
+        layer_ffns=layer_recipe(n_layers, "dense", "moe", n_special, "MIDDLE"),
+        options={"n_experts": n_experts, "routing": "experts_choose", "capacity_factor": cf, "expert_dropout": 0.1},
+    )
+
+
+register_preset("sparse-mixer-base", "Sparse Mixer Base: 14 x 512, Linear mixing, attention 10-13, 16-expert MoE 5-8")(
+    lambda: _sparse_mixer(14, 512, 8, 2048, 16, 1.0, 32000, 512, 4)
+)
+register_preset("fast-sparse-mixer-base", "Fast Sparse Mixer Base: Sparse Mixer Base with capacity factor 0.5")(
+    lambda: _sparse_mixer(14, 512, 8, 2048, 16, 0.5, 32000, 512, 4)
+)
+register_preset("sparse-mixer-small", "Sparse Mixer Small: 8 x 512, attention top 4, 16-expert MoE middle 4")(
+    lambda: _sparse_mixer(8, 512, 8, 2048, 16, 1.0, 32000, 512, 4)
+)
+register_preset("sparse-mixer-tiny", "tiny Sparse Mixer: 4 x 64, attention in layers 2-3, 4-expert MoE in layers 1-2")(
+    lambda: _sparse_mixer(4, 64, 4, 256, 4, 1.0, TINY_VOCAB, 128, 2)
+)
+
+
 # ---------------------------------------------------------------- T5.1.1 (Raffel et al. 2020)
 def _t5(**kw) -> ModelConfig:
     base = dict(

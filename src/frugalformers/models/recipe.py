@@ -153,6 +153,33 @@ def _identity(config, i: int, stack: str) -> nn.Module:
     return IdentityMixing()
 
 
+MOE_OPTIONS = {  # config.options keys read by the "moe" feed-forward, with the official Sparse Mixer defaults
+    "n_experts": 16,
+    "routing": "experts_choose",
+    "capacity_factor": 1.0,
+    "eval_capacity_factor": None,
+    "top_k": 1,
+    "min_capacity": 4,
+    "max_group_size": 4096,
+    "batch_prioritized": True,
+    "jitter": 0.0,
+    "expert_dropout": 0.1,  # 0.1 pre-training, 0.2 fine-tuning in the official configs
+    "aux_loss_factor": 0.01,
+    "z_loss_factor": 1e-4,
+    "per_example_groups": False,
+}
+
+
+@register_ffn("moe")
+def _moe(config, i: int, stack: str) -> nn.Module:
+    from frugalformers.nn.moe import MoEFeedForward
+
+    o = {k: config.options.get(k, v) for k, v in MOE_OPTIONS.items()}
+    return MoEFeedForward(
+        config.d_model, config.d_ff, activation=config.activation, gated=config.gated_ffn, bias=config.bias, **o
+    )
+
+
 @register_ffn("dense")
 def _dense(config, i: int, stack: str) -> nn.Module:
     # T5 applies dropout to the hidden activations; BERT / Llama only on the residual branch

@@ -59,6 +59,19 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device)
     )
 
 
+def expert_load(model: torch.nn.Module) -> dict[str, float]:
+    """Per MoE layer, the busiest and idlest expert's share of routed slots times the number of
+    experts (1.0 = perfectly balanced), from the last forward."""
+    out = {}
+    for name, m in model.named_modules():
+        load = getattr(m, "last_load", None)
+        if load is not None:
+            key = name.replace("encoder.layers.", "L").replace(".ffn", "")
+            out[f"moe/{key}/load_max"] = float(load.max()) * load.numel()
+            out[f"moe/{key}/load_min"] = float(load.min()) * load.numel()
+    return out
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -178,6 +191,7 @@ def fit(
                 "tokens_per_s": tps,
             }
             record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
+            record.update(expert_load(model))
             if flops_per_token and peak:
                 record["mfu"] = 3 * flops_per_token * tps / peak
             metrics.log(record)

@@ -1,0 +1,299 @@
+"""Mixture-of-Experts feed-forward with pluggable routing (Sparse Mixer, Lee-Thorp & Ainslie 2022;
+official `sparse_mixers/routing.py` and `layers.py` MoeLayer).
+
+Tokens are flattened to (N, d) and split into `G` groups of at most `max_group_size` tokens (the
+smallest G >= N // max_group_size dividing N); routing is per group. Routers (logits, softmax,
+top-k, losses) run in float32 whatever the autocast dtype. Experts are stacked weights
+(E, d, d_ff) / (E, d_ff, d) run as batched matmuls; dispatch is a gather and combine an
+`index_add_`, never a dense one-hot [tokens, experts, capacity] tensor.
+
+Routing (`routing=`):
+- `experts_choose` (Zhou et al. 2022; Sparse Mixer's default): each expert takes its top-C tokens
+  of the group by router probability, C = max(round(cf * T / E), min_capacity); a token's expert
+  outputs are summed, weighted by its router probabilities. No balancing loss is needed.
+- `tokens_choose`: each token picks its top-k experts; with Batch Prioritized Routing tokens are
+  served in order of their top-1 probability, top-1 choices before top-2; a token over an expert's
+  capacity C = max(round(cf * k * T / E), min_capacity) is dropped (its residual passes on);
+  Switch load-balancing loss.
+- `dropless`: tokens-choose with no capacity: tokens sorted by expert, one grouped GEMM
+  (`torch._grouped_mm` on CUDA bf16 when available) or a padded batched matmul elsewhere.
+
+Losses come back weighted as in the official configs: balance x 0.01 (`aux_loss_factor`) and
+router z-loss x 1e-4 (`z_loss_factor`), ready to add to the task loss.
+
+Eval determinism: with group routing a token's output depends on the other tokens of its group.
+`per_example_groups=True` routes each example (each batch row) as its own group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalformers.nn.ffn import activation_fn
+
+ROUTINGS = ("experts_choose", "tokens_choose", "dropless")
+
+
+def num_groups(n_tokens: int, max_group_size: int) -> int:
+    """The smallest G >= n_tokens // max_group_size that divides n_tokens (official rule)."""
+    g = max(1, n_tokens // max_group_size)
+    while n_tokens % g:
+        g += 1
+    return g
+
+
+def capacity(cf: float, tokens_per_group: int, n_experts: int, k: int = 1, minimum: int = 4) -> int:
+    return min(tokens_per_group * k, max(int(round(cf * k * tokens_per_group / n_experts)), minimum))
+
+
+@dataclass
+class Routing:
+    """Which (token, expert) pairs run and with what combine weight, flattened:
+    token index (P,), expert index (P,), weight (P,); plus the float32 losses and expert load."""
+
+    token: torch.Tensor
+    expert: torch.Tensor
+    weight: torch.Tensor
+    balance_loss: torch.Tensor
+    z_loss: torch.Tensor
+    load: torch.Tensor  # (E,) fraction of routed (token, expert) slots per expert
+
+
+class Router(nn.Module):
+    """Dense(d -> E) with bias (init normal 0.02 / zeros), computed in float32, optional jitter."""
+
+    def __init__(self, d_model: int, n_experts: int, jitter: float = 0.0):
+        super().__init__()
+        self.proj = nn.Linear(d_model, n_experts)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+        self.jitter = jitter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (G, T, d) -> logits (G, T, E) in float32."""
+        x = x.float()
+        if self.training and self.jitter > 0:
+            x = x * torch.empty_like(x).uniform_(1 - self.jitter, 1 + self.jitter)
+        no_autocast = (
+            torch.autocast(x.device.type, enabled=False)
+            if x.device.type in ("cpu", "cuda")
+            else contextlib.nullcontext()
+        )
+        with no_autocast:
+            return F.linear(x, self.proj.weight.float(), self.proj.bias.float())
+
+
+def z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2."""
+    return torch.logsumexp(logits, -1).pow(2).mean()
+
+
+def switch_balance_loss(probs: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer eq. 4-6 per group, averaged: E * sum_e f_e P_e, with f_e the fraction of
+    tokens whose top-1 expert is e and P_e the mean router probability of e."""
+    E = probs.shape[-1]
+    f = F.one_hot(top1, E).float().mean(-2)  # (G, E)
+    p = probs.mean(-2)  # (G, E)
+    return (f * p).sum(-1).mean() * E
+
+
+def route_experts_choose(probs: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """probs (G, T, E) -> token (G, E, C), weight (G, E, C): each expert's top-C tokens."""
+    weight, token = probs.transpose(1, 2).topk(cap, dim=-1)  # (G, E, C)
+    return token, weight, torch.full(token.shape, True, device=token.device)
+
+
+def route_tokens_choose(probs: torch.Tensor, k: int, cap: int | None, bpr: bool = True):
+    """probs (G, T, E) -> expert (G, T, k), weight (G, T, k), keep (G, T, k) (False: over capacity).
+
+    Slots are filled top-1 choices first, then top-2, ...; within a choice rank tokens go in
+    order of their top-1 probability (Batch Prioritized Routing) or in sequence order."""
+    G, T, E = probs.shape
+    weight, expert = probs.topk(k, dim=-1)  # (G, T, k)
+    if cap is None:
+        return expert, weight, torch.ones_like(weight, dtype=torch.bool)
+    order = (
+        weight[..., 0].argsort(-1, descending=True) if bpr else torch.arange(T, device=probs.device).expand(G, T)
+    )  # (G, T): serving order
+    keep = torch.zeros_like(weight, dtype=torch.bool)
+    used = torch.zeros(G, E, dtype=torch.long, device=probs.device)
+    for j in range(k):  # top-1 choices get priority over top-2
+        e_sorted = expert[..., j].gather(1, order)  # (G, T) experts in serving order
+        onehot = F.one_hot(e_sorted, E)  # (G, T, E)
+        pos = (onehot.cumsum(1) - 1 + used[:, None, :]) * onehot  # slot each token would take
+        slot = pos.sum(-1)  # (G, T)
+        ok_sorted = slot < cap
+        keep[..., j] = torch.zeros_like(ok_sorted).scatter(1, order, ok_sorted)
+        used = used + (onehot * ok_sorted[..., None]).sum(1)
+    return expert, weight, keep
+
+
+class MoEFeedForward(nn.Module):
+    """Top-level MoE feed-forward: router + stacked experts + dispatch/combine.
+
+    Returns `(y, {"moe_balance": ..., "moe_z": ...})` with the losses already weighted."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        n_experts: int = 16,
+        routing: str = "experts_choose",
+        capacity_factor: float = 1.0,
+        eval_capacity_factor: float | None = None,
+        top_k: int = 1,
+        min_capacity: int = 4,
+        max_group_size: int = 4096,
+        batch_prioritized: bool = True,
+        jitter: float = 0.0,
+        activation: str = "gelu",
+        gated: bool = False,
+        bias: bool = True,
+        expert_dropout: float = 0.0,
+        aux_loss_factor: float = 0.01,
+        z_loss_factor: float = 1e-4,
+        per_example_groups: bool = False,
+    ):
+        super().__init__()
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing={routing!r} is not one of {ROUTINGS}")
+        if n_experts < 1:
+            raise ValueError(f"n_experts={n_experts} must be >= 1")
+        if top_k < 1 or top_k > n_experts:
+            raise ValueError(f"top_k={top_k} must be between 1 and n_experts={n_experts}")
+        if capacity_factor <= 0:
+            raise ValueError(f"capacity_factor={capacity_factor} must be positive")
+        self.n_experts, self.routing, self.top_k = n_experts, routing, top_k
+        self.cf, self.eval_cf = capacity_factor, eval_capacity_factor or capacity_factor
+        self.min_capacity, self.max_group_size, self.bpr = min_capacity, max_group_size, batch_prioritized
+        self.aux_loss_factor, self.z_loss_factor = aux_loss_factor, z_loss_factor
+        self.per_example_groups = per_example_groups
+        self.router = Router(d_model, n_experts, jitter)
+        self.act = activation_fn(activation)
+        self.w_in = nn.Parameter(torch.randn(n_experts, d_model, d_ff) * 0.02)
+        self.w_gate = nn.Parameter(torch.randn(n_experts, d_model, d_ff) * 0.02) if gated else None
+        self.w_out = nn.Parameter(torch.randn(n_experts, d_ff, d_model) * 0.02)
+        self.b_in = nn.Parameter(torch.zeros(n_experts, 1, d_ff)) if bias else None
+        self.b_out = nn.Parameter(torch.zeros(n_experts, 1, d_model)) if bias else None
+        self.dropout = nn.Dropout(expert_dropout)
+        self.last_load: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- experts
+    def experts(self, h: torch.Tensor) -> torch.Tensor:
+        """Stacked expert FFNs: h (E, C, d) -> (E, C, d) by batched matmuls."""
+        a = torch.bmm(h, self.w_in)  # (E, C, d_ff)
+        if self.b_in is not None:
+            a = a + self.b_in
+        if self.w_gate is not None:
+            a = self.act(torch.bmm(h, self.w_gate)) * a
+        else:
+            a = self.act(a)
+        out = torch.bmm(a, self.w_out)
+        if self.b_out is not None:
+            out = out + self.b_out
+        return self.dropout(out)
+
+    def expert_one(self, e: int, h: torch.Tensor) -> torch.Tensor:
+        """Expert e on tokens h (n, d): the plain reference of `experts`."""
+        a = h @ self.w_in[e] + (self.b_in[e] if self.b_in is not None else 0)
+        a = self.act(h @ self.w_gate[e]) * a if self.w_gate is not None else self.act(a)
+        return a @ self.w_out[e] + (self.b_out[e] if self.b_out is not None else 0)
+
+    # ---------------------------------------------------------------- routing
+    def route(self, xg: torch.Tensor) -> Routing:
+        """xg (G, T, d) -> the flattened routing over token indices of the (G*T) flattening."""
+        G, T, _ = xg.shape
+        E = self.n_experts
+        logits = self.router(xg)  # (G, T, E) float32
+        probs = logits.softmax(-1)
+        zl = z_loss(logits)
+        offsets = (torch.arange(G, device=xg.device) * T)[:, None, None]
+        cf = self.cf if self.training else self.eval_cf
+        if self.routing == "experts_choose":
+            cap = capacity(cf, T, E, 1, self.min_capacity)
+            token, weight, _ = route_experts_choose(probs, cap)  # (G, E, C)
+            expert = torch.arange(E, device=xg.device)[None, :, None].expand_as(token)
+            balance = torch.zeros((), device=xg.device)
+            keep = None
+            flat_token = (token + offsets).reshape(-1)
+        else:
+            cap = None if self.routing == "dropless" else capacity(cf, T, E, self.top_k, self.min_capacity)
+            expert, weight, keep = route_tokens_choose(probs, self.top_k, cap, self.bpr)  # (G, T, k)
+            token = torch.arange(T, device=xg.device)[None, :, None].expand_as(expert)
+            balance = switch_balance_loss(probs, expert[..., 0])
+            flat_token = (token + offsets).reshape(-1)
+        expert, weight = expert.reshape(-1), weight.reshape(-1)
+        if keep is not None:
+            k = keep.reshape(-1)
+            flat_token, expert, weight = flat_token[k], expert[k], weight[k]
+        load = torch.bincount(expert, minlength=E).float() / max(1, expert.numel())
+        return Routing(flat_token, expert, weight, balance, zl, load)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (B, T, d) -> y (B, T, d), weighted aux losses."""
+        B, T, d = x.shape
+        N = B * T
+        G = B if self.per_example_groups else num_groups(N, self.max_group_size)
+        xg = x.reshape(G, N // G, d)  # (G, T_g, d)
+        r = self.route(xg)
+        flat = x.reshape(N, d)
+        if self.routing == "experts_choose":
+            E = self.n_experts
+            C = r.token.numel() // (G * E)
+            h = flat[r.token].reshape(G, E, C, d).transpose(0, 1).reshape(E, G * C, d)  # (E, G*C, d)
+            out = self.experts(h).reshape(E, G, C, d).transpose(0, 1).reshape(-1, d)  # (G*E*C, d)
+        else:
+            out = self._tokens_choose_experts(flat, r)
+        out = out * r.weight[:, None].to(out.dtype)  # combine weight = router probability
+        y = torch.zeros(N, d, dtype=out.dtype, device=x.device).index_add_(0, r.token, out)
+        self.last_load = r.load.detach()
+        aux = {"moe_balance": r.balance_loss * self.aux_loss_factor, "moe_z": r.z_loss * self.z_loss_factor}
+        return y.reshape(B, T, d).to(x.dtype), aux
+
+    def _tokens_choose_experts(self, flat: torch.Tensor, r: Routing) -> torch.Tensor:
+        """Run each kept (token, expert) pair through its expert; returns (P, d) in r's order."""
+        E, d = self.n_experts, flat.shape[1]
+        order = r.expert.argsort(stable=True)  # tokens sorted by expert
+        counts = torch.bincount(r.expert, minlength=E)
+        h = flat[r.token[order]]  # (P, d)
+        if self.routing == "dropless" and _grouped_mm_ok(h, self.w_in) and self.w_gate is None:
+            offs = counts.cumsum(0).to(torch.int32)
+            a = torch._grouped_mm(h, self.w_in.to(h.dtype), offs=offs)
+            if self.b_in is not None:
+                a = a + self.b_in.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
+            a = self.act(a)
+            out_sorted = torch._grouped_mm(a, self.w_out.to(a.dtype), offs=offs)
+            if self.b_out is not None:
+                out_sorted = out_sorted + self.b_out.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
+            out_sorted = self.dropout(out_sorted)
+        else:
+            # padded batched matmul: (E, max_count, d), one bmm per weight matrix
+            cmax = int(counts.max()) if counts.numel() else 0
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(h.shape[0], device=h.device) - starts.repeat_interleave(counts)
+            buf = h.new_zeros(E, max(cmax, 1), d)
+            e_sorted = r.expert[order]
+            buf[e_sorted, slot] = h
+            res = self.experts(buf)  # (E, cmax, d)
+            out_sorted = res[e_sorted, slot]
+        out = torch.empty_like(out_sorted)
+        out[order] = out_sorted
+        return out
+
+
+def _grouped_mm_ok(h: torch.Tensor, w: torch.Tensor) -> bool:
+    """torch._grouped_mm needs CUDA (SM90+ here), bf16 and 16-byte aligned strides."""
+    return (
+        hasattr(torch, "_grouped_mm")
+        and h.is_cuda
+        and h.dtype == torch.bfloat16
+        and torch.cuda.get_device_capability(h.device)[0] >= 9
+        and h.shape[1] % 8 == 0
+        and w.shape[-1] % 8 == 0
+    )
