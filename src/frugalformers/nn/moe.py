@@ -231,7 +231,10 @@ class MoEFeedForward(nn.Module):
         if keep is not None:
             k = keep.reshape(-1)
             flat_token, expert, weight = flat_token[k], expert[k], weight[k]
-        load = torch.bincount(expert, minlength=E).float() / max(1, expert.numel())
+        if self.routing == "experts_choose":  # every expert holds exactly C tokens (also on the meta device)
+            load = torch.full((E,), 1.0 / E, device=xg.device)
+        else:
+            load = torch.bincount(expert, minlength=E).float() / max(1, expert.numel())
         return Routing(flat_token, expert, weight, balance, zl, load)
 
     # ---------------------------------------------------------------- forward
