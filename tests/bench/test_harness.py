@@ -108,3 +108,14 @@ def test_gqa_decode_benchmark_smoke(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "GQA-4" in r.stdout and "HF generate ms/step" in r.stdout
+
+
+def test_sparse_mixer_benchmark_smoke(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sparse_mixer.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "experts_choose" in r.stdout and "Fast Sparse Mixer Base" in r.stdout
