@@ -77,45 +77,33 @@ def test_plot(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
-def test_encoders_benchmark_smoke():
+def run_smoke(script: str, *extra: str) -> str:
+    """Run a benchmark script with --smoke (CPU, tiny) and return its stdout."""
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "encoders.py"), "--smoke"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *extra],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    assert "HF BertModel" in r.stdout and "ours / HF" in r.stdout
+    return r.stdout
+
+
+def test_encoders_benchmark_smoke():
+    out = run_smoke("encoders.py")
+    assert "HF BertModel" in out and "ours / HF" in out
 
 
 def test_fnet_benchmark_smoke(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fnet.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "FNet-Base (ours, fft)" in r.stdout and "HF FNetModel" in r.stdout and "dft-gemm (bf16)" in r.stdout
+    out = run_smoke("fnet.py", "--out", str(tmp_path))
+    assert "FNet-Base (ours, fft)" in out and "HF FNetModel" in out and "dft-gemm (bf16)" in out
 
 
 def test_gqa_decode_benchmark_smoke(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gqa_decode.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "GQA-4" in r.stdout and "HF generate ms/step" in r.stdout
+    out = run_smoke("gqa_decode.py", "--out", str(tmp_path))
+    assert "GQA-4" in out and "HF generate ms/step" in out
 
 
 def test_sparse_mixer_benchmark_smoke(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sparse_mixer.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "experts_choose" in r.stdout and "Fast Sparse Mixer Base" in r.stdout
+    out = run_smoke("sparse_mixer.py", "--out", str(tmp_path))
+    assert "experts_choose" in out and "Fast Sparse Mixer Base" in out

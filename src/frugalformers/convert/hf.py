@@ -221,49 +221,33 @@ def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
 def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
     """Our config for a Hugging Face `BertConfig`, `T5Config` or `LlamaConfig`."""
     t = hf_config.model_type
-    if t == "bert":
+    if t in ("bert", "fnet"):
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"position_embedding_type={hf_config.position_embedding_type!r}: only 'absolute' is supported"
             )
-        return ModelConfig(
-            family="bert",
-            head=head or "base",
-            vocab_size=hf_config.vocab_size,
-            d_model=hf_config.hidden_size,
-            n_layers=hf_config.num_hidden_layers,
-            n_heads=hf_config.num_attention_heads,
-            d_ff=hf_config.intermediate_size,
-            activation=hf_config.hidden_act,
-            norm="layernorm",
-            norm_eps=hf_config.layer_norm_eps,
-            max_seq_len=hf_config.max_position_embeddings,
-            type_vocab_size=hf_config.type_vocab_size,
-            dropout=hf_config.hidden_dropout_prob,
-            attention_dropout=hf_config.attention_probs_dropout_prob,
-            pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
-            num_labels=getattr(hf_config, "num_labels", 2),
-        )
-    if t == "fnet":
         d = hf_config.hidden_size
+        fnet = t == "fnet"
+        kinds = dict(mixer="fourier", embedding_projection=True) if fnet else {}
         return ModelConfig(
             family="bert",
             head=head or "base",
-            mixer="fourier",
             vocab_size=hf_config.vocab_size,
             d_model=d,
             n_layers=hf_config.num_hidden_layers,
-            n_heads=next(h for h in (12, 16, 8, 4, 2, 1) if d % h == 0),  # unused by Fourier layers
+            # FNet has no attention: any head count dividing d_model will do
+            n_heads=next(h for h in (12, 16, 8, 4, 2, 1) if d % h == 0) if fnet else hf_config.num_attention_heads,
             d_ff=hf_config.intermediate_size,
             activation=hf_config.hidden_act,
             norm="layernorm",
             norm_eps=hf_config.layer_norm_eps,
             max_seq_len=hf_config.max_position_embeddings,
             type_vocab_size=hf_config.type_vocab_size,
-            embedding_projection=True,
             dropout=hf_config.hidden_dropout_prob,
+            attention_dropout=getattr(hf_config, "attention_probs_dropout_prob", 0.0),
             pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
             num_labels=getattr(hf_config, "num_labels", 2),
+            **kinds,
         )
     if t == "t5":
         proj = hf_config.feed_forward_proj

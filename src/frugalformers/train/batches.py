@@ -112,6 +112,22 @@ class PretrainBatches:
         return self.batch_size * self.seq_len
 
 
+def pretrain_batches(cfg, model_config) -> PretrainBatches:
+    """The pretraining batches a run config asks for, for a model with `model_config`."""
+    d = cfg.data
+    return PretrainBatches(
+        model_config.family,
+        cfg.objective,
+        d.dataset,
+        d.tokenizer,
+        d.seq_len,
+        d.target_len,
+        d.batch_size,
+        cfg.seed,
+        model_config.vocab_size,
+    )
+
+
 class TaskBatches:
     """Fine-tuning rows -> batches for the model's family.
 

@@ -11,7 +11,7 @@ from frugalformers.api import build_model
 from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
 from frugalformers.generate import generate
-from frugalformers.train.batches import PretrainBatches, TaskBatches, dataset_folder, load_tokenizer
+from frugalformers.train.batches import PretrainBatches, TaskBatches, dataset_folder, load_tokenizer, pretrain_batches
 from frugalformers.train.config import RunConfig, save_run_config
 from frugalformers.train.trainer import fit, pick_device
 
@@ -96,17 +96,7 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         model = model_for(cfg, **extra)
     if model.config.family == "bert" and cfg.data.seq_len > model.config.max_seq_len:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
-    batches = PretrainBatches(
-        model.config.family,
-        cfg.objective,
-        cfg.data.dataset,
-        cfg.data.tokenizer,
-        cfg.data.seq_len,
-        cfg.data.target_len,
-        cfg.data.batch_size,
-        cfg.seed,
-        model.config.vocab_size,
-    )
+    batches = pretrain_batches(cfg, model.config)
     fpt = train_flops_per_token(model.config, batches) if pick_device(cfg).type == "cuda" else None
     log(
         f"pretraining {cfg.preset} ({batches.objective}) on {cfg.data.dataset}/{cfg.data.tokenizer}: "

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from frugalformers.checkpoint import load as load_model
-from frugalformers.train.batches import PretrainBatches
+from frugalformers.train.batches import PretrainBatches, pretrain_batches
 from frugalformers.train.config import load_run_config
 from frugalformers.train.run import pretrain, pretrain_eval, resolve_checkpoint
 
@@ -46,17 +46,7 @@ def uptrain(
     cfg.eval_every = min(cfg.eval_every or steps, steps)
     cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, max(1, steps // 10))
     model = load_model(resolve_checkpoint(converted))
-    batches = PretrainBatches(
-        model.config.family,
-        cfg.objective,
-        cfg.data.dataset,
-        cfg.data.tokenizer,
-        cfg.data.seq_len,
-        cfg.data.target_len,
-        cfg.data.batch_size,
-        cfg.seed,
-        model.config.vocab_size,
-    )
+    batches = pretrain_batches(cfg, model.config)
     report = {"steps": steps, "alpha": alpha, "kv_heads": model.config.kv_heads}
     if original_run:
         report["loss_original"] = _valid_loss(load_model(resolve_checkpoint(original_run)), batches, cfg.eval_batches)
