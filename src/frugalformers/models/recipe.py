@@ -180,6 +180,27 @@ def _moe(config, i: int, stack: str) -> nn.Module:
     )
 
 
+@register_ffn("routed")
+def _routed(config, i: int, stack: str) -> nn.Module:
+    """CoLT5 conditional FFN: light d_ff/2 on all tokens, heavy 4*d_ff on the routed ones (section 3.1)."""
+    from frugalformers.nn.routed import RoutedFeedForward
+
+    o = config.options
+    return RoutedFeedForward(
+        config.d_model,
+        o.get("light_d_ff", config.d_ff // 2),
+        o.get("heavy_d_ff", 4 * config.d_ff),
+        routed=o.get("routed_tokens", 1 / 16),
+        activation=config.activation,
+        gated=config.gated_ffn,
+        bias=config.bias,
+        dropout=config.dropout if config.family == "t5" else 0.0,
+        eps=o.get("router_eps", 1.0),
+        iters=o.get("router_iters", 50),
+        train_k_factor=o.get("router_train_k_factor", 9 / 8),
+    )
+
+
 @register_ffn("dense")
 def _dense(config, i: int, stack: str) -> nn.Module:
     # T5 applies dropout to the hidden activations; BERT / Llama only on the residual branch

@@ -1,0 +1,99 @@
+"""CoLT5 conditional computation (Ainslie et al. 2023): a learned router picks m tokens per example
+for a heavy branch; every token goes through a light branch.
+
+Router: score s_i = x_i . u (one learned u per router), normalised by the soft top-k of CoDA
+(Lei et al. 2023; CoLT5 Appendix C): the entropy-regularised problem
+
+    maximise  s . lambda + eps * H(lambda)   s.t.  sum_i lambda_i = k,  0 <= lambda_i <= 1,
+
+solved by dual coordinate descent with eps = 1.0 and 50 iterations (the paper's values), in
+float32. Its solution is lambda_i = min(1, exp((s_i + a) / eps)) with a set so that the sum is k.
+Then the hard top-m of lambda picks the routed tokens, and the heavy output is multiplied by their
+lambda, which gives the router its gradient. During training the paper lets the top 9/8 k tokens
+keep non-zero weight: here the normalisation targets k = 9/8 m in training and m at evaluation
+(`train_k_factor`, a flag because the paper does not say more).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalformers.nn.ffn import FeedForward
+
+
+def soft_topk(scores: torch.Tensor, k: float, eps: float = 1.0, iters: int = 50) -> torch.Tensor:
+    """lambda (..., n) in [0, 1] with sum k: entropy-regularised top-k by coordinate descent, float32
+    (or float64 if given). Differentiable through the unrolled iterations."""
+    n = scores.shape[-1]
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in (0, n={n}]")
+    s = scores if scores.dtype == torch.float64 else scores.float()
+    a = torch.zeros_like(s[..., :1])
+    b = torch.zeros_like(s)
+    log_k = math.log(k)
+    for _ in range(iters):
+        a = eps * log_k - eps * torch.logsumexp((s + b) / eps, dim=-1, keepdim=True)
+        b = -F.relu(s + a)
+    return torch.exp((s + a + b) / eps)
+
+
+def routed_count(n: int, m: int | float) -> int:
+    """Routed tokens for a sequence of n: an absolute count, or a fraction of n (m = n/16 default)."""
+    count = int(m) if m >= 1 else max(1, int(round(m * n)))
+    return min(count, n)
+
+
+class Router(nn.Module):
+    """s = x . u, then soft top-k and the hard top-m: returns (indices (B, m), weights (B, m))."""
+
+    def __init__(self, d_model: int, eps: float = 1.0, iters: int = 50, train_k_factor: float = 9 / 8):
+        super().__init__()
+        self.u = nn.Parameter(torch.randn(d_model) * d_model**-0.5)
+        self.eps, self.iters, self.train_k_factor = eps, iters, train_k_factor
+
+    def forward(self, x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = torch.matmul(x.float(), self.u.float())  # (B, n)
+        k = min(x.shape[1], m * self.train_k_factor) if self.training else m
+        lam = soft_topk(s, k, self.eps, self.iters)  # (B, n)
+        weight, index = lam.topk(m, dim=-1)  # (B, m)
+        return index, weight
+
+
+class RoutedFeedForward(nn.Module):
+    """CoLT5 conditional FFN: `light(x) + scatter(lambda_m * heavy(x_m))` (section 3.1).
+
+    light: d_ff / 2 on every token; heavy: 4 * d_ff on the m routed tokens (the paper's r_L, r_H)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff_light: int,
+        d_ff_heavy: int,
+        routed: int | float = 1 / 16,
+        activation: str = "gelu_new",
+        gated: bool = True,
+        bias: bool = False,
+        dropout: float = 0.0,
+        eps: float = 1.0,
+        iters: int = 50,
+        train_k_factor: float = 9 / 8,
+    ):
+        super().__init__()
+        self.light = FeedForward(d_model, d_ff_light, activation, gated, bias, dropout)
+        self.heavy = FeedForward(d_model, d_ff_heavy, activation, gated, bias, dropout)
+        self.router = Router(d_model, eps, iters, train_k_factor)
+        self.routed = routed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, n, d) -> (B, n, d)."""
+        B, n, d = x.shape
+        m = routed_count(n, self.routed)
+        index, weight = self.router(x, m)  # (B, m)
+        gather_idx = index[..., None].expand(B, m, d)
+        heavy = self.heavy(x.gather(1, gather_idx))  # (B, m, d)
+        light = self.light(x)  # (B, n, d); under autocast both are bf16, the weights float32
+        return light.scatter_add(1, gather_idx, (heavy * weight[..., None]).to(light.dtype))

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from frugalformers.nn.routed import RoutedFeedForward, routed_count, soft_topk
+
+
+@pytest.mark.parametrize("k", [1.0, 3.0, 7.5])
+def test_soft_topk_sums_to_k_and_stays_in_unit_interval(k):
+    s = torch.randn(4, 40) * 3
+    lam = soft_topk(s, k)
+    assert torch.allclose(lam.sum(-1), torch.full((4,), k), atol=1e-3)
+    assert (lam >= 0).all() and (lam <= 1 + 1e-6).all()
+    # order preserving: a higher score never gets a smaller weight
+    order = s.argsort(-1)
+    assert (lam.gather(-1, order).diff(dim=-1) >= -1e-6).all()
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.5])
+def test_soft_topk_solves_the_entropy_regularised_problem(eps):
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        s = rng.normal(size=7) * 2
+        k = 2.0
+
+        def neg_objective(lam, s=s):
+            lam = np.clip(lam, 1e-12, 1.0)
+            return -(s @ lam - eps * np.sum(lam * np.log(lam)))
+
+        res = minimize(
+            neg_objective,
+            np.full(7, k / 7),
+            method="SLSQP",
+            bounds=[(1e-9, 1.0)] * 7,
+            constraints=[{"type": "eq", "fun": lambda lam, k=k: lam.sum() - k}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
+        ours = soft_topk(torch.tensor(s, dtype=torch.float64), k, eps=eps, iters=200).numpy()
+        assert np.abs(ours - res.x).max() < 1e-3
+
+
+def test_soft_topk_gradcheck():
+    s = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: soft_topk(t, 2.0, eps=1.0, iters=30), (s,))
+
+
+def test_only_routed_tokens_change_when_heavy_weights_change():
+    torch.manual_seed(0)
+    ffn = RoutedFeedForward(16, 8, 64, routed=4).eval()
+    x = torch.randn(2, 20, 16)
+    before = ffn(x)
+    index, _ = ffn.router(x, 4)
+    with torch.no_grad():
+        for p in ffn.heavy.parameters():
+            p.add_(torch.randn_like(p))
+    after = ffn(x)
+    changed = (after - before).abs().amax(-1) > 1e-7  # (B, n)
+    routed = torch.zeros(2, 20, dtype=torch.bool).scatter(1, index, True)
+    assert torch.equal(changed, routed) and routed.sum() == 8
+
+
+def test_router_gets_gradient_through_the_weights():
+    ffn = RoutedFeedForward(16, 8, 64, routed=0.25)
+    ffn(torch.randn(2, 16, 16)).sum().backward()
+    assert ffn.router.u.grad is not None and ffn.router.u.grad.abs().sum() > 0
+
+
+def test_routed_counts_and_bf16():
+    assert routed_count(16384, 1 / 16) == 1024 and routed_count(100, 512) == 100 and routed_count(64, 8) == 8
+    ffn = RoutedFeedForward(16, 8, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ffn(torch.randn(2, 64, 16))
+    assert torch.isfinite(y.float()).all()
+    with pytest.raises(ValueError, match="k=0"):
+        soft_topk(torch.randn(3), 0)
+
+
+def test_t5_with_routed_ffn_layers_trains():
+    from frugalformers import build_model
+
+    model = build_model("t5-tiny", ffn="routed", options={"routed_tokens": 8})
+    src = torch.randint(0, 8192, (2, 64))
+    out = model(src, labels=torch.randint(0, 8192, (2, 8)))
+    out.loss.backward()
+    router = model.encoder.layers[0].ffn.router
+    assert router.u.grad is not None and model.encoder.layers[0].ffn.heavy.w_out.weight.shape == (64, 512)
