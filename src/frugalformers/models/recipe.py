@@ -180,6 +180,44 @@ def _moe(config, i: int, stack: str) -> nn.Module:
     )
 
 
+@register_mixer("local_attention")
+def _local(config, i: int, stack: str) -> nn.Module:
+    """LongT5-style local attention, radius 127 (options: local_radius)."""
+    from frugalformers.nn.local_attention import LocalAttention
+
+    kw = attention_kwargs(config, stack)
+    return LocalAttention(
+        kw.pop("d_model"),
+        kw.pop("n_heads"),
+        config.options.get("local_radius", 127),
+        **{k: v for k, v in kw.items() if k != "dropout"},
+    )
+
+
+@register_mixer("routed_attention")
+def _routed_attention(config, i: int, stack: str) -> nn.Module:
+    """CoLT5 conditional attention: 1/4 of the heads light (local), 3/4 heavy (routed)."""
+    from frugalformers.nn.routed import RoutedAttention
+
+    o = config.options
+    light = o.get("light_heads", max(1, config.n_heads // 4))
+    return RoutedAttention(
+        config.d_model,
+        light,
+        o.get("heavy_heads", config.n_heads - light),
+        config.resolved_head_dim,
+        radius=o.get("local_radius", 127),
+        routed=o.get("routed_tokens", 1 / 16),
+        kv_factor=o.get("kv_factor", 2.0),
+        bias=config.bias,
+        scale=config.attention_scale,
+        eps=o.get("router_eps", 1.0),
+        iters=o.get("router_iters", 50),
+        train_k_factor=o.get("router_train_k_factor", 9 / 8),
+        impl=config.attention_impl,
+    )
+
+
 @register_ffn("routed")
 def _routed(config, i: int, stack: str) -> nn.Module:
     """CoLT5 conditional FFN: light d_ff/2 on all tokens, heavy 4*d_ff on the routed ones (section 3.1)."""

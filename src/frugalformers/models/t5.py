@@ -36,6 +36,8 @@ class T5Stack(nn.Module):
         self.layers = nn.ModuleList(PreNormLayer(config, i, stack, cross_attention=is_decoder) for i in range(n))
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+        # the relative bias is only needed by dense attention layers
+        self.dense_attention = is_decoder or any(config.layer_mixer(i) == "attention" for i in range(n))
 
     def forward(
         self,
@@ -50,7 +52,9 @@ class T5Stack(nn.Module):
         """x (B, T, d) embedded tokens. With `input_pos` (decoding), the self-attention reads the
         static caches and the bias covers query positions input_pos against all cached keys."""
         T = x.shape[1]
-        if input_pos is not None:
+        if not self.dense_attention:  # local / routed mixers: no T x T bias (16k inputs would not fit)
+            bias = None
+        elif input_pos is not None:
             S = self.layers[0].mixer.kv_cache.max_len
             bias = self.relative_bias(T, S, q_offset=input_pos[0])  # (1, H, T, S_max)
         else:

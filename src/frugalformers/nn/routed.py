@@ -55,8 +55,11 @@ class Router(nn.Module):
         self.u = nn.Parameter(torch.randn(d_model) * d_model**-0.5)
         self.eps, self.iters, self.train_k_factor = eps, iters, train_k_factor
 
-    def forward(self, x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, n, d), mask (B, n) True for real tokens (padding is never routed first)."""
         s = torch.matmul(x.float(), self.u.float())  # (B, n)
+        if mask is not None:
+            s = s.masked_fill(~mask.bool(), -1e4)
         k = min(x.shape[1], m * self.train_k_factor) if self.training else m
         lam = soft_topk(s, k, self.eps, self.iters)  # (B, n)
         weight, index = lam.topk(m, dim=-1)  # (B, m)
@@ -97,3 +100,54 @@ class RoutedFeedForward(nn.Module):
         heavy = self.heavy(x.gather(1, gather_idx))  # (B, m, d)
         light = self.light(x)  # (B, n, d); under autocast both are bf16, the weights float32
         return light.scatter_add(1, gather_idx, (heavy * weight[..., None]).to(light.dtype))
+
+
+class RoutedAttention(nn.Module):
+    """CoLT5 conditional attention (section 3.2): light local attention (radius 127, 1/4 of the heads)
+    on every token, plus heavy attention from m routed queries to 2m routed keys/values (3/4 of the
+    heads); the key/value *inputs* are scaled by their routing weights, the heavy output by the
+    query weights. Separate routers for queries and keys/values. The heavy branch uses no position
+    bias (the paper does not say; `heavy_bias` is left for a later flag)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads_light: int,
+        n_heads_heavy: int,
+        head_dim: int,
+        radius: int = 127,
+        routed: int | float = 1 / 16,
+        kv_factor: float = 2.0,
+        bias: bool = False,
+        scale: float | None = None,
+        eps: float = 1.0,
+        iters: int = 50,
+        train_k_factor: float = 9 / 8,
+        impl: str = "sdpa",
+    ):
+        super().__init__()
+        from frugalformers.nn.attention import Attention
+        from frugalformers.nn.local_attention import LocalAttention
+
+        self.light = LocalAttention(
+            d_model, n_heads_light, radius, head_dim=head_dim, bias=bias, scale=scale, impl=impl
+        )
+        self.heavy = Attention(d_model, n_heads_heavy, head_dim=head_dim, bias=bias, scale=scale, impl=impl)
+        self.router_q = Router(d_model, eps, iters, train_k_factor)
+        self.router_kv = Router(d_model, eps, iters, train_k_factor)
+        self.routed, self.kv_factor = routed, kv_factor
+
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
+        """x (B, n, d) -> (B, n, d); ctx.key_padding_mask (B, n) if given."""
+        B, n, d = x.shape
+        mask = getattr(ctx, "key_padding_mask", None) if ctx is not None else None
+        y = self.light(x, key_padding_mask=mask)  # (B, n, d)
+        m = routed_count(n, self.routed)
+        m_kv = min(n, int(round(self.kv_factor * m)))
+        qi, qw = self.router_q(x, m, mask)  # (B, m)
+        ki, kw = self.router_kv(x, m_kv, mask)  # (B, m_kv)
+        xq = x.gather(1, qi[..., None].expand(B, m, d))
+        xkv = x.gather(1, ki[..., None].expand(B, m_kv, d)) * kw[..., None].to(x.dtype)
+        kv_mask = mask.bool().gather(1, ki) if mask is not None else None
+        h = self.heavy(xq, xkv, key_padding_mask=kv_mask)  # (B, m, d)
+        return y.scatter_add(1, qi[..., None].expand(B, m, d), (h * qw[..., None]).to(y.dtype))

@@ -1,0 +1,87 @@
+"""Block-local (sliding-window) attention: each token attends to keys within `radius` positions
+(LongT5's local attention, radius 127, and CoLT5's light attention branch).
+
+Fast path (LongT5 / flaxformer layout): the sequence is cut into blocks of radius + 1 tokens; each
+block attends to the previous, its own and the next block (3 blocks of keys) under a mask that keeps
+|i - j| <= radius, so memory is O(n * 3 * block) instead of O(n^2). Reference path: full attention
+with a band mask. Both take an optional key padding mask and an additive relative bias function.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from frugalformers.nn.attention import Attention, reference_attention
+
+
+def band_mask(n: int, radius: int, device=None) -> torch.Tensor:
+    i = torch.arange(n, device=device)
+    return (i[None, :] - i[:, None]).abs() <= radius  # (n, n) True = may attend
+
+
+class LocalAttention(Attention):
+    """`Attention` restricted to a window of +-radius tokens (non-causal, self-attention)."""
+
+    def __init__(self, d_model: int, n_heads: int, radius: int = 127, **kwargs):
+        super().__init__(d_model, n_heads, causal=False, **kwargs)
+        if radius < 1:
+            raise ValueError(f"radius={radius} must be >= 1")
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor, ctx=None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if ctx is not None and key_padding_mask is None:
+            key_padding_mask = getattr(ctx, "key_padding_mask", None)
+        B, n, _ = x.shape
+        H, D = self.n_heads, self.head_dim
+        q = self.q(x).view(B, n, H, D).transpose(1, 2)  # (B, H, n, D)
+        k, v = self.project_kv(x)  # (B, G, n, D)
+        if self.impl == "reference":
+            keep = band_mask(n, self.radius, x.device)[None, None]  # (1, 1, n, n)
+            if key_padding_mask is not None:
+                keep = keep & key_padding_mask[:, None, None, :].bool()
+            mask = torch.zeros(keep.shape, device=x.device).masked_fill(~keep, torch.finfo(torch.float32).min)
+            out = reference_attention(q, k, v, mask, self.scale)
+        else:
+            out = self._blocked(q, k, v, key_padding_mask)
+        return self.o(out.transpose(1, 2).reshape(B, n, H * D))
+
+    def _blocked(self, q, k, v, key_padding_mask):
+        B, H, n, D = q.shape
+        G = k.shape[1]
+        blk = self.radius + 1
+        nb = -(-n // blk)
+        pad = nb * blk - n
+        valid = torch.ones(B, n, dtype=torch.bool, device=q.device)
+        if key_padding_mask is not None:
+            valid = key_padding_mask.bool()
+        # pad to whole blocks, plus one empty block on each side for the neighbours
+        q = F.pad(q, (0, 0, 0, pad))
+        k = F.pad(k, (0, 0, blk, pad + blk))
+        v = F.pad(v, (0, 0, blk, pad + blk))
+        valid = F.pad(valid, (blk, pad + blk), value=False)  # (B, (nb + 2) * blk)
+        qb = q.reshape(B, H, nb, blk, D)  # (B, H, nb, blk, D)
+        kb = k.reshape(B, G, nb + 2, blk, D)
+        vb = v.reshape(B, G, nb + 2, blk, D)
+        kw = torch.cat([kb[:, :, :-2], kb[:, :, 1:-1], kb[:, :, 2:]], dim=3)  # (B, G, nb, 3*blk, D)
+        vw = torch.cat([vb[:, :, :-2], vb[:, :, 1:-1], vb[:, :, 2:]], dim=3)
+        vb_ = valid.reshape(B, nb + 2, blk)
+        kvalid = torch.cat([vb_[:, :-2], vb_[:, 1:-1], vb_[:, 2:]], dim=2)  # (B, nb, 3*blk)
+        qi = torch.arange(blk, device=q.device)[:, None] + blk  # query offset inside the 3-block window
+        kj = torch.arange(3 * blk, device=q.device)[None, :]
+        keep = ((kj - qi).abs() <= self.radius)[None, None] & kvalid[:, :, None, :]  # (B, nb, blk, 3*blk)
+        mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, torch.finfo(q.dtype).min)
+        # (B, H, nb, blk, D) -> (B*nb, H, blk, D)
+        qf = qb.permute(0, 2, 1, 3, 4).reshape(B * nb, H, blk, D)
+        kf = kw.permute(0, 2, 1, 3, 4).reshape(B * nb, G, 3 * blk, D)
+        vf = vw.permute(0, 2, 1, 3, 4).reshape(B * nb, G, 3 * blk, D)
+        out = F.scaled_dot_product_attention(
+            qf,
+            kf.to(qf.dtype),
+            vf.to(qf.dtype),
+            attn_mask=mask.reshape(B * nb, 1, blk, 3 * blk),
+            scale=self.scale,
+            enable_gqa=G != H,
+        )  # (B*nb, H, blk, D)
+        out = out.reshape(B, nb, H, blk, D).permute(0, 2, 1, 3, 4).reshape(B, H, nb * blk, D)
+        return out[:, :, :n]
