@@ -168,6 +168,42 @@ def _t5_tiny():
     return _t5(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, head_dim=16, d_ff=128, max_seq_len=1024)
 
 
+# ---------------------------------------------------------------- LongT5 / CoLT5 (Ainslie et al. 2023)
+def _colt5(conditional: bool, light_heads: int | None = None, **shape) -> ModelConfig:
+    # CoLT5: every encoder layer light (local attention, radius 127, 1/4 heads; FFN d_ff/2) + heavy
+    # (routed attention m queries -> 2m keys/values, 3/4 heads; FFN 4 d_ff on m tokens), m = n/16;
+    # multi-query cross-attention in the decoder (Table 7, section 3). LongT5 here: local attention only
+    # (transient-global attention is not implemented yet).
+    options = {"local_radius": shape.pop("radius", 127)}
+    if conditional:
+        options.update(routed_tokens=shape.pop("routed", 1 / 16), light_heads=light_heads)
+        return _t5(mixer="routed_attention", ffn="routed", n_kv_heads=1, options=options, **shape)
+    return _t5(mixer="local_attention", options=options, **shape)
+
+
+_T5_BASE = dict(vocab_size=32128, d_model=768, n_layers=12, n_heads=12, head_dim=64, d_ff=2048)
+_T5_LARGE = dict(vocab_size=32128, d_model=1024, n_layers=24, n_heads=16, head_dim=64, d_ff=2816)
+_T5_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, head_dim=16, d_ff=128, max_seq_len=16384)
+
+register_preset("longt5-local-base", "LongT5-Base encoder with local attention (radius 127) only; T5.1.1 decoder")(
+    lambda: _colt5(False, **_T5_BASE)
+)
+register_preset(
+    "colt5-base",
+    "CoLT5-Base: light local + heavy routed attention (4 + 8 heads), FFN 1024 + 8192 "
+    "on n/16 routed tokens, MQA cross-attention",
+)(lambda: _colt5(True, 4, **_T5_BASE))
+register_preset("colt5-large", "CoLT5-Large: 24+24 x 1024, heads 4 light + 12 heavy, FFN 1408 + 11264")(
+    lambda: _colt5(True, 4, **_T5_LARGE)
+)
+register_preset("longt5-local-tiny", "tiny LongT5 (local attention, radius 15) for tests")(
+    lambda: _colt5(False, radius=15, **_T5_TINY)
+)
+register_preset("colt5-tiny", "tiny CoLT5 for tests: radius 15, 1/8 of the tokens routed")(
+    lambda: _colt5(True, 1, radius=15, routed=1 / 8, **_T5_TINY)
+)
+
+
 # ---------------------------------------------------------------- Llama-shaped decoders (1B class)
 def _llama(**kw) -> ModelConfig:
     base = dict(

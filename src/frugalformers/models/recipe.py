@@ -200,7 +200,7 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.routed import RoutedAttention
 
     o = config.options
-    light = o.get("light_heads", max(1, config.n_heads // 4))
+    light = o.get("light_heads") or max(1, config.n_heads // 4)
     return RoutedAttention(
         config.d_model,
         light,

@@ -32,6 +32,10 @@ def dataset_folder(name: str) -> Path:
 
 
 def load_tokenizer(dataset: str, name: str) -> Tokenizer:
+    """The tokenizer `name` of `dataset`, or `OTHER_DATASET/name` for a dataset without its own
+    (e.g. `longdoc` tasks with `data.tokenizer=corpus/tiny`)."""
+    if "/" in name:
+        dataset, name = name.split("/", 1)
     return Tokenizer.load(dataset_folder(dataset) / "tokenizer", name)
 
 

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 @dataclass
 class DataSection:
     dataset: str = "demo"  # a prepared dataset (`frugal data list`) or a folder made by `frugal data pack`
-    tokenizer: str = "tiny"  # tokenizer / shard set inside the dataset
+    tokenizer: str = "tiny"  # tokenizer / shard set inside the dataset, or OTHER_DATASET/NAME (e.g. corpus/tiny)
     task: str | None = None  # fine-tuning: a task of the dataset (`frugal data show DATASET`)
     file: str | None = None  # fine-tuning: a user CSV / JSONL file (columns text, [text_b], label)
     seq_len: int = 128  # input length (encoders pad to it; pretraining windows have this length)

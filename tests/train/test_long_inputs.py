@@ -1,0 +1,71 @@
+"""CoLT5-tiny on long inputs on CPU: UL2 pretraining, and fine-tuning on a longdoc-format task at
+8k tokens (documents stored by reference, as `frugal data prepare longdoc` writes them)."""
+
+import json
+import shutil
+
+from frugalformers.cli import main
+
+
+def test_colt5_tiny_ul2_pretraining(tmp_path, demo_data):
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "colt5-tiny",
+                "--no-progress",
+                "objective=ul2",
+                "steps=3",
+                "data.seq_len=512",
+                "data.target_len=64",
+                "data.batch_size=2",
+                "eval_batches=1",
+                f"out={tmp_path / 'ul2'}",
+            ]
+        )
+        == 0
+    )
+
+
+def test_colt5_tiny_finetunes_on_an_8k_longdoc_task(tmp_path, demo_data):
+    ds = tmp_path / "longdoc-mini"
+    shutil.copytree(demo_data / "tokenizer", ds / "tokenizer")
+    texts = [json.loads(line)["text"] for line in (demo_data / "text/train.jsonl").read_text().splitlines()]
+    docs = [
+        {"id": f"doc{i}", "label": f"part {i}", "text": "\n\n".join(texts[i * 300 : (i + 1) * 300])} for i in range(3)
+    ]
+    (ds / "long").mkdir()
+    (ds / "long/docs.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    n_chars = 8192 * 4
+    rows = [
+        {"doc": i % 3, "start": 1000 * (i // 3), "end": 1000 * (i // 3) + n_chars, "label": f"part {i % 3}"}
+        for i in range(12)
+    ]
+    (ds / "tasks/source_8192").mkdir(parents=True)
+    (ds / "tasks/source_8192/task.json").write_text(
+        json.dumps({"labels": [d["label"] for d in docs], "metric": "accuracy"})
+    )
+    for split in ("train", "validation", "test"):
+        (ds / f"tasks/source_8192/{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ft"
+    assert (
+        main(
+            [
+                "finetune",
+                "--preset",
+                "colt5-tiny",
+                "--no-progress",
+                f"data.dataset={ds}",
+                "data.task=source_8192",
+                "data.seq_len=8192",
+                "data.target_len=6",
+                "data.batch_size=2",
+                "steps=2",
+                "eval_batches=1",
+                f"out={out}",
+            ]
+        )
+        == 0
+    )
+    assert "accuracy" in json.loads((out / "test_metrics.json").read_text())
