@@ -1,0 +1,68 @@
+import torch
+from torch import nn
+
+from frugalformers.checkpoint import read_state, save_state
+from frugalformers.models.recipe import MixContext
+from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
+
+
+def ctx(word_ids):
+    return MixContext(extras={"word_ids": word_ids})
+
+
+def test_dispatch_equals_the_per_token_loop():
+    bank = WordExpertBank(1000, 16, 8)
+    layer = WordExperts(bank, skip_top=16, chunk=7)  # small chunks exercise the chunked path
+    x = torch.randn(3, 20, 16)
+    ids = torch.randint(0, 3000, (3, 20))
+    assert torch.allclose(layer(x, ctx(ids)), layer.reference_forward(x, ids), atol=1e-5)
+
+
+def test_every_piece_of_a_word_reaches_the_same_expert():
+    ids = torch.tensor([[17, 17, 17, 523, 523]])  # two words of 3 and 2 pieces
+    e = expert_of(ids, 32768)
+    assert e[0, 0] == e[0, 1] == e[0, 2] and e[0, 3] == e[0, 4]
+    assert len({int(v) for v in expert_of(torch.arange(17, 5017), 32768)}) > 4900  # spread, not clumped
+
+
+def test_skipped_ids_leave_the_residual_unchanged():
+    layer = WordExperts(WordExpertBank(64, 8, 4), skip_top=16)
+    x = torch.randn(1, 6, 8)
+    ids = torch.tensor([[0, 3, 16, 17, 40, 2]])  # unknown, frequent, frequent, routed, routed, frequent
+    y = layer(x, ctx(ids))
+    assert (y[0, [0, 1, 2, 5]] == 0).all() and (y[0, [3, 4]] != 0).any()
+
+
+def test_frozen_bank_gets_no_gradient():
+    bank = WordExpertBank(64, 8, 4)
+    bank.freeze()
+    layer = WordExperts(bank)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    layer(x, ctx(torch.randint(17, 200, (2, 5)))).sum().backward()
+    assert bank.w_in.grad is None and bank.w_out.grad is None and x.grad is not None
+
+
+def test_shared_bank_is_one_parameter_set_in_the_checkpoint(tmp_path):
+    class TwoLayers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            bank = WordExpertBank(128, 8, 4)
+            self.enc = WordExperts(bank)
+            self.dec = WordExperts(bank)
+
+    m = TwoLayers()
+    assert sum(p.numel() for p in m.parameters()) == 2 * 128 * 8 * 4  # counted once
+    save_state(m, tmp_path / "w.safetensors")
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "w.safetensors")) == {"enc.bank.w_in", "enc.bank.w_out"}
+    m2 = TwoLayers()
+    m2.load_state_dict(read_state(tmp_path / "w.safetensors"))
+    assert torch.equal(m2.dec.bank.w_in, m.enc.bank.w_in)
+
+
+def test_missing_word_ids_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="needs word_ids"):
+        WordExperts(WordExpertBank(8, 4, 2))(torch.randn(1, 2, 4), MixContext())
