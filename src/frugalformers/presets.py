@@ -204,6 +204,16 @@ register_preset("colt5-tiny", "tiny CoLT5 for tests: radius 15, 1/8 of the token
 )
 
 
+# ---------------------------------------------------------------- MoWE (dos Santos et al. 2023)
+register_preset("mowe-tiny", "tiny MoWE: T5.1.1 tiny whose 2nd encoder FFN is a 1024-word-expert layer (d_e 16)")(
+    lambda: _t5(
+        **{**_T5_TINY, "n_layers": 2},
+        layer_ffns=("dense", "word_experts"),
+        options={"mowe_experts": 1024, "mowe_d_expert": 16, "mowe_skip_top": 16},
+    )
+)
+
+
 # ---------------------------------------------------------------- Llama-shaped decoders (1B class)
 def _llama(**kw) -> ModelConfig:
     base = dict(

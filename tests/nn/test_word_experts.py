@@ -66,3 +66,22 @@ def test_missing_word_ids_is_a_clear_error():
 
     with pytest.raises(ValueError, match="needs word_ids"):
         WordExperts(WordExpertBank(8, 4, 2))(torch.randn(1, 2, 4), MixContext())
+
+
+def test_mowe_model_shares_one_bank_and_round_trips(tmp_path):
+    from frugalformers import build_model, count_parameters, load, save
+
+    model = build_model("mowe-tiny", layer_ffns=("word_experts", "word_experts")).eval()
+    banks = {id(layer.ffn.bank) for layer in model.encoder.layers}
+    assert len(banks) == 1
+    single = build_model("mowe-tiny", layer_ffns=("dense", "word_experts"))
+    dense_ffn = sum(p.numel() for p in single.encoder.layers[0].ffn.parameters())
+    assert count_parameters(model) == count_parameters(single) - dense_ffn  # the bank is counted once
+    ids, words = torch.randint(0, 8192, (2, 16)), torch.randint(0, 400, (2, 16))
+    save(model, tmp_path)
+    again = load(tmp_path).eval()
+    with torch.no_grad():
+        a = model(ids, decoder_input_ids=ids, word_ids=words).logits
+        b = again(ids, decoder_input_ids=ids, word_ids=words).logits
+    assert torch.equal(a, b)
+    assert again.encoder.layers[0].ffn.bank is again.encoder.layers[1].ffn.bank

@@ -239,6 +239,29 @@ def _routed(config, i: int, stack: str) -> nn.Module:
     )
 
 
+@register_ffn("word_experts")
+def _word_experts(config, i: int, stack: str) -> nn.Module:
+    """MoWE layer; its expert bank is attached by `share_word_expert_bank` (one per model)."""
+    from frugalformers.nn.word_experts import WordExperts
+
+    return WordExperts(None, skip_top=config.options.get("mowe_skip_top", 16))
+
+
+def share_word_expert_bank(model: nn.Module, config) -> None:
+    """Give every MoWE layer of `model` the same expert bank (the paper shares one across layers).
+    Options: mowe_experts (default 32768), mowe_d_expert (64)."""
+    from frugalformers.nn.word_experts import WordExpertBank, WordExperts
+
+    layers = [m for m in model.modules() if isinstance(m, WordExperts)]
+    if layers:
+        o = config.options
+        bank = WordExpertBank(
+            o.get("mowe_experts", 32768), config.d_model, o.get("mowe_d_expert", 64), config.activation
+        )
+        for layer in layers:
+            layer.bank = bank
+
+
 @register_ffn("dense")
 def _dense(config, i: int, stack: str) -> nn.Module:
     # T5 applies dropout to the hidden activations; BERT / Llama only on the residual branch

@@ -15,8 +15,9 @@ from torch import nn
 from frugalformers.config import ModelConfig
 from frugalformers.models.layers import PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
-from frugalformers.models.recipe import MixContext
+from frugalformers.models.recipe import MixContext, share_word_expert_bank
 from frugalformers.nn.attention import Attention, KVCache
+from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.norms import RMSNorm, make_norm
 from frugalformers.nn.positions import RelativePositionBias
 
@@ -48,6 +49,7 @@ class T5Stack(nn.Module):
         input_pos: torch.Tensor | None = None,
         cross_kv: list | None = None,
         token_ids: torch.Tensor | None = None,
+        word_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """x (B, T, d) embedded tokens. With `input_pos` (decoding), the self-attention reads the
         static caches and the bias covers query positions input_pos against all cached keys."""
@@ -60,7 +62,8 @@ class T5Stack(nn.Module):
         else:
             bias = self.relative_bias(T, T)  # (1, H, T, T)
         mask = attention_mask.bool() if attention_mask is not None else None
-        ctx = MixContext(key_padding_mask=mask, attn_bias=bias, input_pos=input_pos, token_ids=token_ids)
+        extras = {"word_ids": word_ids} if word_ids is not None else {}
+        ctx = MixContext(key_padding_mask=mask, attn_bias=bias, input_pos=input_pos, token_ids=token_ids, extras=extras)
         x = self.dropout(x)
         aux: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
@@ -79,10 +82,12 @@ class T5Model(nn.Module):
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Stack(config, "encoder")
         self.decoder = T5Stack(config, "decoder")
+        share_word_expert_bank(self, config)
         init_t5_weights(self, config)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        return self.encoder(self.shared(input_ids), attention_mask, token_ids=input_ids)
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, word_ids=None):
+        """word_ids (B, T): routing ids of the input's words, for MoWE layers (Tokenizer.word_ids)."""
+        return self.encoder(self.shared(input_ids), attention_mask, token_ids=input_ids, word_ids=word_ids)
 
     def forward(
         self,
@@ -90,8 +95,9 @@ class T5Model(nn.Module):
         decoder_input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        word_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        enc, aux = self.encode(input_ids, attention_mask)
+        enc, aux = self.encode(input_ids, attention_mask, word_ids)
         dec, dec_aux = self.decoder(
             self.shared(decoder_input_ids),
             decoder_attention_mask,
@@ -111,10 +117,13 @@ class T5EncoderModel(nn.Module):
         self.config = config
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Stack(config, "encoder")
+        share_word_expert_bank(self, config)
         init_t5_weights(self, config)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ModelOutput:
-        h, aux = self.encoder(self.shared(input_ids), attention_mask, token_ids=input_ids)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, word_ids=None
+    ) -> ModelOutput:
+        h, aux = self.encoder(self.shared(input_ids), attention_mask, token_ids=input_ids, word_ids=word_ids)
         return ModelOutput(hidden=h, aux_losses=aux)
 
 
@@ -145,12 +154,13 @@ class T5ForConditionalGeneration(T5Model):
         attention_mask: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        word_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels (decoder inputs are labels shifted right)")
             decoder_input_ids = self.shift_right(labels)
-        out = super().forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask)
+        out = super().forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, word_ids)
         out.logits = self.logits(out.hidden)
         if labels is not None:
             out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
@@ -208,7 +218,7 @@ def init_t5_weights(module: nn.Module, config: ModelConfig) -> None:
             nn.init.normal_(m.weight, std=d**-0.5)
         elif isinstance(m, RMSNorm):
             nn.init.ones_(m.weight)
-        elif hasattr(m, "w_out") and hasattr(m, "w_in"):
+        elif isinstance(m, FeedForward):
             for lin in (m.w_in, getattr(m, "w_gate", None)):
                 if lin is not None:
                     nn.init.normal_(lin.weight, std=d**-0.5)

@@ -56,7 +56,7 @@ class WordExperts(nn.Module):
 
     takes_context = True
 
-    def __init__(self, bank: WordExpertBank, skip_top: int = 16, chunk: int = 4096):
+    def __init__(self, bank: WordExpertBank | None, skip_top: int = 16, chunk: int = 4096):
         super().__init__()
         self.bank = bank
         self.skip_top, self.chunk = skip_top, chunk
