@@ -67,9 +67,11 @@ class WordExperts(nn.Module):
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """x (B, T, d) -> (B, T, d); routing ids from ctx.extras["word_ids"] (B, T)."""
         word_ids = None if ctx is None else ctx.extras.get("word_ids")
-        if word_ids is None:
+        if word_ids is None and x.device.type != "meta":
             raise ValueError("a MoWE layer needs word_ids (B, T): pass word_ids= from Tokenizer.word_ids")
         B, T, d = x.shape
+        if x.device.type == "meta":  # FLOP counting: every token through one expert (the active cost)
+            return self.bank.act(x @ self.bank.w_in[0]) @ self.bank.w_out[0]
         flat, ids = x.reshape(B * T, d), word_ids.reshape(B * T)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
