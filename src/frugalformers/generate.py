@@ -41,8 +41,10 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
+    word_ids: list[list[int]] | None = None,
 ) -> list[list[int]]:
-    """New tokens for each prompt (stopping after `eos_id`, which is kept)."""
+    """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
+    routing ids, for encoders with MoWE layers."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -56,7 +58,9 @@ def generate(
                 model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id
             )
         elif family == "t5":
-            out = _generate_t5(model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id)
+            out = _generate_t5(
+                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id, word_ids
+            )
         else:
             raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
     finally:
@@ -109,14 +113,19 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id)
     return _trim(torch.stack(new, 1), eos_id)
 
 
-def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id):
+def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None):
     B, P = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, P), dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         ids[i, : len(p)] = torch.tensor(p, device=device)
         mask[i, : len(p)] = 1
-    memory, _ = model.encode(ids, mask)
+    words = None
+    if word_ids is not None:
+        words = torch.zeros((B, P), dtype=torch.long, device=device)
+        for i, w in enumerate(word_ids):
+            words[i, : len(w)] = torch.tensor(w, device=device)
+    memory, _ = model.encode(ids, mask, words)
     kv = model.cross_kv(memory)
     model.setup_cache(B, max_new, device=device)
     tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)

@@ -76,3 +76,19 @@ def test_seq2seq_batch_and_causal_lm():
     assert b["input_ids"].shape == (2, 4) and b["labels"][0].tolist() == [7, 3, -100, -100, -100]
     ids = torch.tensor([[4, 5, 0]])
     assert causal_lm(ids, torch.tensor([[1, 1, 0]]))["labels"].tolist() == [[4, 5, -100]]
+
+
+def test_span_corruption_carries_routing_ids_and_hides_dropped_words():
+    rng = random.Random(3)
+    ids = [rng.randrange(107, VOCAB) for _ in range(60)]
+    words = [1000 + i for i in range(60)]  # a distinct routing id per position
+    inp, tgt, in_words = span_corruption(ids, SENTINELS, 3, random.Random(5), words=words)
+    plain_inp, plain_tgt = span_corruption(ids, SENTINELS, 3, random.Random(5))
+    assert (inp, tgt) == (plain_inp, plain_tgt) and len(in_words) == len(inp)
+    for tok, w in zip(inp, in_words):
+        if tok in SENTINELS or tok == 3:
+            assert w == 0  # sentinels and EOS carry no word
+        else:
+            assert ids[w - 1000] == tok  # a kept token keeps its own word's id
+    dropped = set(range(1000, 1060)) - set(in_words)
+    assert len(dropped) == len(tgt) - 1 - sum(t in SENTINELS for t in tgt)  # dropped words never shown

@@ -69,3 +69,49 @@ def test_colt5_tiny_finetunes_on_an_8k_longdoc_task(tmp_path, demo_data):
         == 0
     )
     assert "accuracy" in json.loads((out / "test_metrics.json").read_text())
+
+
+def test_mowe_tiny_pretrains_and_finetunes_with_word_ids(tmp_path, demo_data):
+    pre = tmp_path / "mowe"
+    common = ["data.batch_size=4", "data.seq_len=48", "eval_batches=1"]
+    assert (
+        main(
+            ["train", "--preset", "mowe-tiny", "--no-progress", "steps=3", "data.target_len=16", f"out={pre}", *common]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "mowe-tiny",
+                "--no-progress",
+                "steps=2",
+                "objective=ul2",
+                "data.target_len=48",
+                f"out={tmp_path / 'ul2'}",
+                *common,
+            ]
+        )
+        == 0
+    )
+    ft = tmp_path / "ft"
+    assert (
+        main(
+            [
+                "finetune",
+                "--preset",
+                "mowe-tiny",
+                "--no-progress",
+                "steps=3",
+                "data.task=sentiment",
+                "data.target_len=4",
+                f"init_from={pre}",
+                f"out={ft}",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "accuracy" in json.loads((ft / "test_metrics.json").read_text())

@@ -80,21 +80,28 @@ def span_corruption(
     rng: random.Random,
     noise_density: float = 0.15,
     mean_span: float = 3.0,
-) -> tuple[list[int], list[int]]:
-    """(input, target) token lists for one sequence (T5 span corruption)."""
+    words: list[int] | None = None,
+):
+    """(input, target) token lists for one sequence (T5 span corruption). With `words` (the routing
+    ids aligned with `ids`, for MoWE) also the input's routing ids: kept tokens keep theirs,
+    sentinels and EOS get 0, so a dropped span never reveals its words."""
     if len(ids) < 2:
         raise ValueError(f"span corruption needs at least 2 tokens, got {len(ids)}")
     spans = noise_spans(len(ids), noise_density, mean_span, rng)
     if len(spans) > len(sentinel_ids):
         raise ValueError(f"{len(spans)} noise spans but only {len(sentinel_ids)} sentinels; shorten the sequence")
-    inputs, targets, pos = [], [], 0
+    inputs, targets, in_words, pos = [], [], [], 0
     for i, (s, e) in enumerate(spans):
         inputs += ids[pos:s] + [sentinel_ids[i]]
         targets += [sentinel_ids[i]] + ids[s:e]
+        if words is not None:
+            in_words += words[pos:s] + [0]
         pos = e
     inputs += ids[pos:] + [eos_id]
     targets += [eos_id]
-    return inputs, targets
+    if words is None:
+        return inputs, targets
+    return inputs, targets, in_words + words[pos:] + [0]
 
 
 def reconstruct(inputs: list[int], targets: list[int], sentinel_ids: list[int], eos_id: int) -> list[int]:
@@ -121,17 +128,22 @@ UL2_DENOISERS = (("prefix", 0.5, 0.0), ("span", 0.15, 3.0), ("span", 0.15, 8.0),
 
 
 def ul2_example(
-    ids: list[int], sentinel_ids: list[int], eos_id: int, rng: random.Random
-) -> tuple[list[int], list[int], str]:
+    ids: list[int], sentinel_ids: list[int], eos_id: int, rng: random.Random, words: list[int] | None = None
+):
     """One UL2 example: a denoiser drawn uniformly from `UL2_DENOISERS`. The prefix LM cuts at a
-    uniform point with the expected target share = 0.5 (the paper's noise 0.5)."""
+    uniform point with the expected target share = 0.5 (the paper's noise 0.5). Returns
+    (input, target, kind), plus the input's routing ids when `words` is given."""
     kind, density, mean = rng.choice(UL2_DENOISERS)
     if kind == "prefix":
         cut = rng.randint(1, len(ids) - 1)
-        return ids[:cut] + [eos_id], ids[cut:] + [eos_id], "prefix"
+        out = (ids[:cut] + [eos_id], ids[cut:] + [eos_id], "prefix")
+        return out if words is None else (*out, words[:cut] + [0])
     mean = min(mean, max(1.0, len(ids) * density))  # a 64-token mean span needs a long enough input
-    inp, tgt = span_corruption(ids, sentinel_ids, eos_id, rng, density, mean)
-    return inp, tgt, f"span{int(mean)}"
+    if words is None:
+        inp, tgt = span_corruption(ids, sentinel_ids, eos_id, rng, density, mean)
+        return inp, tgt, f"span{int(mean)}"
+    inp, tgt, w = span_corruption(ids, sentinel_ids, eos_id, rng, density, mean, words)
+    return inp, tgt, f"span{int(mean)}", w
 
 
 def seq2seq_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int, in_len: int, out_len: int) -> dict:

@@ -58,7 +58,9 @@ class PretrainBatches:
         vocab_size: int,
         rank: int = 0,
         world: int = 1,
+        word_ids: bool = False,
     ):
+        """word_ids: also yield the inputs' routing ids (MoWE models; T5 objectives only)."""
         self.objective = DEFAULT_OBJECTIVE[family] if objective == "auto" else objective
         allowed = {"bert": ("mlm",), "t5": ("span", "ul2"), "decoder": ("clm",)}[family]
         if self.objective not in allowed:
@@ -71,38 +73,63 @@ class PretrainBatches:
                 f"{vocab_size}; set model.vocab_size={self.tok.vocab_size} or pick a matching tokenizer"
             )
         shards = folder / "shards" / tokenizer
-        self.train_tokens, _, _ = open_shard(shards, "train")
-        self.valid_tokens, _, _ = open_shard(shards, "valid")
+        self.train_tokens, self.train_words, _ = open_shard(shards, "train")
+        self.valid_tokens, self.valid_words, _ = open_shard(shards, "valid")
+        self.word_ids = word_ids
+        if word_ids and (self.train_words is None or self.objective not in ("span", "ul2")):
+            raise ValueError(
+                f"word ids (MoWE) need T5 span / UL2 objectives and shards with routing ids; "
+                f"objective={self.objective!r}; shards {shards}: "
+                f"{'have' if self.train_words is not None else 'lack'} them"
+            )
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
         self.vocab_size = vocab_size
-        self.loader = TokenLoader(self.train_tokens, seq_len, batch_size, seed, rank=rank, world=world)
+        self.loader = TokenLoader(
+            self.train_tokens,
+            seq_len,
+            batch_size,
+            seed,
+            rank=rank,
+            world=world,
+            words=self.train_words if word_ids else None,
+        )
 
-    def _make(self, ids: torch.Tensor, rng: random.Random, gen: torch.Generator) -> dict:
+    def _make(self, ids: torch.Tensor, rng: random.Random, gen: torch.Generator, words=None) -> dict:
         t = self.tok
         if self.objective == "mlm":
             inputs, labels = mlm_mask(ids, t.mask_id, self.vocab_size, t.special_ids, generator=gen)
             return {"input_ids": inputs, "labels": labels}
         if self.objective == "clm":
             return causal_lm(ids)
-        pairs = []
-        for row in ids.tolist():
+        pairs, in_words = [], []
+        word_rows = words.tolist() if words is not None else [None] * len(ids)
+        for row, wrow in zip(ids.tolist(), word_rows):
             if self.objective == "span":
-                inp, tgt = span_corruption(row, t.sentinel_ids, t.eos_id, rng)
+                out = span_corruption(row, t.sentinel_ids, t.eos_id, rng, words=wrow)
             else:
-                inp, tgt, _ = ul2_example(row, t.sentinel_ids, t.eos_id, rng)
-            pairs.append((inp[: self.seq_len], tgt[: self.target_len]))
-        return seq2seq_batch(pairs, t.pad_id, self.seq_len, self.target_len)
+                out = ul2_example(row, t.sentinel_ids, t.eos_id, rng, words=wrow)
+                out = out[:2] + out[3:]  # drop the denoiser name
+            pairs.append((out[0][: self.seq_len], out[1][: self.target_len]))
+            if wrow is not None:
+                in_words.append(out[2][: self.seq_len])
+        batch = seq2seq_batch(pairs, t.pad_id, self.seq_len, self.target_len)
+        if words is not None:
+            batch["word_ids"] = pad_batch(in_words, 0, self.seq_len)[0]
+        return batch
 
     def next_batch(self) -> dict:
         rng, gen = _generators(self.seed, self.loader.epoch, self.loader.position)
-        return self._make(self.loader.next_batch()["input_ids"], rng, gen)
+        b = self.loader.next_batch()
+        return self._make(b["input_ids"], rng, gen, b.get("word_ids"))
 
     def eval_batches(self, n: int) -> list[dict]:
-        loader = TokenLoader(self.valid_tokens, self.seq_len, self.batch_size, seed=0, shuffle=False)
+        words = self.valid_words if self.word_ids else None
+        loader = TokenLoader(self.valid_tokens, self.seq_len, self.batch_size, seed=0, shuffle=False, words=words)
         out = []
         for i in range(min(n, loader.batches_per_epoch)):
             rng, gen = _generators(12345, 0, i)
-            out.append(self._make(loader.next_batch()["input_ids"], rng, gen))
+            b = loader.next_batch()
+            out.append(self._make(b["input_ids"], rng, gen, b.get("word_ids")))
         return out
 
     def state_dict(self) -> dict:
@@ -114,6 +141,12 @@ class PretrainBatches:
     @property
     def tokens_per_batch(self) -> int:
         return self.batch_size * self.seq_len
+
+
+def uses_word_ids(model_config) -> bool:
+    """Whether the model has MoWE layers (which read the routing ids of the input words)."""
+    names = set(model_config.layer_ffns or (model_config.ffn,)) | {model_config.decoder_ffn}
+    return "word_experts" in names
 
 
 def pretrain_batches(cfg, model_config) -> PretrainBatches:
@@ -129,6 +162,7 @@ def pretrain_batches(cfg, model_config) -> PretrainBatches:
         d.batch_size,
         cfg.seed,
         model_config.vocab_size,
+        word_ids=uses_word_ids(model_config),
     )
 
 
@@ -152,6 +186,7 @@ class TaskBatches:
         seed: int,
     ):
         self.family, self.rows, self.labels, self.tok = family, rows, labels, tok
+        self.word_ids = False  # set by the caller for MoWE models (T5 family)
         self.label_index = {lab: i for i, lab in enumerate(labels)}
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
         self.encoded = {split: self._encode(r) for split, r in rows.items()}
@@ -195,7 +230,10 @@ class TaskBatches:
             (self._source(a, b)[: self.seq_len - 1] + [eos], tgt[: self.target_len - 1] + [eos])
             for a, b, tgt, _ in items
         ]
-        return seq2seq_batch(pairs, self.tok.pad_id, self.seq_len, self.target_len)
+        batch = seq2seq_batch(pairs, self.tok.pad_id, self.seq_len, self.target_len)
+        if self.word_ids:  # MoWE: the routing ids of the source's words
+            batch["word_ids"] = pad_batch([self.tok.word_ids(p[0]).tolist() for p in pairs], 0, self.seq_len)[0]
+        return batch
 
     def _decoder(self, items) -> dict:
         seqs, label_masks = [], []

@@ -9,7 +9,7 @@ import torch
 from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import score
 from frugalformers.generate import generate
-from frugalformers.train.batches import TaskBatches, load_tokenizer
+from frugalformers.train.batches import TaskBatches, load_tokenizer, uses_word_ids
 from frugalformers.train.config import RunConfig
 from frugalformers.train.run import resolve_checkpoint, task_predict, task_rows
 
@@ -25,6 +25,7 @@ def evaluate_checkpoint(
         raise ValueError(f"the checkpoint classifies {model.config.num_labels} labels, the task has {len(labels)}")
     tok = load_tokenizer(dataset, tokenizer)
     batches = TaskBatches(model.config.family, rows, labels, tok, seq_len, 32, 1 if len(rows["train"]) < 32 else 32, 0)
+    batches.word_ids = uses_word_ids(model.config)
     with torch.no_grad():
         preds, golds = task_predict(model, batches, split)
     return {

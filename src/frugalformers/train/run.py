@@ -11,7 +11,14 @@ from frugalformers.api import build_model
 from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
 from frugalformers.generate import generate
-from frugalformers.train.batches import PretrainBatches, TaskBatches, dataset_folder, load_tokenizer, pretrain_batches
+from frugalformers.train.batches import (
+    PretrainBatches,
+    TaskBatches,
+    dataset_folder,
+    load_tokenizer,
+    pretrain_batches,
+    uses_word_ids,
+)
 from frugalformers.train.config import RunConfig, save_run_config
 from frugalformers.train.trainer import fit, pick_device
 
@@ -147,7 +154,8 @@ def task_predict(model, batches: TaskBatches, split: str, limit: int | None = No
             prompts = [
                 batches._source(a, b)[: batches.seq_len - batches.target_len - 1] + [tok.sep_id] for a, b, _, _ in chunk
             ]
-        outs = generate(model, prompts, batches.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id)
+        words = [tok.word_ids(p).tolist() for p in prompts] if batches.word_ids else None
+        outs = generate(model, prompts, batches.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id, word_ids=words)
         preds += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in outs]
     return preds, golds
 
@@ -191,6 +199,7 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
     batches = TaskBatches(
         model.config.family, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
     )
+    batches.word_ids = uses_word_ids(model.config)
 
     def evaluate(m) -> dict:
         preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
