@@ -320,10 +320,16 @@ def hf_config_from(config: ModelConfig):
     """A Hugging Face config for our `config` (inverse of `config_from_hf`)."""
     import transformers
 
-    if is_fnet(config):
-        if config.embedding_dim != config.d_model:
+    if config.family == "bert":
+        fnet = is_fnet(config)
+        if fnet and config.embedding_dim != config.d_model:
             raise ValueError("FNetConfig has one width for embeddings and layers; d_emb must equal d_model")
-        return transformers.FNetConfig(
+        if not fnet and (config.embedding_projection or config.layer_mixers or config.mixer != "attention"):
+            raise ValueError(
+                "BertConfig has attention in every layer and no embedding projection: export this "
+                "model in our format (save), or use an all-Fourier model for FNetConfig"
+            )
+        shared = dict(
             vocab_size=config.vocab_size,
             hidden_size=config.d_model,
             num_hidden_layers=config.n_layers,
@@ -336,26 +342,10 @@ def hf_config_from(config: ModelConfig):
             pad_token_id=config.pad_token_id,
             num_labels=config.num_labels,
         )
-    if config.family == "bert":
-        if config.embedding_projection or config.layer_mixers or config.mixer != "attention":
-            raise ValueError(
-                "BertConfig has attention in every layer and no embedding projection: export this "
-                "model in our format (save), or use an all-Fourier model for FNetConfig"
-            )
+        if fnet:
+            return transformers.FNetConfig(**shared)
         return transformers.BertConfig(
-            vocab_size=config.vocab_size,
-            hidden_size=config.d_model,
-            num_hidden_layers=config.n_layers,
-            num_attention_heads=config.n_heads,
-            intermediate_size=config.d_ff,
-            hidden_act=config.activation,
-            hidden_dropout_prob=config.dropout,
-            attention_probs_dropout_prob=config.attention_dropout,
-            max_position_embeddings=config.max_seq_len,
-            type_vocab_size=config.type_vocab_size,
-            layer_norm_eps=config.norm_eps,
-            pad_token_id=config.pad_token_id,
-            num_labels=config.num_labels,
+            num_attention_heads=config.n_heads, attention_probs_dropout_prob=config.attention_dropout, **shared
         )
     if config.family == "t5":
         if config.kv_heads != config.n_heads or config.encoder_kv_heads != config.n_heads:

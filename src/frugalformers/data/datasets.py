@@ -616,33 +616,26 @@ def _build_longdoc(out: Path, roots: dict, log) -> dict:
                         }
                     )
                 match_rows[split].append(_bible_match(rng, len(kjv), n_chars, lo, hi))
-        stats["tasks"][f"source_{length}"] = write_task(
-            out,
-            f"source_{length}",
-            [],
-            labels,
-            "accuracy",
-            f"~{length}-token excerpt -> which work it is from",
-            splits=src_rows,
-        )
-        stats["tasks"][f"retrieval_{length}"] = write_task(
-            out,
-            f"retrieval_{length}",
-            [],
-            [],
-            "em_f1",
-            f"~{length}-token excerpt + six words from it -> the word that follows them",
-            splits=ret_rows,
-        )
-        stats["tasks"][f"bible_match_{length}"] = write_task(
-            out,
-            f"bible_match_{length}",
-            [],
-            [],
-            "accuracy",
-            f"KJV passage + ~{length} tokens of numbered WEB passages -> number of the same passage",
-            splits=match_rows,
-        )
+        for name, task_labels, metric, what, splits in (
+            ("source", labels, "accuracy", f"~{length}-token excerpt -> which work it is from", src_rows),
+            (
+                "retrieval",
+                [],
+                "em_f1",
+                f"~{length}-token excerpt + six words from it -> the word that follows them",
+                ret_rows,
+            ),
+            (
+                "bible_match",
+                [],
+                "accuracy",
+                f"KJV passage + ~{length} tokens of numbered WEB passages -> number of the same passage",
+                match_rows,
+            ),
+        ):
+            stats["tasks"][f"{name}_{length}"] = write_task(
+                out, f"{name}_{length}", [], task_labels, metric, what, splits=splits
+            )
     for t in stats["tasks"].values():
         t.pop("balance", None)
     return stats
