@@ -77,8 +77,10 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return unique, aliases
 
 
-def save_state(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    unique, aliases = _dedupe(model.state_dict())
+def save_state(
+    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None, state: dict | None = None
+) -> None:
+    unique, aliases = _dedupe(model.state_dict() if state is None else state)
     meta = {"aliases": json.dumps(aliases), **(metadata or {})}
     atomic_write(Path(path), lambda tmp: save_file(unique, tmp, metadata=meta))
 
@@ -122,11 +124,12 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             t.copy_(state[k])
 
 
-def save(model: nn.Module, directory: str | Path) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
+def save(model: nn.Module, directory: str | Path, state: dict | None = None) -> Path:
+    """Write `config.json` and `model.safetensors` into `directory` (created if needed);
+    `state` (a full state dict) stands in for model.state_dict() when the model is sharded."""
     directory = Path(directory)
     config: ModelConfig = model.config
-    save_state(model, directory / WEIGHTS, {"format": "frugalformers"})
+    save_state(model, directory / WEIGHTS, {"format": "frugalformers"}, state)
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
     atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(text))
     return directory

@@ -34,20 +34,35 @@ def _run_config(args: argparse.Namespace):
     return load_run_config(args.preset, args.config, args.overrides)
 
 
+def _run_distributed(args: argparse.Namespace, job) -> int:
+    """Run `job(cfg)` here, or relaunch under torchrun for --nproc N > 1; only rank 0 prints."""
+    from frugalformers.dist import env as dist_env
+
+    if args.nproc > 1 and not dist_env.launched_by_torchrun():
+        from frugalformers.dist.launch import relaunch
+
+        relaunch(args.nproc, sys.argv[1:])
+    cfg = _run_config(args)
+    env = dist_env.init(cfg.device)
+    try:
+        result = job(cfg, env)
+    finally:
+        dist_env.shutdown()
+    if env.is_main:
+        print({k: v for k, v in result.items()})
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from frugalformers.train.run import pretrain
 
-    result = pretrain(_run_config(args), resume=args.resume, progress=not args.no_progress)
-    print({k: v for k, v in result.items()})
-    return 0
+    return _run_distributed(args, lambda cfg, env: pretrain(cfg, args.resume, progress=not args.no_progress))
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from frugalformers.train.run import finetune
 
-    result = finetune(_run_config(args), resume=args.resume, progress=not args.no_progress)
-    print({k: v for k, v in result.items()})
-    return 0
+    return _run_distributed(args, lambda cfg, env: finetune(cfg, args.resume, progress=not args.no_progress))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -127,6 +142,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with any of the options below")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in `out`")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="processes (GPUs) on this machine: relaunches under torchrun (default 1)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=500 optim.lr=3e-4 model.n_layers=4")
 
 

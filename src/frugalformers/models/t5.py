@@ -28,17 +28,22 @@ class T5Stack(nn.Module):
         self.stack = stack
         is_decoder = stack == "decoder"
         n = config.decoder_layers if is_decoder else config.n_layers
-        self.relative_bias = RelativePositionBias(
-            config.n_heads,
-            config.relative_buckets,
-            config.relative_max_distance,
-            bidirectional=not is_decoder,
+        # the relative bias is only needed by dense attention layers (local / routed mixers carry
+        # their own): a stack without them has no bias table, so no parameter goes unused
+        self.dense_attention = is_decoder or any(config.layer_mixer(i) == "attention" for i in range(n))
+        self.relative_bias = (
+            RelativePositionBias(
+                config.n_heads,
+                config.relative_buckets,
+                config.relative_max_distance,
+                bidirectional=not is_decoder,
+            )
+            if self.dense_attention
+            else None
         )
         self.layers = nn.ModuleList(PreNormLayer(config, i, stack, cross_attention=is_decoder) for i in range(n))
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
-        # the relative bias is only needed by dense attention layers
-        self.dense_attention = is_decoder or any(config.layer_mixer(i) == "attention" for i in range(n))
 
     def forward(
         self,

@@ -136,7 +136,12 @@ def route_tokens_choose(probs: torch.Tensor, k: int, cap: int | None, bpr: bool 
 class MoEFeedForward(nn.Module):
     """Top-level MoE feed-forward: router + stacked experts + dispatch/combine.
 
-    Returns `(y, {"moe_balance": ..., "moe_z": ...})` with the losses already weighted."""
+    Returns `(y, {"moe_balance": ..., "moe_z": ...})` with the losses already weighted.
+
+    Expert parallelism (`frugalformers.dist.expert_parallel.shard_experts`) keeps only this rank's
+    experts in the stacked weights and sets `ep`; tokens then travel to their expert's rank."""
+
+    expert_param_names = ("w_in", "w_gate", "w_out", "b_in", "b_out")
 
     def __init__(
         self,
@@ -182,6 +187,7 @@ class MoEFeedForward(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(n_experts, 1, d_model)) if bias else None
         self.dropout = nn.Dropout(expert_dropout)
         self.last_load: torch.Tensor | None = None
+        self.ep = None  # an ExpertParallel placement when the experts are sharded over ranks
 
     # ---------------------------------------------------------------- experts
     def experts(self, h: torch.Tensor) -> torch.Tensor:
@@ -250,7 +256,11 @@ class MoEFeedForward(nn.Module):
             E = self.n_experts
             C = r.token.numel() // (G * E)
             h = flat[r.token].reshape(G, E, C, d).transpose(0, 1).reshape(E, G * C, d)  # (E, G*C, d)
-            out = self.experts(h).reshape(E, G, C, d).transpose(0, 1).reshape(-1, d)  # (G*E*C, d)
+            if self.ep is None:
+                res = self.experts(h)
+            else:  # (E_local, W*G*C, d) on the experts' ranks, then back
+                res = self.ep.combine_equal(self.experts(self.ep.exchange_equal(h)))
+            out = res.reshape(E, G, C, d).transpose(0, 1).reshape(-1, d)  # (G*E*C, d)
         else:
             out = self._tokens_choose_experts(flat, r)
         out = out * r.weight[:, None].to(out.dtype)  # combine weight = router probability
@@ -261,10 +271,21 @@ class MoEFeedForward(nn.Module):
 
     def _tokens_choose_experts(self, flat: torch.Tensor, r: Routing) -> torch.Tensor:
         """Run each kept (token, expert) pair through its expert; returns (P, d) in r's order."""
-        E, d = self.n_experts, flat.shape[1]
         order = r.expert.argsort(stable=True)  # tokens sorted by expert
-        counts = torch.bincount(r.expert, minlength=E)
+        counts = torch.bincount(r.expert, minlength=self.n_experts)
         h = flat[r.token[order]]  # (P, d)
+        if self.ep is None:
+            out_sorted = self._run_sorted(h, counts)
+        else:  # rows travel to their expert's rank and back (variable splits)
+            h_local, counts_local, handle = self.ep.exchange_sorted(h, counts)
+            out_sorted = self.ep.combine_sorted(self._run_sorted(h_local, counts_local), handle)
+        out = torch.empty_like(out_sorted)
+        out[order] = out_sorted
+        return out
+
+    def _run_sorted(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Rows h (P, d) sorted by expert, counts (E_here,) over the experts held here -> (P, d)."""
+        E, d = self.w_in.shape[0], h.shape[1]
         if self.routing == "dropless" and _grouped_mm_ok(h, self.w_in) and self.w_gate is None:
             offs = counts.cumsum(0).to(torch.int32)
             a = torch._grouped_mm(h, self.w_in.to(h.dtype), offs=offs)
@@ -274,20 +295,15 @@ class MoEFeedForward(nn.Module):
             out_sorted = torch._grouped_mm(a, self.w_out.to(a.dtype), offs=offs)
             if self.b_out is not None:
                 out_sorted = out_sorted + self.b_out.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
-            out_sorted = self.dropout(out_sorted)
-        else:
-            # padded batched matmul: (E, max_count, d), one bmm per weight matrix
-            cmax = int(counts.max()) if counts.numel() else 0
-            starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(h.shape[0], device=h.device) - starts.repeat_interleave(counts)
-            buf = h.new_zeros(E, max(cmax, 1), d)
-            e_sorted = r.expert[order]
-            buf[e_sorted, slot] = h
-            res = self.experts(buf)  # (E, cmax, d)
-            out_sorted = res[e_sorted, slot]
-        out = torch.empty_like(out_sorted)
-        out[order] = out_sorted
-        return out
+            return self.dropout(out_sorted)
+        # padded batched matmul: (E, max_count, d), one bmm per weight matrix
+        cmax = int(counts.max()) if counts.numel() else 0
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(h.shape[0], device=h.device) - starts.repeat_interleave(counts)
+        e_sorted = torch.arange(E, device=h.device).repeat_interleave(counts)
+        buf = h.new_zeros(E, max(cmax, 1), d)
+        buf[e_sorted, slot] = h
+        return self.experts(buf)[e_sorted, slot]  # (P, d)
 
 
 def _grouped_mm_ok(h: torch.Tensor, w: torch.Tensor) -> bool:

@@ -35,7 +35,11 @@ def expert_of(routing_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
 
 
 class WordExpertBank(nn.Module):
-    """E experts d -> d_expert -> d, stored stacked: w_in (E, d, d_e), w_out (E, d_e, d)."""
+    """E experts d -> d_expert -> d, stored stacked: w_in (E, d, d_e), w_out (E, d_e, d).
+    Under expert parallelism (`shard_experts`) only this rank's E / W experts are stored and
+    `ep` holds the placement."""
+
+    expert_param_names = ("w_in", "w_out")
 
     def __init__(self, n_experts: int, d_model: int, d_expert: int, activation: str = "gelu_new"):
         super().__init__()
@@ -45,6 +49,7 @@ class WordExpertBank(nn.Module):
         self.w_in = nn.Parameter(torch.randn(n_experts, d_model, d_expert) * d_model**-0.5)
         self.w_out = nn.Parameter(torch.randn(n_experts, d_expert, d_model) * d_expert**-0.5)
         self.act = activation_fn(activation)
+        self.ep = None
 
     def freeze(self, frozen: bool = True) -> None:
         """Freeze the experts for fine-tuning (the paper: frozen experts fine-tune better)."""
@@ -79,7 +84,14 @@ class WordExperts(nn.Module):
         if token.numel():
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
-            out = self._experts(flat[token], expert)
+            ep = self.bank.ep
+            if ep is None:
+                out = self._experts(flat[token], expert)
+            else:  # rows travel to the rank holding their expert and back
+                counts = torch.bincount(expert, minlength=self.bank.n_experts)
+                h_local, counts_local, handle = ep.exchange_sorted(flat[token], counts)
+                local = torch.arange(ep.n_local, device=x.device).repeat_interleave(counts_local)
+                out = ep.combine_sorted(self._experts(h_local, local), handle)
             y = y.index_add(0, token, out.to(y.dtype))
         return y.reshape(B, T, d)
 
@@ -87,7 +99,7 @@ class WordExperts(nn.Module):
         """h (P, d) sorted by expert -> (P, d)."""
         bank = self.bank
         if h.is_cuda and h.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
-            counts = torch.bincount(expert, minlength=bank.n_experts)
+            counts = torch.bincount(expert, minlength=bank.w_in.shape[0])
             offs = counts.cumsum(0).to(torch.int32)
             a = bank.act(torch._grouped_mm(h, bank.w_in.to(h.dtype), offs=offs))
             return torch._grouped_mm(a, bank.w_out.to(h.dtype), offs=offs)

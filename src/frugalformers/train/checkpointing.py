@@ -35,12 +35,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model, trainer_state: dict, keep_last: int) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, trainer_state: dict, keep_last: int, weights=None) -> Path:
+    """Write checkpoint `step`; `weights` (a full state dict) replaces model.state_dict() when the
+    live model is sharded."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     with atomic_dir(final) as tmp:
-        save(model, tmp)
+        save(model, tmp, weights)
         torch.save(trainer_state, tmp / "trainer.pt")
         (tmp / MARKER).write_text(str(step))
     for old in list_checkpoints(run_dir)[:-keep_last]:

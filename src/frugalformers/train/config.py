@@ -58,6 +58,8 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto | cpu | cuda
+    parallel: str = "ddp"  # under torchrun: ddp (replicate, all-reduce grads) | fsdp (FSDP2 fully_shard)
+    expert_parallel: bool = False  # under torchrun: shard MoE / MoWE experts over the ranks (all_to_all)
     seed: int = 0
     out: str = "runs/default"  # run folder: config.yaml, metrics.jsonl, checkpoints/
     init_from: str | None = None  # fine-tuning: a checkpoint folder (or run folder) to start from
@@ -125,6 +127,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.keep_last >= 1, "keep_last", cfg.keep_last, ">= 1"),
         (cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "auto, cpu or cuda"),
         (cfg.max_bad_steps >= 1, "max_bad_steps", cfg.max_bad_steps, ">= 1"),
+        (cfg.parallel in ("ddp", "fsdp"), "parallel", cfg.parallel, "ddp or fsdp"),
     ]
     for ok, key, value, valid in checks:
         if not ok:

@@ -86,10 +86,21 @@ def train_flops_per_token(config, batches: PretrainBatches) -> float:
     return body + 0.15 * 2 * (d * e + e * v)
 
 
-def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+def _rank_setup(cfg: RunConfig, log):
+    """Run folder and config written once (rank 0); other ranks stay quiet."""
+    from frugalformers.dist import env as dist_env
+
+    env = dist_env.current()
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(cfg, run_dir / "config.yaml")
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, run_dir / "config.yaml")
+    dist_env.barrier(env)
+    return run_dir, (log if env.is_main else (lambda *a, **k: None))
+
+
+def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
+    run_dir, log = _rank_setup(cfg, log)
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed alone
     if cfg.init_from:  # continue pretraining a saved model (e.g. uptraining a GQA conversion)
@@ -161,9 +172,7 @@ def task_predict(model, batches: TaskBatches, split: str, limit: int | None = No
 
 
 def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
-    run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(cfg, run_dir / "config.yaml")
+    run_dir, log = _rank_setup(cfg, log)
     rows, labels, metric = task_rows(cfg)
     seed_everything(cfg.seed)
     if cfg.init_from:
@@ -210,9 +219,13 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         f"{len(rows['train'])} training rows -> {run_dir}"
     )
     result = fit(cfg, model, batches, evaluate, run_dir, resume, None, log, progress)
+    from frugalformers.dist import env as dist_env
+    from frugalformers.dist.state import unsharded
+
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), unsharded(model):
         preds, golds = task_predict(model, batches, "test")
     result["test"] = score(metric, preds, golds)
-    (run_dir / "test_metrics.json").write_text(__import__("json").dumps(result["test"], indent=2))
+    if dist_env.current().is_main:
+        (run_dir / "test_metrics.json").write_text(__import__("json").dumps(result["test"], indent=2))
     return result

@@ -4,6 +4,12 @@ AdamW (weight decay on weight matrices only, not on biases, norms or embeddings)
 schedule, gradient accumulation and clipping, bf16 autocast on CUDA / fp32 on CPU, optional
 torch.compile, block aux losses added with `aux_loss_weight` and logged separately, periodic
 evaluation with early stopping, atomic checkpoints with exact resume, NaN / inf steps skipped.
+
+Under `torchrun` (see `frugalformers.dist`) the same loop runs on every rank: each takes its slice
+of the global batch, the loss is the token-weighted mean over the whole global batch (each rank's
+mean scaled by its share of the targets, so W ranks follow one process's trajectory), metrics are
+reduced across ranks, evaluation results come from rank 0, and only rank 0 logs and writes
+checkpoints (full tensors, loadable on any world size).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from frugalformers.dist import env as dist_env
+from frugalformers.dist.data_parallel import RankSlice, wrap_for_data_parallel
+from frugalformers.dist.state import full_model_state, load_optimizer_state_by_name, optimizer_state_by_name, unsharded
 from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
 from frugalformers.train.config import RunConfig
 from frugalformers.train.logger import MetricsLogger
@@ -43,7 +52,9 @@ def autocast_for(cfg: RunConfig, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, cfg: RunConfig, device: torch.device, fused: bool = True
+) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -55,7 +66,7 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device)
         lr=cfg.optim.lr,
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         eps=cfg.optim.eps,
-        fused=device.type == "cuda",
+        fused=fused and device.type == "cuda",
     )
 
 
@@ -76,6 +87,17 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def target_count(batch: dict, family: str) -> int:
+    """How many targets the batch's mean loss averages over (labels != -100; one per row for
+    classification; decoders predict tokens 1..T-1)."""
+    labels = batch["labels"]
+    if labels.dim() == 1:
+        return labels.numel()
+    if family == "decoder":
+        labels = labels[:, 1:]
+    return int((labels != -100).sum())
+
+
 def fit(
     cfg: RunConfig,
     model: torch.nn.Module,
@@ -88,75 +110,113 @@ def fit(
     progress: bool = True,
 ) -> dict:
     """Train `model` for cfg.steps optimizer steps; return the final metrics."""
-    device = pick_device(cfg)
+    env = dist_env.current()
+    device = env.device if env.distributed else pick_device(cfg)
     torch.manual_seed(cfg.seed)
     model.to(device)
-    optimizer = make_optimizer(model, cfg, device)
-    scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.steps, cfg.optim.schedule)
     step, best, stale, bad_total = 0, None, 0, 0
-    metrics = MetricsLogger(run_dir)
-    if resume:
-        state = resume_latest(run_dir, model, log)
-        if state is None:
-            log(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
-        else:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            batches.load_state_dict(state["data"])
-            set_rng_state(state["rng"])
-            step, best, stale, bad_total = state["step"], state["best"], state["stale"], state["bad_total"]
+    metrics = MetricsLogger(run_dir) if env.is_main else None
+    state = resume_latest(run_dir, model, log) if resume else None  # full weights, before any sharding
+    if resume and state is None:
+        log(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
+    if env.distributed:
+        if cfg.expert_parallel:
+            from frugalformers.dist.expert_parallel import shard_experts
+
+            if not shard_experts(model):
+                raise ValueError(f"expert_parallel=true but {cfg.preset!r} has no MoE or MoWE experts to shard")
+        batches = RankSlice(batches, env)
+    wrapped, grad_sync = wrap_for_data_parallel(model, cfg.parallel, env)
+    optimizer = make_optimizer(model, cfg, device, fused=cfg.parallel != "fsdp" or not env.distributed)
+    scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.steps, cfg.optim.schedule)
+    if state is not None:
+        load_optimizer_state_by_name(model, optimizer, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        batches.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        step, best, stale, bad_total = state["step"], state["best"], state["stale"], state["bad_total"]
+        if metrics:
             metrics.truncate_after(step)
-            log(f"resumed from step {step}")
+        log(f"resumed from step {step}")
     amp = autocast_for(cfg, device)
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = torch.compile(wrapped) if cfg.compile else wrapped
+    family = model.config.family
     from frugalformers.bench.flops import peak_flops
 
     peak = peak_flops(device) if device.type == "cuda" else None
 
     def checkpoint() -> None:
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "data": batches.state_dict(),
-            "rng": rng_state(),
-            "step": step,
-            "best": best,
-            "stale": stale,
-            "bad_total": bad_total,
-        }
-        save_checkpoint(run_dir, step, model, state, cfg.keep_last)
+        weights = full_model_state(model)  # collective when sharded
+        optim_state = optimizer_state_by_name(model, optimizer)
+        if env.is_main:
+            state = {
+                "optimizer": optim_state,
+                "scheduler": scheduler.state_dict(),
+                "data": batches.state_dict(),
+                "rng": rng_state(),
+                "step": step,
+                "best": best,
+                "stale": stale,
+                "bad_total": bad_total,
+            }
+            save_checkpoint(run_dir, step, model, state, cfg.keep_last, weights)
+        dist_env.barrier(env)
 
     def run_eval() -> dict:
-        model.eval()
-        with torch.no_grad(), amp():
-            result = evaluate(model)
-        model.train()
-        return result
+        with unsharded(model) as plain:  # FSDP2: every rank evaluates with the full parameters
+            plain.eval()
+            with torch.no_grad(), amp():
+                result = evaluate(plain)
+            plain.train()
+        return dist_env.broadcast_object(result, env)
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, desc=Path(run_dir).name)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not (progress and env.is_main),
+        dynamic_ncols=True,
+        desc=Path(run_dir).name,
+    )
     model.train()
     bad_run, t_last, tokens_since, last = 0, time.perf_counter(), 0, {}
     stop_reason = None
     while step < cfg.steps:
-        losses, aux_sums = [], {}
-        for _ in range(cfg.optim.accumulation):
-            batch = _to(batches.next_batch(), device)
-            with amp():
-                out = train_model(**batch)
-            loss = out.loss.float()
-            aux = {k: v.float() for k, v in out.aux_losses.items()}
-            total = loss + cfg.aux_loss_weight * sum(aux.values()) if aux else loss
-            (total / cfg.optim.accumulation).backward()
-            losses.append(loss.detach())
+        micro = [batches.next_batch() for _ in range(cfg.optim.accumulation)]
+        counts = [target_count(b, family) for b in micro]
+        total_count = float(dist_env.all_reduce_sum(torch.tensor(float(sum(counts)), device=device), env))
+        loss_sum, aux_sums = torch.zeros((), device=device), {}
+        for i, raw in enumerate(micro):
+            batch = _to(raw, device)
+            last_micro = i == len(micro) - 1
+            no_sync = getattr(wrapped, "no_sync", None)
+            sync_ctx = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
+            with sync_ctx:
+                with amp():
+                    out = train_model(**batch)
+                loss = out.loss.float()
+                aux = {k: v.float() for k, v in out.aux_losses.items()}
+                # this micro-batch's share of the global token mean (x W: data parallel averages over ranks)
+                share = counts[i] * env.world_size / max(total_count, 1.0)
+                total = loss * share
+                if aux:
+                    total = total + cfg.aux_loss_weight * sum(aux.values()) / cfg.optim.accumulation
+                total.backward()
+            loss_sum = loss_sum + loss.detach() * counts[i]
             for k, v in aux.items():
                 aux_sums[k] = aux_sums.get(k, 0.0) + v.detach() / cfg.optim.accumulation
-            tokens_since += batches.tokens_per_batch
-        loss_value = torch.stack(losses).mean().item()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            if cfg.optim.grad_clip > 0
-            else torch.tensor(0.0)
-        )
+            tokens_since += batches.tokens_per_batch  # the global batch's tokens
+        if grad_sync is not None:
+            grad_sync()
+        loss_value = float(dist_env.all_reduce_sum(loss_sum, env)) / max(total_count, 1.0)
+        if env.distributed and aux_sums:
+            aux_sums = {k: dist_env.all_reduce_sum(v, env) / env.world_size for k, v in aux_sums.items()}
+        if cfg.optim.grad_clip <= 0:
+            grad_norm = torch.tensor(0.0)
+        elif grad_sync is not None:  # expert shards differ per rank: the norm needs their all_reduce
+            grad_norm = grad_sync.clip_grad_norm(cfg.optim.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            grad_norm = grad_norm.full_tensor() if type(grad_norm).__name__ == "DTensor" else grad_norm
         if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
             optimizer.zero_grad(set_to_none=True)
             bad_run += 1
@@ -165,7 +225,8 @@ def fit(
             with warnings.catch_warnings():  # the schedule advances with the step count, update or not
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
-            metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
+            if metrics:
+                metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
             if bad_run >= cfg.max_bad_steps:
                 stop_reason = (
                     f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step {step}); "
@@ -194,13 +255,15 @@ def fit(
             record.update(expert_load(model))
             if flops_per_token and peak:
                 record["mfu"] = 3 * flops_per_token * tps / peak
-            metrics.log(record)
+            if metrics:
+                metrics.log(record)
             bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
             t_last, tokens_since = time.perf_counter(), 0
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             result = run_eval()
             last = {"step": step, **{f"valid_{k}": v for k, v in result.items()}}
-            metrics.log(last)
+            if metrics:
+                metrics.log(last)
             if cfg.early_stop_metric:
                 value = last.get(cfg.early_stop_metric)
                 if value is None:
@@ -214,7 +277,8 @@ def fit(
         if stop_reason:
             break
     bar.close()
-    metrics.close()
+    if metrics:
+        metrics.close()
     if stop_reason and "consecutive" in stop_reason:
         checkpoint()
         raise TrainingStopped(stop_reason)
