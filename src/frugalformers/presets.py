@@ -205,6 +205,17 @@ register_preset("colt5-tiny", "tiny CoLT5 for tests: radius 15, 1/8 of the token
 
 
 # ---------------------------------------------------------------- MoWE (dos Santos et al. 2023)
+register_preset(
+    "mowe-base",
+    "MoWE-Base (encoder side): T5.1.1-Base whose encoder blocks 5 and 10 are word-expert layers sharing one "
+    "bank of 32768 experts (d_e 64, 3.2B sparse parameters); the paper's 2 decoder MoWE layers are not built yet",
+)(
+    lambda: _t5(
+        **_T5_BASE,
+        layer_ffns=tuple("word_experts" if i in (4, 9) else "dense" for i in range(12)),
+        options={"mowe_experts": 32768, "mowe_d_expert": 64, "mowe_skip_top": 16},
+    )
+)
 register_preset("mowe-tiny", "tiny MoWE: T5.1.1 tiny whose 2nd encoder FFN is a 1024-word-expert layer (d_e 16)")(
     lambda: _t5(
         **{**_T5_TINY, "n_layers": 2},

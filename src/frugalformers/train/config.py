@@ -50,6 +50,7 @@ class RunConfig:
     eval_batches: int = 20  # validation batches per evaluation
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_last: int = 2  # checkpoints kept
+    save_final: bool = True  # write a checkpoint at the last step (false: benchmarks of huge models)
     log_every: int = 10
     early_stop_metric: str | None = None  # e.g. valid_loss or valid_accuracy; None disables
     early_stop_patience: int = 5  # evaluations without improvement before stopping

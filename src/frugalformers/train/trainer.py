@@ -253,6 +253,8 @@ def fit(
             }
             record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
             record.update(expert_load(model))
+            if device.type == "cuda":
+                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             if flops_per_token and peak:
                 record["mfu"] = 3 * flops_per_token * tps / peak
             if metrics:
@@ -272,7 +274,8 @@ def fit(
                 best, stale = (value, 0) if better else (best, stale + 1)
                 if stale >= cfg.early_stop_patience:
                     stop_reason = f"early stop: {cfg.early_stop_metric} did not improve for {stale} evaluations"
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or stop_reason:
+        final = (step == cfg.steps and cfg.save_final) or stop_reason
+        if (cfg.save_every and step % cfg.save_every == 0) or final:
             checkpoint()
         if stop_reason:
             break
