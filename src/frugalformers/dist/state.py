@@ -1,0 +1,135 @@
+"""World-size-independent training state: full tensors keyed by parameter name.
+
+Model weights are saved as full tensors whatever the sharding (FSDP2 shards are gathered with
+`full_tensor()`, expert-parallel shards with an all_gather), and the optimizer state is keyed by
+parameter name instead of position, with full tensors too. Such a checkpoint loads into one
+process, into DDP, FSDP2 or expert parallelism on any number of ranks: weights are loaded into the
+plain model before it is sharded, and optimizer tensors are cut to each rank's shard on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from frugalformers.dist.expert_parallel import expert_modules, gather_experts
+
+
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor"
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+@contextlib.contextmanager
+def unsharded(model: nn.Module):
+    """Full parameters on every rank inside the block (FSDP2 units unsharded, then resharded), so
+    code that calls submodules directly (evaluation, generation) sees plain tensors."""
+    units = [m for m in unwrap(model).modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
+    for m in units:
+        m.unshard()
+    try:
+        yield unwrap(model)
+    finally:
+        for m in units:
+            m.reshard()
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The full state dict on every rank (collective when sharded: every rank calls it)."""
+    model = unwrap(model)
+    state = {k: _full(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
+    if any(getattr(m, "ep", None) is not None for m in expert_modules(model)):
+        state = gather_experts(model, state)
+    return state
+
+
+def _param_names(model: nn.Module) -> dict[int, str]:
+    return {id(p): n for n, p in unwrap(model).named_parameters()}
+
+
+def _expert_placement(model: nn.Module) -> dict[int, object]:
+    """id(param) -> ExpertParallel for expert-sharded parameters."""
+    out = {}
+    for m in expert_modules(unwrap(model)):
+        if getattr(m, "ep", None) is not None:
+            for n in m.expert_param_names:
+                if getattr(m, n) is not None:
+                    out[id(getattr(m, n))] = m.ep
+    return out
+
+
+def optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Optimizer state with parameters named and tensors full (collective when sharded)."""
+    import torch.distributed as dist
+
+    names, experts = _param_names(model), _expert_placement(model)
+    state = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            entry = {}
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0:
+                    v = _full(v)
+                    if id(p) in experts:
+                        ep = experts[id(p)]
+                        parts = [torch.empty_like(v) for _ in range(ep.world)]
+                        dist.all_gather(parts, v.contiguous(), group=ep.group)
+                        v = torch.cat(parts)
+                    v = v.cpu()
+                elif isinstance(v, torch.Tensor):
+                    v = _full(v).cpu()
+                entry[k] = v
+            if entry:
+                state[names[id(p)]] = entry
+    groups = [
+        {**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]
+    return {"by_name": True, "state": state, "param_groups": groups}
+
+
+def load_optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load `optimizer_state_by_name` output into `optimizer`, cutting each full tensor to this
+    rank's FSDP2 or expert shard. An older position-keyed state loads as it is."""
+    if not saved.get("by_name"):
+        optimizer.load_state_dict(saved)
+        return
+    names, experts = _param_names(model), _expert_placement(model)
+    index, state, groups = 0, {}, []
+    for g, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
+        ids = []
+        for p in g["params"]:
+            name = names[id(p)]
+            entry = saved["state"].get(name)
+            if entry is not None:
+                loaded = {}
+                for k, v in entry.items():
+                    if isinstance(v, torch.Tensor) and v.dim() > 0:
+                        if id(p) in experts:
+                            v = experts[id(p)].local_slice(v)
+                        if _is_dtensor(p):
+                            from torch.distributed.tensor import distribute_tensor
+
+                            v = distribute_tensor(v.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+                        else:
+                            v = v.to(p.device)
+                    loaded[k] = v
+                state[index] = loaded
+            ids.append(index)
+            index += 1
+        groups.append({**{k: v for k, v in saved_group.items() if k != "params"}, "params": ids})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
