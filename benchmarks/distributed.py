@@ -68,7 +68,9 @@ def run_case(
         }
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        return {"error": (proc.stdout + proc.stderr)[-1500:], "wall_s": wall}
+        lines = (proc.stdout + proc.stderr).splitlines()
+        errors = [ln for ln in lines if "Error" in ln and "ChildFailedError" not in ln]
+        return {"error": "\n".join(errors[:8] or lines[-30:]), "wall_s": wall}
     recs = [r for r in read_metrics(out) if "tokens_per_s" in r]
     steady = recs[len(recs) // 3 :]
     return {
