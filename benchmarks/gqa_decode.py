@@ -11,7 +11,12 @@ random values: the cost of a step does not depend on them.
 Floor, before measuring (B=32, ctx=1024): weights 1.9 GB (MHA) .. 1.65 GB (MQA); KV 4.3 GB (MHA),
 1.07 GB (GQA-4), 0.27 GB (MQA): ~1.45 / 0.65 / 0.45 ms at ~4.3 TB/s.
 
+With `--compile` the step is first compiled (`torch.compile`, static shapes: the elementwise
+work between the GEMMs fuses into a few kernels) and then captured, as `generate(compile=True)`
+does; those rows go to the section `gqa-decode-compiled`.
+
     python benchmarks/gqa_decode.py
+    python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384
     python benchmarks/gqa_decode.py --smoke      # CPU, tiny, eager
 """
 
@@ -51,7 +56,7 @@ def copy_bandwidth(device: str) -> float:
     return 2 * 2**31 / statistics.median(times)
 
 
-def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats: int) -> float:
+def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere)."""
     dtype = next(model.parameters()).dtype
     model.setup_cache(B, ctx + 8, dtype=dtype, device=device)
@@ -61,8 +66,13 @@ def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats
     ids = torch.randint(0, model.config.vocab_size, (B, 1), device=device)
     pos = torch.tensor([ctx], device=device)
 
-    def step():
+    def forward(ids, pos):
         return model(ids, input_pos=pos).logits
+
+    fn = torch.compile(forward, dynamic=False) if compile else forward
+
+    def step():
+        return fn(ids, pos)
 
     with torch.no_grad():
         if not graphs:
@@ -136,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--hf", nargs="*", default=["MHA", "GQA-4"], help="variants also timed through HF generate")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -162,7 +173,7 @@ def main(argv=None) -> int:
                 kv_bytes = 2 * c.n_layers * B * kv * ctx * c.resolved_head_dim * (2 if device == "cuda" else 4)
                 row = {"model": label, "kv heads": kv, "batch": B, "ctx": ctx}
                 try:
-                    ms = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats)
+                    ms = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats, args.compile)
                 except torch.OutOfMemoryError:
                     row["ms/step"] = "OOM"
                     rows.append(row)
@@ -192,7 +203,8 @@ def main(argv=None) -> int:
     hw = hardware()
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = Path(args.out) if args.out else HERE
-    write_json(out / "gqa_decode.json", rows, hardware=hw, copy_bandwidth=bw)
+    tag = "_compiled" if args.compile else ""
+    write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
     if args.smoke:
         return 0
     series = {}
@@ -202,21 +214,27 @@ def main(argv=None) -> int:
             xs.append(r["kv heads"])
             ys.append(r["ms/step"])
     plot_lines(
-        out / "gqa_decode.png",
+        out / f"gqa_decode{tag}.png",
         series,
         "key/value heads",
         "ms per decode step",
-        "1B decoder: decode step time vs kv heads (H200, bf16, CUDA graph)",
+        f"1B decoder: decode step time vs kv heads (H200, bf16, CUDA graph{', compiled' if args.compile else ''})",
         logx=True,
     )
-    md = (
-        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA\n\nHardware: {hw}; measured copy bandwidth "
-        f"{bw / 1e12:.2f} TB/s  \nCommand: `python benchmarks/gqa_decode.py`  \nOne decode step replayed from a CUDA "
-        f"graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes read) / "
-        f"copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default cache), "
-        f"per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode.png)\n"
+    command = "python benchmarks/gqa_decode.py" + (
+        f" --compile --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
+        if args.compile
+        else ""
     )
-    update_results(args.results, "gqa-decode", md)
+    md = (
+        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', compiled step' if args.compile else ''}\n\n"
+        f"Hardware: {hw}; measured copy bandwidth {bw / 1e12:.2f} TB/s  \nCommand: `{command}`  \n"
+        f"One decode step {'compiled (torch.compile, static shapes), then ' if args.compile else ''}replayed from a "
+        f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "
+        f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
+        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}.png)\n"
+    )
+    update_results(args.results, "gqa-decode" + ("-compiled" if args.compile else ""), md)
     return 0
 
 

@@ -94,6 +94,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.top_k,
         args.top_p,
         args.seed,
+        args.device,
+        args.compile,
     ):
         print(line)
     return 0
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
+    g.add_argument(
+        "--compile", action="store_true", help="compile the decode step (CUDA graphs on GPU; pays for long outputs)"
+    )
     g.set_defaults(func=_cmd_generate)
     cv = sub.add_parser("convert", help="convert checkpoints: `convert gqa` pools multi-head K/V into groups")
     cvs = cv.add_subparsers(dest="convert_command", required=True)

@@ -1,5 +1,12 @@
 """Text generation with static KV caches: greedy, temperature, top-k and top-p sampling, for the
-decoder family (left-padded prompt batches) and the T5 family (cached cross-attention K/V)."""
+decoder family (left-padded prompt batches) and the T5 family (cached cross-attention K/V).
+
+`compile=True` compiles the one-token decode step (`torch.compile`, static shapes; on CUDA with
+`mode="reduce-overhead"`, i.e. replayed from a CUDA graph: gpt-fast's method). Every decode step
+has the same shapes (the cache is static, the position is a tensor), so it compiles once per
+batch size and cache length; the prompt's prefill stays eager. Compiling costs tens of seconds,
+so it pays for long generations and large batches; the eager path is the default and the fallback.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +49,10 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     word_ids: list[list[int]] | None = None,
+    compile: bool = False,
 ) -> list[list[int]]:
     """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
-    routing ids, for encoders with MoWE layers."""
+    routing ids, for encoders with MoWE layers. `compile`: compile the decode step (see above)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -55,11 +63,19 @@ def generate(
     try:
         if family == "decoder":
             out = _generate_decoder(
-                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id
+                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id, compile
             )
         elif family == "t5":
             out = _generate_t5(
-                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id, word_ids
+                model,
+                prompts,
+                max_new_tokens,
+                pad_id,
+                device,
+                (temperature, top_k, top_p, gen),
+                eos_id,
+                word_ids,
+                compile,
             )
         else:
             raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
@@ -67,6 +83,14 @@ def generate(
         model.clear_cache()
         model.train(was_training)
     return out
+
+
+def compiled_step(fn, device: torch.device, enabled: bool):
+    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself."""
+    if not enabled:
+        return fn
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
 
 
 def _trim(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
@@ -78,7 +102,7 @@ def _trim(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
     return out
 
 
-def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id):
+def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id, compile=False):
     B, P = len(prompts), max(len(p) for p in prompts)
     S = P + max_new
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
@@ -90,6 +114,7 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id)
     positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)  # (B, P): per-row position ids
     logits = model(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=device)).logits
     last_pos = positions[:, -1]
+    step = compiled_step(model, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(max_new):
@@ -104,16 +129,16 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id)
             break
         mask[:, P + t] = True
         last_pos = last_pos + 1
-        logits = model(
+        logits = step(
             nxt[:, None],
             attention_mask=mask,
             positions=last_pos[:, None],
             input_pos=torch.tensor([P + t], device=device),
-        ).logits
+        ).logits.clone()  # a CUDA-graph output is overwritten by the next replay
     return _trim(torch.stack(new, 1), eos_id)
 
 
-def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None):
+def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None, compile=False):
     B, P = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, P), dtype=torch.long, device=device)
@@ -129,10 +154,11 @@ def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word
     kv = model.cross_kv(memory)
     model.setup_cache(B, max_new, device=device)
     tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+    step = compiled_step(model.decode_step, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(max_new):
-        logits = model.decode_step(tok[:, None], torch.tensor([t], device=device), mask.bool(), kv)
+        logits = step(tok[:, None], torch.tensor([t], device=device), mask.bool(), kv).clone()
         tok = sample_next(logits[:, -1], *sampling)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         new.append(tok)

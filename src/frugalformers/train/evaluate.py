@@ -47,8 +47,12 @@ def generate_text(
     top_k: int,
     top_p: float,
     seed: int,
+    device: str = "auto",
+    compile: bool = False,
 ) -> list[str]:
-    model = load_model(resolve_checkpoint(checkpoint)).eval()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(resolve_checkpoint(checkpoint), device=device).eval()
     tok = load_tokenizer(dataset, tokenizer)
     ids = [tok.encode(p) for p in prompts]
     if model.config.family == "t5":
@@ -63,6 +67,7 @@ def generate_text(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
+        compile=compile,
     )
     return [
         json.dumps({"prompt": p, "output": tok.decode([t for t in o if t != tok.eos_id])})
