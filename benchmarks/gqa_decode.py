@@ -1,6 +1,7 @@
 """Decode speed of the 1B Llama-shaped preset with 16 / 8 / 4 / 2 / 1 kv heads (MHA ... MQA).
 
-One decode step (batch B, one new token per row, static KV cache holding ctx positions) is
+One decode step (batch B, one new token per row, static KV cache holding ctx positions; q/k/v
+and gate/up fused into one GEMM each while the cache is set up, `nn/fused_linear.py`) is
 captured in a CUDA graph and replayed (gpt-fast's method: no launch gaps), bf16 weights and cache.
 Attention over the cache takes our grouped path (each kv head read once for its query group).
 For each step: ms, tokens/s, KV-cache bytes, the floor (weights + the KV read, over the measured
@@ -56,7 +57,9 @@ def copy_bandwidth(device: str) -> float:
     return 2 * 2**31 / statistics.median(times)
 
 
-def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False) -> float:
+def decode_step_time(
+    model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False, profile: bool = False
+) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere)."""
     dtype = next(model.parameters()).dtype
     model.setup_cache(B, ctx + 8, dtype=dtype, device=device)
@@ -69,7 +72,10 @@ def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats
     def forward(ids, pos):
         return model(ids, input_pos=pos).logits
 
-    fn = torch.compile(forward, dynamic=False) if compile else forward
+    if compile:
+        torch._dynamo.reset()  # a fresh compile per model and shape (no recompile limit, no stale guards)
+    mode = "max-autotune-no-cudagraphs" if compile == "autotune" else None  # we capture the graph ourselves
+    fn = torch.compile(forward, dynamic=False, mode=mode) if compile else forward
 
     def step():
         return fn(ids, pos)
@@ -96,6 +102,15 @@ def decode_step_time(model, B: int, ctx: int, device: str, graphs: bool, repeats
         for _ in range(5):
             graph.replay()
         torch.cuda.synchronize()
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    graph.replay()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
         times = []
         for _ in range(repeats):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -147,6 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--hf", nargs="*", default=["MHA", "GQA-4"], help="variants also timed through HF generate")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
+    p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
+    p.add_argument("--profile", action="store_true", help="print the kernel-time table of each captured step")
+    p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -156,6 +174,8 @@ def main(argv=None) -> int:
     if args.smoke:
         preset, args.batch, args.ctx, args.repeats = "llama-tiny", [2], [32], 3
         variants = [("MHA", 8), ("GQA-4", 4), ("MQA", 1)]
+    if args.variants:
+        variants = [v for v in variants if v[0] in args.variants]
     bw = copy_bandwidth(device) if device == "cuda" else None
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     rows = []
@@ -173,7 +193,16 @@ def main(argv=None) -> int:
                 kv_bytes = 2 * c.n_layers * B * kv * ctx * c.resolved_head_dim * (2 if device == "cuda" else 4)
                 row = {"model": label, "kv heads": kv, "batch": B, "ctx": ctx}
                 try:
-                    ms = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats, args.compile)
+                    ms = decode_step_time(
+                        model,
+                        B,
+                        ctx,
+                        device,
+                        device == "cuda",
+                        args.repeats,
+                        "autotune" if args.compile and args.autotune else args.compile,
+                        args.profile,
+                    )
                 except torch.OutOfMemoryError:
                     row["ms/step"] = "OOM"
                     rows.append(row)
@@ -203,7 +232,7 @@ def main(argv=None) -> int:
     hw = hardware()
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = Path(args.out) if args.out else HERE
-    tag = "_compiled" if args.compile else ""
+    tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
     if args.smoke:
         return 0
@@ -221,20 +250,19 @@ def main(argv=None) -> int:
         f"1B decoder: decode step time vs kv heads (H200, bf16, CUDA graph{', compiled' if args.compile else ''})",
         logx=True,
     )
-    command = "python benchmarks/gqa_decode.py" + (
-        f" --compile --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
-        if args.compile
-        else ""
-    )
+    shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
+    flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
+    command = "python benchmarks/gqa_decode.py" + flags
+    how = "compiled (torch.compile, static shapes" + (", GEMMs autotuned" if args.autotune else "") + "), then "
     md = (
-        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', compiled step' if args.compile else ''}\n\n"
+        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', ' + tag[1:] + ' step' if args.compile else ''}\n\n"
         f"Hardware: {hw}; measured copy bandwidth {bw / 1e12:.2f} TB/s  \nCommand: `{command}`  \n"
-        f"One decode step {'compiled (torch.compile, static shapes), then ' if args.compile else ''}replayed from a "
+        f"One decode step {how if args.compile else ''}replayed from a "
         f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "
         f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
         f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}.png)\n"
     )
-    update_results(args.results, "gqa-decode" + ("-compiled" if args.compile else ""), md)
+    update_results(args.results, "gqa-decode" + tag.replace("_", "-"), md)
     return 0
 
 

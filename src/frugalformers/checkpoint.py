@@ -73,7 +73,10 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
             aliases[name] = seen[key]
         else:
             seen[key] = name
-            unique[name] = t.detach().contiguous().cpu()
+            t = t.detach()
+            if t.untyped_storage().nbytes() != t.numel() * t.element_size():  # a view (e.g. fused q/k/v)
+                t = t.clone()  # safetensors refuses tensors that share storage
+            unique[name] = t.contiguous().cpu()
     return unique, aliases
 
 

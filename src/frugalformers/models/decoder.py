@@ -11,6 +11,7 @@ from frugalformers.models.layers import PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
 from frugalformers.models.recipe import MixContext
 from frugalformers.nn.attention import KVCache
+from frugalformers.nn.fused_linear import set_decoding_fusion
 from frugalformers.nn.norms import make_norm
 from frugalformers.nn.positions import LearnedPositions, RotaryEmbedding
 
@@ -86,7 +87,9 @@ class DecoderLM(nn.Module):
         for layer in self.layers:
             m = layer.mixer
             m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
+        set_decoding_fusion(self.layers, True)  # q/k/v and gate/up as single GEMMs while decoding
 
     def clear_cache(self) -> None:
         for layer in self.layers:
             layer.mixer.kv_cache = None
+        set_decoding_fusion(self.layers, False)

@@ -18,6 +18,7 @@ from frugalformers.models.outputs import ModelOutput, add_aux
 from frugalformers.models.recipe import MixContext, share_word_expert_bank
 from frugalformers.nn.attention import Attention, KVCache
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.nn.fused_linear import set_decoding_fusion
 from frugalformers.nn.norms import RMSNorm, make_norm
 from frugalformers.nn.positions import RelativePositionBias
 
@@ -179,10 +180,12 @@ class T5ForConditionalGeneration(T5Model):
         for layer in self.decoder.layers:
             m = layer.mixer
             layer.mixer.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
+        set_decoding_fusion(self.decoder, True)  # q/k/v and gate/up as single GEMMs while decoding
 
     def clear_cache(self) -> None:
         for layer in self.decoder.layers:
             layer.mixer.kv_cache = None
+        set_decoding_fusion(self.decoder, False)
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of the encoder output, computed once per input."""

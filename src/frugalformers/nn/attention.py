@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalformers.nn.fused_linear import fuse_linears
 from frugalformers.nn.positions import apply_rotary
 
 IMPLS = ("sdpa", "reference")
@@ -197,6 +198,15 @@ class Attention(nn.Module):
         self.k = nn.Linear(d_context, n_kv_heads * head_dim, bias=bias)
         self.v = nn.Linear(d_context, n_kv_heads * head_dim, bias=bias)
         self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
+
+    def fuse_projections(self) -> None:
+        """q, k, v as one GEMM for self-attention (decoding); see `nn.fused_linear`."""
+        if self.q.in_features == self.k.in_features:
+            self._fused_qkv = fuse_linears([self.q, self.k, self.v])
+
+    def unfuse_projections(self) -> None:
+        self._fused_qkv = None
 
     def extra_repr(self) -> str:
         return (
@@ -233,11 +243,19 @@ class Attention(nn.Module):
             positions are attended to, causally by absolute position.
         """
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        if kv is not None:
-            k, v = kv
+        H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if self._fused_qkv is not None and context is None and kv is None:  # one GEMM for q, k, v
+            qkv = F.linear(x, *self._fused_qkv)  # (B, T, (H + 2G) * D)
+            q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
+            q = q.reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+            k = k.reshape(B, T, G, D).transpose(1, 2)  # (B, G, T, D)
+            v = v.reshape(B, T, G, D).transpose(1, 2)
         else:
-            k, v = self.project_kv(x if context is None else context)  # (B, G, S, D)
+            q = self.q(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+            if kv is not None:
+                k, v = kv
+            else:
+                k, v = self.project_kv(x if context is None else context)  # (B, G, S, D)
         if rope is not None:
             cos, sin = rope
             q = apply_rotary(q, cos, sin)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalformers.nn.fused_linear import fuse_linears
+
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:
     # tanh approximation used by GPT-2, FNet's HF config ("gelu_new") and T5.1.1's gated-gelu
@@ -57,9 +59,21 @@ class FeedForward(nn.Module):
         self.w_gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
         self.w_out = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self._fused_gate_in: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
+
+    def fuse_projections(self) -> None:
+        """Gate and input projections as one GEMM (decoding); see `nn.fused_linear`."""
+        if self.w_gate is not None:
+            self._fused_gate_in = fuse_linears([self.w_gate, self.w_in])
+
+    def unfuse_projections(self) -> None:
+        self._fused_gate_in = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w_gate is None:
+        if self._fused_gate_in is not None:
+            gate, inp = F.linear(x, *self._fused_gate_in).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
+            h = self.act(gate) * inp
+        elif self.w_gate is None:
             h = self.act(self.w_in(x))  # (B, T, d_ff)
         else:
             h = self.act(self.w_gate(x)) * self.w_in(x)  # (B, T, d_ff)
