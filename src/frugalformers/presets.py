@@ -172,9 +172,11 @@ def _t5_tiny():
 def _colt5(conditional: bool, light_heads: int | None = None, **shape) -> ModelConfig:
     # CoLT5: every encoder layer light (local attention, radius 127, 1/4 heads; FFN d_ff/2) + heavy
     # (routed attention m queries -> 2m keys/values, 3/4 heads; FFN 4 d_ff on m tokens), m = n/16;
-    # multi-query cross-attention in the decoder (Table 7, section 3). LongT5 here: local attention only
-    # (transient-global attention is not implemented yet).
+    # multi-query cross-attention in the decoder (Table 7, section 3). LongT5: local attention, or
+    # transient-global attention (LongT5's long-input default and the paper's baseline) with tglobal=True.
     options = {"local_radius": shape.pop("radius", 127)}
+    if shape.pop("tglobal", False):
+        return _t5(mixer="transient_global", options={**options, "global_block": 16}, **shape)
     if conditional:
         options.update(routed_tokens=shape.pop("routed", 1 / 16), light_heads=light_heads)
         return _t5(mixer="routed_attention", ffn="routed", n_kv_heads=1, options=options, **shape)
@@ -187,6 +189,14 @@ _T5_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, head_d
 
 register_preset("longt5-local-base", "LongT5-Base encoder with local attention (radius 127) only; T5.1.1 decoder")(
     lambda: _colt5(False, **_T5_BASE)
+)
+register_preset(
+    "longt5-base",
+    "LongT5-TGlobal-Base: transient-global attention (radius 127, a global token per 16-token block); "
+    "the CoLT5 paper's baseline",
+)(lambda: _colt5(False, tglobal=True, **_T5_BASE))
+register_preset("longt5-tiny", "tiny LongT5-TGlobal for tests: radius 15, global blocks of 16")(
+    lambda: _colt5(False, radius=15, tglobal=True, **_T5_TINY)
 )
 register_preset(
     "colt5-base",

@@ -159,3 +159,35 @@ def test_unmapped_hf_tensor_is_named():
     del state["pooler.dense.weight"]
     with pytest.raises(CheckpointError, match="pooler.dense.weight"):
         state_dict_from_hf(state, ours)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "reference"])
+def test_longt5_transient_global_encoder(impl):
+    """HF LongT5EncoderModel (transient-global) and ours with the same weights: several local blocks,
+    several global blocks, an incomplete last block (orphans) and a padded row."""
+    cfg = transformers.LongT5Config(
+        vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+        encoder_attention_type="transient-global", local_radius=5, global_block_size=4, dropout_rate=0.0,
+    )  # fmt: skip
+    hf = transformers.LongT5EncoderModel(cfg).eval()
+    with torch.no_grad():  # HF initialises the global bias table to zeros: give it values
+        for layer in hf.encoder.block:
+            att = layer.layer[0].TransientGlobalSelfAttention
+            if att.has_relative_attention_bias:
+                att.global_relative_attention_bias.weight.normal_()
+            att.global_input_layer_norm.weight.uniform_(0.5, 1.5)
+    ours = from_hf_model(hf, attention_impl=impl).eval()
+    assert ours.config.mixer == "transient_global"
+    ids = torch.randint(0, 99, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, 21:] = 0
+    with torch.no_grad():
+        a = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = ours(ids, attention_mask=mask).hidden
+    assert (a - b)[mask.bool()].abs().max() <= TOL
+
+
+def test_longt5_local_is_refused_with_the_reason():
+    cfg = transformers.LongT5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    with pytest.raises(ValueError, match="encoder_attention_type='local'.*transient-global"):
+        from_hf_model(transformers.LongT5EncoderModel(cfg))

@@ -72,13 +72,28 @@ def _t5_ffn(prefix: str, sub: int, gated: bool) -> list[tuple[str, str]]:
 
 def _t5_rules(config: ModelConfig) -> list[tuple[str, str]]:
     rules = [(r"shared\.", "shared."), (r"lm_head\.", "lm_head.")]
+    if config.mixer == "transient_global":  # LongT5-TGlobal: the encoder's two stack biases live in block 0
+        tg = "encoder.block.0.layer.0.TransientGlobalSelfAttention."
+        rules += [
+            (r"encoder\.local_bias\.", tg + "relative_attention_bias."),
+            (r"encoder\.global_bias\.", tg + "global_relative_attention_bias."),
+            (
+                r"encoder\.layers\.(\d+)\.mixer\.global_norm\.",
+                "encoder.block.{0}.layer.0.TransientGlobalSelfAttention.global_input_layer_norm.",
+            ),
+        ]
     for stack in ("encoder", "decoder"):
+        attn = (
+            "TransientGlobalSelfAttention"
+            if stack == "encoder" and config.mixer == "transient_global"
+            else "SelfAttention"
+        )
         rules += [
             (rf"{stack}\.relative_bias\.", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias."),
             (rf"{stack}\.final_norm\.", f"{stack}.final_layer_norm."),
             (
                 rf"{stack}\.layers\.(\d+)\.mixer\.([qkvo])\.",
-                f"{stack}.block.{{0}}.layer.0.SelfAttention.{{1}}.",
+                f"{stack}.block.{{0}}.layer.0.{attn}.{{1}}.",
             ),
             (rf"{stack}\.layers\.(\d+)\.mixer_norm\.", f"{stack}.block.{{0}}.layer.0.layer_norm."),
         ]
@@ -249,7 +264,19 @@ def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
             num_labels=getattr(hf_config, "num_labels", 2),
             **kinds,
         )
-    if t == "t5":
+    if t in ("t5", "longt5"):
+        extra = {}
+        if t == "longt5":
+            kind = hf_config.encoder_attention_type
+            if kind != "transient-global":
+                raise ValueError(
+                    f"LongT5 with encoder_attention_type={kind!r} is not supported: only transient-global "
+                    f"(our local attention has no relative bias yet)"
+                )
+            extra = dict(
+                mixer="transient_global",
+                options={"local_radius": hf_config.local_radius, "global_block": hf_config.global_block_size},
+            )
         proj = hf_config.feed_forward_proj
         gated = proj.startswith("gated-")
         act = proj.split("-")[-1]
@@ -281,6 +308,7 @@ def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
             pad_token_id=getattr(hf_config, "pad_token_id", None) or 0,
             decoder_start_token_id=getattr(hf_config, "decoder_start_token_id", None) or 0,
             max_seq_len=16384,
+            **extra,
         )
     if t == "llama":
         if getattr(hf_config, "attention_bias", False) != getattr(hf_config, "mlp_bias", False):
@@ -393,6 +421,8 @@ _HF_HEAD = {
     "BertForSequenceClassification": "classify",
     "T5Model": "base",
     "T5EncoderModel": "encoder",
+    "LongT5Model": "base",
+    "LongT5EncoderModel": "encoder",
     "FNetForMaskedLM": "mlm",
     "FNetForSequenceClassification": "classify",
 }

@@ -194,6 +194,22 @@ def _local(config, i: int, stack: str) -> nn.Module:
     )
 
 
+@register_mixer("transient_global")
+def _transient_global(config, i: int, stack: str) -> nn.Module:
+    """LongT5 transient-global attention: local (radius 127) + one global token per 16-token block
+    (options: local_radius, global_block). Its relative biases belong to the T5 stack."""
+    from frugalformers.nn.transient_global import TransientGlobalAttention
+
+    kw = attention_kwargs(config, stack)
+    return TransientGlobalAttention(
+        kw.pop("d_model"),
+        kw.pop("n_heads"),
+        config.options.get("local_radius", 127),
+        config.options.get("global_block", 16),
+        **{k: v for k, v in kw.items() if k != "dropout"},
+    )
+
+
 @register_mixer("routed_attention")
 def _routed_attention(config, i: int, stack: str) -> nn.Module:
     """CoLT5 conditional attention: 1/4 of the heads light (local), 3/4 heavy (routed)."""

@@ -42,6 +42,18 @@ class T5Stack(nn.Module):
             if self.dense_attention
             else None
         )
+        # transient-global attention: one local and one global relative bias per stack (shared by its layers)
+        tglobal = not is_decoder and any(config.layer_mixer(i) == "transient_global" for i in range(n))
+        self.local_bias = (
+            RelativePositionBias(config.n_heads, config.relative_buckets, config.relative_max_distance)
+            if tglobal
+            else None
+        )
+        self.global_bias = (
+            RelativePositionBias(config.n_heads, config.relative_buckets, config.relative_max_distance)
+            if tglobal
+            else None
+        )
         self.layers = nn.ModuleList(PreNormLayer(config, i, stack, cross_attention=is_decoder) for i in range(n))
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)
@@ -69,6 +81,8 @@ class T5Stack(nn.Module):
             bias = self.relative_bias(T, T)  # (1, H, T, T)
         mask = attention_mask.bool() if attention_mask is not None else None
         extras = {"word_ids": word_ids} if word_ids is not None else {}
+        if self.local_bias is not None:
+            extras["transient_global_bias"] = (self.local_bias, self.global_bias)
         ctx = MixContext(key_padding_mask=mask, attn_bias=bias, input_pos=input_pos, token_ids=token_ids, extras=extras)
         x = self.dropout(x)
         aux: dict[str, torch.Tensor] = {}
