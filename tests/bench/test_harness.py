@@ -107,3 +107,21 @@ def test_gqa_decode_benchmark_smoke(tmp_path):
 def test_sparse_mixer_benchmark_smoke(tmp_path):
     out = run_smoke("sparse_mixer.py", "--out", str(tmp_path))
     assert "experts_choose" in out and "Fast Sparse Mixer Base" in out
+
+
+def test_colt5_benchmark_smoke(tmp_path):
+    out = run_smoke("colt5.py", "--out", str(tmp_path))
+    assert "CoLT5-Base (ours)" in out and "HF LongT5EncoderModel (tglobal)" in out and "decode ms" in out
+
+
+def test_distributed_benchmark_command_is_a_real_frugal_train(tmp_path, demo_data):
+    """The rows of benchmarks/distributed.py are `frugal train` under torchrun: one CPU row runs here."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from distributed import run_case
+    finally:
+        sys.path.pop(0)
+    r = run_case("bert-tiny", 2, ["device=cpu", "data.dataset=demo", "data.tokenizer=tiny", "data.seq_len=32"],
+                 "demo", 4, 2, tmp_path / "run", timeout=240)  # fmt: skip
+    assert "error" not in r, r.get("error")
+    assert r["tokens/s"] > 0 and r["loss"] > 0
