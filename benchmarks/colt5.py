@@ -66,7 +66,7 @@ def hf_encoder(kind: str, smoke: bool):
     return transformers.T5EncoderModel(cfg)
 
 
-def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes):
+def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=()):
     rows = []
     models = [
         ("CoLT5-Base (ours)", "colt5-tiny" if smoke else "colt5-base"),
@@ -74,6 +74,7 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes):
         ("HF LongT5EncoderModel (tglobal)", "hf:longt5"),
         ("HF T5EncoderModel (full attention)", "hf:t5"),
     ]
+    models = [(label, name) for label, name in models if not any(x in label for x in skip)]
     for n in seqs:
         base = {}
         ids = torch.randint(5, 500, (1, n), device=device)
@@ -238,6 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-decode", action="store_true")
+    p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -246,7 +248,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.seq, args.block_seq, args.repeats, args.warmup = [256], 256, 1, 0
     autocast = bf16_autocast(device)
-    enc = encoder_rows(args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes)
+    enc = encoder_rows(args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models)
     blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke)
     dec = (
         []

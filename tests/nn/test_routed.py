@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from frugalformers.nn.routed import RoutedFeedForward, routed_count, soft_topk
+from frugalformers.nn.routed import RoutedFeedForward, routed_count, soft_topk, soft_topk_exact
 
 
 @pytest.mark.parametrize("k", [1.0, 3.0, 7.5])
@@ -38,6 +38,30 @@ def test_soft_topk_solves_the_entropy_regularised_problem(eps):
         )
         ours = soft_topk(torch.tensor(s, dtype=torch.float64), k, eps=eps, iters=200).numpy()
         assert np.abs(ours - res.x).max() < 1e-3
+        exact = soft_topk_exact(torch.tensor(s, dtype=torch.float64), k, eps=eps).numpy()
+        assert np.abs(exact - res.x).max() < 1e-3
+
+
+@pytest.mark.parametrize("n,k,scale", [(256, 16.0, 1.0), (256, 18.0, 3.0), (1024, 64.0, 2.0), (40, 30.5, 1.0)])
+def test_exact_solver_equals_the_converged_iteration_forward_and_backward(n, k, scale):
+    """The fast path (closed form) against the reference (the paper's coordinate descent)."""
+    torch.manual_seed(0)
+    s = (torch.randn(3, n, dtype=torch.float64) * scale).requires_grad_(True)
+    g = torch.randn(3, n, dtype=torch.float64)
+    ref = soft_topk(s, k, iters=2000)
+    fast = soft_topk_exact(s, k)
+    torch.testing.assert_close(fast, ref, rtol=1e-9, atol=1e-10)
+    (g_ref,) = torch.autograd.grad((ref * g).sum(), s)
+    (g_fast,) = torch.autograd.grad((fast * g).sum(), s)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(fast.sum(-1), torch.full((3,), k, dtype=torch.float64))
+    # the paper's 50 iterations have converged at these sizes (float32, as the router runs them)
+    torch.testing.assert_close(soft_topk_exact(s.float(), k), soft_topk(s.float(), k), rtol=1e-4, atol=1e-4)
+
+
+def test_exact_solver_gradcheck():
+    s = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: soft_topk_exact(t, 2.0, eps=1.0), (s,))
 
 
 def test_soft_topk_gradcheck():

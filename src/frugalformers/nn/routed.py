@@ -12,6 +12,15 @@ Then the hard top-m of lambda picks the routed tokens, and the heavy output is m
 lambda, which gives the router its gradient. During training the paper lets the top 9/8 k tokens
 keep non-zero weight: here the normalisation targets k = 9/8 m in training and m at evaluation
 (`train_k_factor`, a flag because the paper does not say more).
+
+Two solvers of the same problem: `soft_topk` runs the paper's coordinate descent (the reference;
+`solver="iterate"`), `soft_topk_exact` computes its fixed point directly (the default,
+`solver="exact"`): sort the scores, and the first t for which saturating the top t leaves the next
+score below 1 fixes a in closed form. The iteration costs ~10 small kernels x 50 iterations per
+router call (measured on an H200: ~250 ms of fixed overhead per CoLT5-Base encoder forward); the
+exact solve is a sort, a cumulative logsumexp and a few pointwise kernels. Tests hold the two to
+each other (forward and backward) where the iteration has converged, and both to a brute-force
+solution.
 """
 
 from __future__ import annotations
@@ -41,6 +50,26 @@ def soft_topk(scores: torch.Tensor, k: float, eps: float = 1.0, iters: int = 50)
     return torch.exp((s + a + b) / eps)
 
 
+def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.Tensor:
+    """The fixed point of `soft_topk`, solved directly: lambda = min(1, exp((s + a) / eps)) with
+    sum k. With the scores sorted descending and the top t saturated (lambda = 1), the rest sum to
+    k - t, so a_t = eps * (log(k - t) - logsumexp(s_(t..n-1) / eps)); t is the smallest count for
+    which the next score stays unsaturated (s_(t) + a_t <= 0). Differentiable (through the sort)."""
+    n = scores.shape[-1]
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in (0, n={n}]")
+    s = scores if scores.dtype == torch.float64 else scores.float()
+    ranked = s.sort(dim=-1, descending=True).values  # (..., n)
+    tail = (ranked / eps).flip(-1).logcumsumexp(-1).flip(-1)  # (..., n): logsumexp of ranked[t:]
+    t = torch.arange(n, device=s.device, dtype=s.dtype)
+    room = k - t  # (n,) mass left for the unsaturated tokens
+    a = eps * (torch.log(room.clamp(min=torch.finfo(s.dtype).tiny)) - tail)  # (..., n)
+    fits = (ranked + a <= 0) & (room > 0)  # saturating the top t leaves token t below 1
+    first = fits.to(torch.int8).argmax(-1, keepdim=True)  # (..., 1) the smallest such t
+    a_star = a.gather(-1, first)
+    return torch.exp((s + a_star) / eps).clamp(max=1.0)
+
+
 def routed_count(n: int, m: int | float) -> int:
     """Routed tokens for a sequence of n: an absolute count, or a fraction of n (m = n/16 default)."""
     count = int(m) if m >= 1 else max(1, int(round(m * n)))
@@ -50,10 +79,14 @@ def routed_count(n: int, m: int | float) -> int:
 class Router(nn.Module):
     """s = x . u, then soft top-k and the hard top-m: returns (indices (B, m), weights (B, m))."""
 
-    def __init__(self, d_model: int, eps: float = 1.0, iters: int = 50, train_k_factor: float = 9 / 8):
+    def __init__(
+        self, d_model: int, eps: float = 1.0, iters: int = 50, train_k_factor: float = 9 / 8, solver: str = "exact"
+    ):
         super().__init__()
+        if solver not in ("exact", "iterate"):
+            raise ValueError(f"solver={solver!r} is not 'exact' (closed form) or 'iterate' (coordinate descent)")
         self.u = nn.Parameter(torch.randn(d_model) * d_model**-0.5)
-        self.eps, self.iters, self.train_k_factor = eps, iters, train_k_factor
+        self.eps, self.iters, self.train_k_factor, self.solver = eps, iters, train_k_factor, solver
 
     def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, d), mask (B, n) True for real tokens (padding is never routed first)."""
@@ -61,7 +94,10 @@ class Router(nn.Module):
         if mask is not None:
             s = s.masked_fill(~mask.bool(), -1e4)
         k = min(x.shape[1], m * self.train_k_factor) if self.training else m
-        lam = soft_topk(s, k, self.eps, self.iters)  # (B, n)
+        if self.solver == "exact":
+            lam = soft_topk_exact(s, k, self.eps)  # (B, n)
+        else:
+            lam = soft_topk(s, k, self.eps, self.iters)
         weight, index = lam.topk(m, dim=-1)  # (B, m)
         return index, weight
 
