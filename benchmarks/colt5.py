@@ -177,7 +177,7 @@ def block_rows(n, device, warmup, repeats, smoke):
             t = measure(fn, warmup=warmup, repeats=repeats, device=device)
             row.update({"ms": t.median_ms, "tokens/s": n / (t.median_ms / 1e3), "peak GiB": t.peak_mem_gib})
         except Exception as e:  # noqa: BLE001 - the peer's failures are part of the result
-            row["ms"] = f"error {type(e).__name__}: {str(e)[:70]}"
+            row["ms"] = f"error {type(e).__name__}: {str(e).splitlines()[0][:70] if str(e) else ''}"
         rows.append(row)
         print(row, flush=True)
     ok = [r for r in rows if isinstance(r.get("ms"), float)]
