@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from frugalformers import build_model
-from frugalformers.bench import format_table, hardware, measure, update_results, write_json
+from frugalformers.bench import format_table, hardware, measure, plot_lines, update_results, write_json
 from frugalformers.bench.steps import bf16_autocast, step_fns
 
 HERE = Path(__file__).resolve().parent
@@ -261,6 +261,21 @@ def main(argv=None) -> int:
     hw = hardware()
     out = Path(args.out) if args.out else HERE
     write_json(out / "colt5.json", {"encoder": enc, "block": blk, "decode": dec}, hardware=hw)
+    series = {}
+    for r in enc:
+        if r["mode"] == "inference" and isinstance(r.get("ms"), float):
+            xs, ys = series.setdefault(r["model"], ([], []))
+            xs.append(r["seq"])
+            ys.append(r["tokens/s"])
+    plot_lines(
+        out / "colt5.png",
+        series,
+        "input tokens",
+        "encoder inference tokens/s",
+        "Long-input encoders, batch 1, bf16 (the paper's Figure 1 axis)",
+        logx=True,
+        logy=True,
+    )
     if args.smoke:
         return 0
     cmd = f"python benchmarks/colt5.py --seq {' '.join(map(str, args.seq))}" + (
@@ -271,6 +286,7 @@ def main(argv=None) -> int:
         f"Encoders: batch 1, bf16 autocast, median of {args.repeats}; `LongT5 (ours) ms / this` > 1 means faster than "
         f"our LongT5-TGlobal-Base at the same length; the FLOP ratio is the paper's Table 2 (LongT5 / CoLT5).\n\n"
         f"{tables[0]}\n\nOne CoLT5 layer at {args.block_seq} tokens, inference:\n\n{tables[1]}\n"
+        + "\n![](colt5.png)\n"
         + (
             f"\nEncode {args.block_seq} tokens, then decode 128 (greedy, eager decode steps, bf16 weights):"
             f"\n\n{tables[2]}\n"
