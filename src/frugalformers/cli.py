@@ -110,6 +110,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     before = count_parameters(model)
     convert_model(model, args.kv_heads, args.method, args.stacks, args.seed)
     fmt = args.format or folder_format(args.source)
+    if fmt == "hf" and args.format is None and model.config.family == "decoder" and model.config.norm != "rmsnorm":
+        fmt = "ours"  # GPT-2's format has no kv-head setting: the grouped model is written in ours
+        print("note: GPT-2's Hugging Face format cannot hold grouped kv heads; writing our format")
     save_as(model, args.out, fmt)
     print(
         f"converted {args.source} to {args.kv_heads} kv heads ({args.method} pooling, {args.stacks}): "

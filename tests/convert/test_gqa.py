@@ -162,3 +162,28 @@ def test_convert_then_uptrain_reports_losses(tmp_path, demo_data, capsys):
     up = tmp_path / "up"
     assert (up / "checkpoints/step-00000005").exists()  # 5% .. here 25% of 20 steps
     assert load(up / "checkpoints/step-00000005").config.kv_heads == 1
+
+
+def test_hf_gpt2_folder_converts_to_gqa_in_our_format(tmp_path, capsys):
+    """GPT-2 (Conv1D weights, fused c_attn) imports exactly; its grouped version is written in our
+    format (GPT-2's config has no kv-head setting) and equals mean-pooling the imported model."""
+    transformers = pytest.importorskip("transformers")
+    from frugalformers.convert.hf import from_hf_model, to_hf_model
+
+    cfg = transformers.GPT2Config(
+        vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.save_pretrained(tmp_path / "gpt2")
+    ours = from_hf_model(hf).eval()
+    ids = torch.randint(0, 99, (2, 11))
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids).logits).abs().max() <= 1e-5
+    assert main(["convert", "gqa", str(tmp_path / "gpt2"), "--kv-heads", "2", "--out", str(tmp_path / "g2")]) == 0
+    assert "writing our format" in capsys.readouterr().out
+    grouped = load(tmp_path / "g2").eval()
+    assert grouped.config.kv_heads == 2
+    with torch.no_grad():
+        assert (grouped(ids).logits - convert_model(ours, 2)(ids).logits).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="GPT-2 style.*--format ours"):
+        to_hf_model(grouped)

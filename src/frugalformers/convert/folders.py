@@ -53,9 +53,10 @@ def load_any(path: str | Path) -> nn.Module:
             "t5": transformers.T5ForConditionalGeneration,
             "bert": transformers.BertModel,
             "fnet": transformers.FNetModel,
+            "gpt2": transformers.GPT2LMHeadModel,
         }.get(config.model_type)
     if cls is None:
-        raise ValueError(f"{path}: model_type={config.model_type!r} is not supported (bert, fnet, t5, llama)")
+        raise ValueError(f"{path}: model_type={config.model_type!r} is not supported (bert, fnet, t5, llama, gpt2)")
     return from_hf_model(cls.from_pretrained(str(path), local_files_only=True).eval())
 
 

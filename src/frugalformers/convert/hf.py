@@ -310,6 +310,26 @@ def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
             max_seq_len=16384,
             **extra,
         )
+    if t == "gpt2":
+        return ModelConfig(
+            family="decoder",
+            head="lm",
+            vocab_size=hf_config.vocab_size,
+            d_model=hf_config.n_embd,
+            n_layers=hf_config.n_layer,
+            n_heads=hf_config.n_head,
+            d_ff=hf_config.n_inner or 4 * hf_config.n_embd,
+            activation=hf_config.activation_function,
+            gated_ffn=False,
+            bias=True,
+            norm="layernorm",
+            norm_eps=hf_config.layer_norm_epsilon,
+            position="learned",
+            max_seq_len=hf_config.n_positions,
+            tie_word_embeddings=True,
+            dropout=0.0,
+            attention_dropout=0.0,
+        )
     if t == "llama":
         if getattr(hf_config, "attention_bias", False) != getattr(hf_config, "mlp_bias", False):
             raise ValueError("attention_bias and mlp_bias differ; frugalformers uses one `bias` flag for both")
@@ -396,6 +416,12 @@ def hf_config_from(config: ModelConfig):
             pad_token_id=config.pad_token_id,
             decoder_start_token_id=config.decoder_start_token_id,
         )
+    if config.norm != "rmsnorm" or config.position != "rotary" or not config.gated_ffn:
+        raise ValueError(
+            f"LlamaConfig needs RMSNorm, rotary positions and a gated FFN; this decoder has norm={config.norm!r}, "
+            f"position={config.position!r}, gated_ffn={config.gated_ffn} (GPT-2 style, whose Hugging Face format "
+            f"has no kv-head setting): save it in our format (`--format ours`)"
+        )
     return transformers.LlamaConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.d_model,
@@ -428,13 +454,43 @@ _HF_HEAD = {
 }
 
 
+def gpt2_state_dict(hf_state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """Our decoder's state dict from a GPT-2 state dict: its Conv1D weights are (in, out), so they are
+    transposed, and the fused c_attn is split into q, k, v."""
+    hf_state = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+    out = {
+        "embed.weight": hf_state["wte.weight"],
+        "positions.weight": hf_state["wpe.weight"],
+        "final_norm.weight": hf_state["ln_f.weight"],
+        "final_norm.bias": hf_state["ln_f.bias"],
+    }
+    for i in range(n_layers):
+        h, o = f"h.{i}.", f"layers.{i}."
+        w, b = hf_state[h + "attn.c_attn.weight"].t(), hf_state[h + "attn.c_attn.bias"]  # (3d, d), (3d,)
+        for name, wi, bi in zip("qkv", w.chunk(3), b.chunk(3), strict=True):
+            out[o + f"mixer.{name}.weight"], out[o + f"mixer.{name}.bias"] = wi.contiguous(), bi
+        pairs = [("attn.c_proj", "mixer.o"), ("mlp.c_fc", "ffn.w_in"), ("mlp.c_proj", "ffn.w_out")]
+        for hf_part, ours in pairs:
+            out[o + ours + ".weight"] = hf_state[h + hf_part + ".weight"].t().contiguous()
+            out[o + ours + ".bias"] = hf_state[h + hf_part + ".bias"]
+        for hf_part, ours in (("ln_1", "mixer_norm"), ("ln_2", "ffn_norm")):
+            out[o + ours + ".weight"] = hf_state[h + hf_part + ".weight"]
+            out[o + ours + ".bias"] = hf_state[h + hf_part + ".bias"]
+    return out
+
+
 def from_hf_model(hf_model, head: str | None = None, **overrides):
-    """Our model with the weights of an in-memory Hugging Face model (Bert*, T5*, Llama*)."""
+    """Our model with the weights of an in-memory Hugging Face model (Bert*, FNet*, T5*, LongT5*
+    with transient-global attention, Llama*, GPT2*)."""
     from frugalformers.api import build_model
 
     head = head or _HF_HEAD.get(type(hf_model).__name__)
     config = config_from_hf(hf_model.config, head)
     hf_state = hf_model.state_dict()
+    if config.family == "decoder" and hf_model.config.model_type == "gpt2":
+        model = build_model(config.replace(**overrides) if overrides else config)
+        load_state_strict(model, gpt2_state_dict(hf_state, config.n_layers), source="Hugging Face GPT-2")
+        return model
     if overrides:
         config = config.replace(**overrides)
     model = build_model(config)
