@@ -226,6 +226,24 @@ register_preset(
         options={"mowe_experts": 32768, "mowe_d_expert": 64, "mowe_skip_top": 16},
     )
 )
+register_preset(
+    "switch-base",
+    "Switch-style T5.1.1-Base, the MoE baseline for MoWE-Base: encoder blocks 5 and 10 are tokens-choose top-1 "
+    "MoE layers (capacity 1.25) of 336 experts with d_ff 2048 (3.2B sparse parameters, as MoWE-Base's bank)",
+)(
+    lambda: _t5(
+        **_T5_BASE,
+        layer_ffns=tuple("moe" if i in (4, 9) else "dense" for i in range(12)),
+        options={"n_experts": 336, "routing": "tokens_choose", "capacity_factor": 1.25, "expert_dropout": 0.0},
+    )
+)
+register_preset("switch-tiny", "tiny Switch-style T5 for tests: the 2nd encoder FFN is an 8-expert top-1 MoE")(
+    lambda: _t5(
+        **{**_T5_TINY, "n_layers": 2},
+        layer_ffns=("dense", "moe"),
+        options={"n_experts": 8, "routing": "tokens_choose", "capacity_factor": 1.25, "expert_dropout": 0.0},
+    )
+)
 register_preset("mowe-tiny", "tiny MoWE: T5.1.1 tiny whose 2nd encoder FFN is a 1024-word-expert layer (d_e 16)")(
     lambda: _t5(
         **{**_T5_TINY, "n_layers": 2},

@@ -125,3 +125,8 @@ def test_distributed_benchmark_command_is_a_real_frugal_train(tmp_path, demo_dat
                  "demo", 4, 2, tmp_path / "run", timeout=240)  # fmt: skip
     assert "error" not in r, r.get("error")
     assert r["tokens/s"] > 0 and r["loss"] > 0
+
+
+def test_mowe_benchmark_smoke(tmp_path):
+    out = run_smoke("mowe.py", "--out", str(tmp_path))
+    assert "MoWE word experts" in out and "Switch-Base" in out and "vs dense equal FLOPs" in out

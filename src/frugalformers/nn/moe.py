@@ -234,10 +234,10 @@ class MoEFeedForward(nn.Module):
             balance = switch_balance_loss(probs, expert[..., 0])
             flat_token = (token + offsets).reshape(-1)
         expert, weight = expert.reshape(-1), weight.reshape(-1)
-        if keep is not None:
+        if keep is not None and xg.device.type != "meta":  # (meta: FLOP counting, every slot kept)
             k = keep.reshape(-1)
             flat_token, expert, weight = flat_token[k], expert[k], weight[k]
-        if self.routing == "experts_choose":  # every expert holds exactly C tokens (also on the meta device)
+        if self.routing == "experts_choose" or xg.device.type == "meta":  # exactly C tokens each (or meta)
             load = torch.full((E,), 1.0 / E, device=xg.device)
         else:
             load = torch.bincount(expert, minlength=E).float() / max(1, expert.numel())
@@ -271,6 +271,9 @@ class MoEFeedForward(nn.Module):
 
     def _tokens_choose_experts(self, flat: torch.Tensor, r: Routing) -> torch.Tensor:
         """Run each kept (token, expert) pair through its expert; returns (P, d) in r's order."""
+        if flat.device.type == "meta":  # FLOP counting: the routed slots spread evenly over the experts
+            E, d = self.w_in.shape[0], flat.shape[1]
+            return self.experts(flat.new_zeros(E, -(-r.token.numel() // E), d)).reshape(-1, d)[: r.token.numel()]
         order = r.expert.argsort(stable=True)  # tokens sorted by expert
         counts = torch.bincount(r.expert, minlength=self.n_experts)
         h = flat[r.token[order]]  # (P, d)
