@@ -9,6 +9,7 @@ training step and inference at seq 512, tokens/s and peak memory (the paper's ra
 1.61x and 1.89x / 1.98x).
 
     python benchmarks/sparse_mixer.py
+    python benchmarks/sparse_mixer.py --compile   # every layer and model through torch.compile
     python benchmarks/sparse_mixer.py --smoke
 """
 
@@ -30,11 +31,15 @@ from frugalformers.nn.moe import MoEFeedForward
 HERE = Path(__file__).resolve().parent
 
 
-def layer_rows(d, d_ff, tokens, experts_list, device, autocast, warmup, repeats):
+def layer_rows(d, d_ff, tokens, experts_list, device, autocast, warmup, repeats, compile=False):
     rows = []
     x = torch.randn(tokens // 512, 512, d, device=device, requires_grad=True)
 
     def time_module(mod, returns_aux):
+        if compile:  # dense and MoE alike; data-dependent routing shapes graph-break where they must
+            torch._dynamo.reset()
+            mod = torch.compile(mod, dynamic=False)
+
         def step():
             with autocast():
                 y = mod(x)
@@ -86,7 +91,7 @@ def layer_rows(d, d_ff, tokens, experts_list, device, autocast, warmup, repeats)
     return rows
 
 
-def model_rows(seq, tokens, device, autocast, warmup, repeats, smoke):
+def model_rows(seq, tokens, device, autocast, warmup, repeats, smoke, compile=False):
     rows, base = [], {}
     names = [
         ("BERT-Base (ours, sdpa)", "bert-tiny" if smoke else "bert-base", False),
@@ -103,6 +108,9 @@ def model_rows(seq, tokens, device, autocast, warmup, repeats, smoke):
             model = to_hf_model(model)
             model.config._attn_implementation = "sdpa"
         model = model.to(device)
+        if compile:
+            torch._dynamo.reset()
+            model = torch.compile(model, dynamic=False)
         infer, train = step_fns(model, ids, autocast)
         for mode, fn in (("train", train), ("inference", infer)):
             t = measure(fn, warmup=warmup, repeats=repeats, device=device)
@@ -131,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile every layer and model (section -compiled)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -139,23 +148,25 @@ def main(argv=None) -> int:
     if args.smoke:
         d, d_ff, seq, args.tokens, args.experts, args.repeats, args.warmup = 32, 64, 128, 1024, [4], 2, 1
     autocast = bf16_autocast(device)
-    layers = layer_rows(d, d_ff, args.tokens, args.experts, device, autocast, args.warmup, args.repeats)
+    layers = layer_rows(d, d_ff, args.tokens, args.experts, device, autocast, args.warmup, args.repeats, args.compile)
     print(format_table(layers), flush=True)
-    models = model_rows(seq, args.tokens, device, autocast, args.warmup, args.repeats, args.smoke)
+    models = model_rows(seq, args.tokens, device, autocast, args.warmup, args.repeats, args.smoke, args.compile)
     t1, t2 = format_table(layers), format_table(models)
     print(t2)
     hw = hardware()
     print(hw)
-    write_json((Path(args.out) if args.out else HERE) / "sparse_mixer.json", layers + models, hardware=hw)
+    tag = "_compiled" if args.compile else ""
+    write_json((Path(args.out) if args.out else HERE) / f"sparse_mixer{tag}.json", layers + models, hardware=hw)
     if not args.smoke:
         md = (
-            f"## MoE layer and Sparse Mixer\n\nHardware: {hw}  \nCommand: `python benchmarks/sparse_mixer.py`  \n"
+            f"## MoE layer and Sparse Mixer{', compiled' if args.compile else ''}\n\nHardware: {hw}  \n"
+            f"Command: `python benchmarks/sparse_mixer.py{' --compile' if args.compile else ''}`  \n"
             f"bf16 autocast, {args.tokens} tokens, median of {args.repeats}. MoE layer: d {d}, expert d_ff {d_ff}, "
             f"forward + backward; `vs dense` = the dense FFN of equal active FLOPs over the row (>1: faster)."
             f"\n\n{t1}\n\nSparse Mixer vs BERT-Base at seq {seq} (train = forward + loss + backward + fused "
             f"AdamW):\n\n{t2}\n"
         )
-        update_results(args.results, "sparse-mixer", md)
+        update_results(args.results, "sparse-mixer" + tag.replace("_", "-"), md)
     return 0
 
 
