@@ -41,6 +41,9 @@ def build(name: str, T: int, device: str, smoke: bool):
     size = "tiny" if smoke else "base"
     if name == "ours-fnet-fft":
         return "FNet-Base (ours, fft)", build_model(f"fnet-{size}", head="base", max_seq_len=T)
+    if name == "ours-fnet-rfft":
+        m = build_model(f"fnet-{size}", head="base", max_seq_len=T, options={"fourier_impl": "rfft"})
+        return "FNet-Base (ours, rfft half spectrum)", m
     if name == "ours-fnet-dft":
         m = build_model(f"fnet-{size}", head="base", max_seq_len=T, options={"fourier_impl": "dft"})
         return "FNet-Base (ours, dft-gemm)", m
@@ -67,6 +70,7 @@ def mixing_rows(seqs, d, tokens, device, autocast, warmup, repeats):
         x = torch.randn(B, T, d, device=device, requires_grad=True)
         variants = {
             "fft (fp32)": FourierMixing("fft"),
+            "rfft half spectrum (fp32)": FourierMixing("rfft"),
             "dft-gemm (bf16)": FourierMixing("dft"),
             "attention (sdpa)": Attention(d, max(1, d // 64)).to(device),
         }
@@ -95,7 +99,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--models",
         nargs="+",
-        default=["ours-bert", "ours-fnet-fft", "ours-fnet-dft", "ours-hybrid", "ours-linear", "hf-fnet", "hf-bert"],
+        default=[
+            "ours-bert",
+            "ours-fnet-fft",
+            "ours-fnet-rfft",
+            "ours-fnet-dft",
+            "ours-hybrid",
+            "ours-linear",
+            "hf-fnet",
+            "hf-bert",
+        ],  # fmt: skip
     )
     p.add_argument("--compile", action="store_true", help="torch.compile every model (default models: ours)")
     p.add_argument("--smoke", action="store_true")
@@ -106,7 +119,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.seq, args.tokens, args.repeats, args.warmup = [32, 64], 128, 2, 1
     if args.compile and argv is not None and "--models" not in argv:
-        args.models = ["ours-bert", "ours-fnet-fft", "ours-fnet-dft"]
+        args.models = ["ours-bert", "ours-fnet-fft", "ours-fnet-rfft", "ours-fnet-dft"]
     autocast = bf16_autocast(device)
 
     rows = []

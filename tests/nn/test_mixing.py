@@ -8,8 +8,8 @@ from frugalformers.models.recipe import MixContext
 from frugalformers.nn.mixing import FourierMixing, IdentityMixing, LinearMixing, RandomMixing
 
 
-@pytest.mark.parametrize("impl", ["fft", "dft"])
-@pytest.mark.parametrize("shape", [(2, 16, 12), (3, 50, 24), (1, 7, 5)])
+@pytest.mark.parametrize("impl", ["fft", "rfft", "dft"])
+@pytest.mark.parametrize("shape", [(2, 16, 12), (3, 50, 24), (1, 7, 5), (2, 9, 768)])
 def test_fourier_equals_numpy_fft2_forward_and_backward(impl, shape):
     x64 = torch.randn(*shape, dtype=torch.float64)
     g64 = torch.randn(*shape, dtype=torch.float64)
@@ -24,7 +24,7 @@ def test_fourier_equals_numpy_fft2_forward_and_backward(impl, shape):
     assert np.abs(x.grad.double().numpy() - grad_ref).max() / np.abs(grad_ref).max() < 1e-6
 
 
-@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("impl", ["fft", "rfft", "dft"])
 def test_fourier_under_bf16_autocast(impl):
     x = torch.randn(2, 32, 16)
     ref = np.fft.fft2(x.double().numpy(), axes=(-2, -1)).real

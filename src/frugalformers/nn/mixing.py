@@ -8,6 +8,11 @@ training length (the paper's behaviour).
 Implementations:
 - `impl="fft"`: `torch.fft.fft2` in float32 (cuFFT has no bf16, and fp16 needs power-of-two
   sizes), cast back to the input dtype.
+- `impl="rfft"`: the same in float32 from half the spectrum: for real x, X[k1, d - k2] =
+  conj(X[-k1, k2]), so the real part of the right half is the left half's real part with the
+  sequence frequencies negated. A real-to-complex FFT over the hidden axis (d/2 + 1 outputs), a
+  complex FFT over the sequence axis on that half only, then the mirror: about half the complex
+  traffic of `fft2`, which fills the whole spectrum before its sequence FFT.
 - `impl="dft"`: DFT as real GEMMs on tensor cores. With W = C - iS (C, S the cos and sin
   matrices) and real x, Re(W_s X W_h) = C_s X C_h - S_s X S_h, computed as two matmuls:
   Z = X @ [C_h | S_h] (T x 2d), then Y = [C_s | -S_s] @ [Z_c ; Z_s].
@@ -21,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-IMPLS = ("fft", "dft", "auto")
+IMPLS = ("fft", "rfft", "dft", "auto")
 PADDING = ("fixed", "masked")
 
 # Sequence lengths up to which `impl="auto"` takes the DFT-as-GEMM path on CUDA. Measured on an H200
@@ -71,6 +76,15 @@ class _Mixer(nn.Module):
         return self.mix(x)
 
 
+def real_fft2_from_half(x: torch.Tensor) -> torch.Tensor:
+    """Re(fft2(x)) over the last two axes of real x (B, T, d), computed on the half spectrum."""
+    T, d = x.shape[-2], x.shape[-1]
+    half = torch.fft.fft(torch.fft.rfft(x, dim=-1), dim=-2).real  # (B, T, d//2 + 1): columns k2 = 0..d//2
+    neg = (-torch.arange(T, device=x.device)) % T  # row of -k1
+    mirror = half.index_select(-2, neg)[..., 1 : d - half.shape[-1] + 1].flip(-1)  # k2 = d//2+1 .. d-1
+    return torch.cat([half, mirror], dim=-1)  # (B, T, d)
+
+
 class FourierMixing(_Mixer):
     def __init__(self, impl: str = "fft", padding: str = "fixed"):
         super().__init__(padding)
@@ -93,14 +107,17 @@ class FourierMixing(_Mixer):
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, d) -> Re(FFT2(x)) (B, T, d) in x's dtype."""
-        if self.resolved_impl(x) == "fft":
+        impl = self.resolved_impl(x)
+        if impl in ("fft", "rfft"):
             no_autocast = (
                 torch.autocast(x.device.type, enabled=False)
                 if x.device.type in ("cuda", "cpu")
                 else contextlib.nullcontext()
             )
             with no_autocast:
-                return torch.fft.fft2(x.float(), dim=(-2, -1)).real.to(x.dtype)
+                if impl == "fft":
+                    return torch.fft.fft2(x.float(), dim=(-2, -1)).real.to(x.dtype)
+                return real_fft2_from_half(x.float()).to(x.dtype)
         B, T, d = x.shape
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         ch, sh = self._mats(d, x.device, dtype)
