@@ -111,3 +111,28 @@ def test_expert_parallel_training_equals_ddp(tmp_path, demo_data, preset, extra)
     b = load(checkpointing.list_checkpoints(tmp_path / "ep")[-1]).state_dict()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _finetune(out, extra):
+    from frugalformers.train.run import finetune
+
+    torch.set_num_threads(1)
+    cfg = load_run_config(
+        "t5-tiny",
+        None,
+        [f"out={out}", "steps=3", "data.task=sentiment", "data.batch_size=4", "data.seq_len=48", "data.target_len=6",
+         "eval_batches=1", "eval_every=0", "log_every=1", "model.dropout=0.0", "device=cpu", *extra],
+    )  # fmt: skip
+    return finetune(cfg, progress=False, log=lambda *_: None)
+
+
+def test_fsdp_finetune_with_generation_matches_one_process(tmp_path, demo_data):
+    """Text-to-text fine-tuning: FSDP2 training, then evaluation by generation (which calls the
+    encoder and cross-attention projections outside forward) on full parameters."""
+    one = _finetune(tmp_path / "one", [])
+    two = run_on_ranks(_finetune, 2, tmp_path / "two", ["parallel=fsdp"])
+    assert two[0]["test"] == two[1]["test"] == one["test"]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=2e-5), (s, a[s], b[s])

@@ -37,15 +37,22 @@ def unwrap(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def unsharded(model: nn.Module):
     """Full parameters on every rank inside the block (FSDP2 units unsharded, then resharded), so
-    code that calls submodules directly (evaluation, generation) sees plain tensors."""
-    units = [m for m in unwrap(model).modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
+    code that calls submodules directly (evaluation, generation: `encode`, `cross_kv`) sees plain
+    tensors. Units keep their parameters after a forward inside the block (FSDP2 would otherwise
+    reshard a layer after it runs, under code that calls its submodules next)."""
+    root = unwrap(model)
+    units = [m for m in root.modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
     for m in units:
+        if m is not root:
+            m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
     try:
-        yield unwrap(model)
+        yield root
     finally:
         for m in units:
             m.reshard()
+            if m is not root:
+                m.set_reshard_after_forward(True, recurse=False)
 
 
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -119,6 +119,8 @@ def fit(
     state = resume_latest(run_dir, model, log) if resume else None  # full weights, before any sharding
     if resume and state is None:
         log(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
+    if not env.distributed and (cfg.expert_parallel or cfg.parallel != "ddp"):
+        log("note: parallel / expert_parallel apply under torchrun only; this run has one process (use --nproc N)")
     if env.distributed:
         if cfg.expert_parallel:
             from frugalformers.dist.expert_parallel import shard_experts
