@@ -192,16 +192,13 @@ class MoEFeedForward(nn.Module):
     # ---------------------------------------------------------------- experts
     def experts(self, h: torch.Tensor) -> torch.Tensor:
         """Stacked expert FFNs: h (E, C, d) -> (E, C, d) by batched matmuls."""
-        a = torch.bmm(h, self.w_in)  # (E, C, d_ff)
-        if self.b_in is not None:
-            a = a + self.b_in
+        # biases ride in the GEMM (baddbmm): one pass over the activations instead of two
+        a = torch.bmm(h, self.w_in) if self.b_in is None else torch.baddbmm(self.b_in, h, self.w_in)  # (E, C, d_ff)
         if self.w_gate is not None:
             a = self.act(torch.bmm(h, self.w_gate)) * a
         else:
             a = self.act(a)
-        out = torch.bmm(a, self.w_out)
-        if self.b_out is not None:
-            out = out + self.b_out
+        out = torch.bmm(a, self.w_out) if self.b_out is None else torch.baddbmm(self.b_out, a, self.w_out)
         return self.dropout(out)
 
     def expert_one(self, e: int, h: torch.Tensor) -> torch.Tensor:
