@@ -109,3 +109,64 @@ def test_t5_with_routed_ffn_layers_trains():
     out.loss.backward()
     router = model.encoder.layers[0].ffn.router
     assert router.u.grad is not None and model.encoder.layers[0].ffn.heavy.w_out.weight.shape == (64, 512)
+
+
+def _routed_models(**options):
+    from frugalformers import build_model
+
+    torch.manual_seed(0)
+    base = build_model("colt5-tiny", head="encoder").eval()
+    other = build_model(base.config.replace(options={**base.config.options, **options})).eval()
+    missing = other.load_state_dict(base.state_dict(), strict=False)
+    return base, other, missing
+
+
+def test_straight_through_gates_by_one_forward_and_keeps_the_router_gradient():
+    from frugalformers.nn.routed import gate
+
+    w = torch.tensor([0.2, 0.9], requires_grad=True)
+    g = gate(w, straight_through=True)
+    assert g.tolist() == [1.0, 1.0]
+    (g * torch.tensor([3.0, 5.0])).sum().backward()
+    assert w.grad.tolist() == [3.0, 5.0]
+    base, st, _ = _routed_models(router_straight_through=True)
+    ids = torch.randint(5, 200, (2, 64))
+    assert not torch.allclose(base(ids).hidden, st(ids).hidden)  # the heavy outputs are no longer scaled
+    st.train()
+    st(ids).hidden.square().mean().backward()
+    assert all(
+        r.u.grad is not None and r.u.grad.abs().sum() > 0
+        for r in (m.router for m in st.modules() if hasattr(m, "router"))
+    )
+
+
+def test_heavy_position_bias_is_a_new_table_that_changes_only_the_heavy_branch():
+    base, biased, missing = _routed_models(heavy_position_bias=True)
+    assert all(k.endswith("mixer.heavy_bias.weight") for k in missing.missing_keys) and missing.missing_keys
+    ids = torch.randint(5, 200, (2, 64))
+    with torch.no_grad():
+        for m in biased.modules():
+            if getattr(m, "heavy_bias", None) is not None:
+                m.heavy_bias.weight.zero_()
+        same = biased(ids).hidden
+        for m in biased.modules():
+            if getattr(m, "heavy_bias", None) is not None:
+                m.heavy_bias.weight.normal_()
+        moved = biased(ids).hidden
+    torch.testing.assert_close(same, base(ids).hidden)  # a zero bias is no bias
+    assert not torch.allclose(moved, same)
+    biased.train()
+    biased(ids).hidden.square().mean().backward()
+    assert all(m.heavy_bias.weight.grad.abs().sum() > 0 for m in biased.modules() if getattr(m, "heavy_bias", None))
+
+
+def test_routers_can_score_the_residual_stream():
+    base, residual, _ = _routed_models(router_input="residual")
+    ids = torch.randint(5, 200, (2, 64))
+    with torch.no_grad():
+        a, b = base(ids).hidden, residual(ids).hidden
+    assert a.shape == b.shape and not torch.allclose(a, b)  # the routing decisions differ
+    from frugalformers.nn.routed import RoutedFeedForward
+
+    with pytest.raises(ValueError, match="router_input='raw'"):
+        RoutedFeedForward(16, 8, 64, router_input="raw")

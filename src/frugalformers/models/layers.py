@@ -55,9 +55,11 @@ class PreNormLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict]:
+        ctx.extras["residual"] = x  # the un-normalised stream, for routers that score it (CoLT5 flag)
         x = x + self.dropout(self.mixer(self.mixer_norm(x), ctx))
         if self.cross is not None:
             h = self.cross(self.cross_norm(x), memory, key_padding_mask=memory_mask, kv=cross_kv)
             x = x + self.dropout(h)
+        ctx.extras["residual"] = x
         f, aux = _call_ffn(self.ffn, self.ffn_norm(x), ctx)
         return x + self.dropout(f), aux

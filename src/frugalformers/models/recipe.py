@@ -212,7 +212,9 @@ def _transient_global(config, i: int, stack: str) -> nn.Module:
 
 @register_mixer("routed_attention")
 def _routed_attention(config, i: int, stack: str) -> nn.Module:
-    """CoLT5 conditional attention: 1/4 of the heads light (local), 3/4 heavy (routed)."""
+    """CoLT5 conditional attention: 1/4 of the heads light (local), 3/4 heavy (routed). Options for
+    the choices the paper leaves open: heavy_position_bias (False), router_input ("normalized" |
+    "residual"), router_straight_through (False); see `nn.routed.RoutedAttention`."""
     from frugalformers.nn.routed import RoutedAttention
 
     o = config.options
@@ -231,6 +233,11 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
         iters=o.get("router_iters", 50),
         train_k_factor=o.get("router_train_k_factor", 9 / 8),
         impl=config.attention_impl,
+        heavy_position_bias=o.get("heavy_position_bias", False),
+        router_input=o.get("router_input", "normalized"),
+        straight_through=o.get("router_straight_through", False),
+        relative_buckets=config.relative_buckets,
+        relative_max_distance=config.relative_max_distance,
     )
 
 
@@ -252,6 +259,8 @@ def _routed(config, i: int, stack: str) -> nn.Module:
         eps=o.get("router_eps", 1.0),
         iters=o.get("router_iters", 50),
         train_k_factor=o.get("router_train_k_factor", 9 / 8),
+        router_input=o.get("router_input", "normalized"),
+        straight_through=o.get("router_straight_through", False),
     )
 
 

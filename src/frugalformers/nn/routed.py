@@ -70,6 +70,31 @@ def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.T
     return torch.exp((s + a_star) / eps).clamp(max=1.0)
 
 
+ROUTER_INPUTS = ("normalized", "residual")
+
+
+def gate(weight: torch.Tensor, straight_through: bool) -> torch.Tensor:
+    """The multiplier of a heavy output: the normalised routing score (the paper), or with
+    `straight_through` 1 in the forward pass and the score's gradient in the backward pass."""
+    return weight - weight.detach() + 1.0 if straight_through else weight
+
+
+def router_input(x: torch.Tensor, ctx, reads: str) -> torch.Tensor:
+    """What the routers score: the block's normalised input `x` (default) or the residual stream
+    before the norm (`ctx.extras["residual"]`, set by the layer)."""
+    if reads == "normalized":
+        return x
+    residual = ctx.extras.get("residual") if ctx is not None else None
+    if residual is None:
+        raise ValueError("router_input='residual' needs the layer to pass the residual stream (ctx.extras['residual'])")
+    return residual
+
+
+def _check_router_options(reads: str) -> None:
+    if reads not in ROUTER_INPUTS:
+        raise ValueError(f"router_input={reads!r} is not one of {ROUTER_INPUTS}")
+
+
 def routed_count(n: int, m: int | float) -> int:
     """Routed tokens for a sequence of n: an absolute count, or a fraction of n (m = n/16 default)."""
     count = int(m) if m >= 1 else max(1, int(round(m * n)))
@@ -89,7 +114,8 @@ class Router(nn.Module):
         self.eps, self.iters, self.train_k_factor, self.solver = eps, iters, train_k_factor, solver
 
     def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, n, d), mask (B, n) True for real tokens (padding is never routed first)."""
+        """x (B, n, d): what the router scores (the block input, normalised or not: the caller's
+        choice); mask (B, n) True for real tokens (padding is never routed first)."""
         s = torch.matmul(x.float(), self.u.float())  # (B, n)
         if mask is not None:
             s = s.masked_fill(~mask.bool(), -1e4)
@@ -120,30 +146,44 @@ class RoutedFeedForward(nn.Module):
         eps: float = 1.0,
         iters: int = 50,
         train_k_factor: float = 9 / 8,
+        router_input: str = "normalized",
+        straight_through: bool = False,
     ):
         super().__init__()
+        _check_router_options(router_input)
         self.light = FeedForward(d_model, d_ff_light, activation, gated, bias, dropout)
         self.heavy = FeedForward(d_model, d_ff_heavy, activation, gated, bias, dropout)
         self.router = Router(d_model, eps, iters, train_k_factor)
-        self.routed = routed
+        self.routed, self.router_input, self.straight_through = routed, router_input, straight_through
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_context = True
+
+    def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """x (B, n, d) -> (B, n, d)."""
         B, n, d = x.shape
         m = routed_count(n, self.routed)
-        index, weight = self.router(x, m)  # (B, m)
+        mask = getattr(ctx, "key_padding_mask", None) if ctx is not None else None
+        index, weight = self.router(router_input(x, ctx, self.router_input), m, mask)  # (B, m)
         gather_idx = index[..., None].expand(B, m, d)
         heavy = self.heavy(x.gather(1, gather_idx))  # (B, m, d)
         light = self.light(x)  # (B, n, d); under autocast both are bf16, the weights float32
-        return light.scatter_add(1, gather_idx, (heavy * weight[..., None]).to(light.dtype))
+        g = gate(weight, self.straight_through)
+        return light.scatter_add(1, gather_idx, (heavy * g[..., None]).to(light.dtype))
 
 
 class RoutedAttention(nn.Module):
     """CoLT5 conditional attention (section 3.2): light local attention (radius 127, 1/4 of the heads)
     on every token, plus heavy attention from m routed queries to 2m routed keys/values (3/4 of the
     heads); the key/value *inputs* are scaled by their routing weights, the heavy output by the
-    query weights. Separate routers for queries and keys/values. The heavy branch uses no position
-    bias (the paper does not say; `heavy_bias` is left for a later flag)."""
+    query weights. Separate routers for queries and keys/values.
+
+    Choices the paper leaves open, as flags (defaults first):
+    - `heavy_position_bias=False`: no position signal in the heavy branch; True adds a T5 relative
+      bias (own table) over the original positions of the routed queries and keys.
+    - `router_input="normalized"`: the routers score the block's normalised input; "residual"
+      scores the residual stream before the norm.
+    - `straight_through=False`: outputs are multiplied by the routing scores; True multiplies by
+      1 in the forward pass and keeps the scores' gradient (lucidrains' default)."""
 
     def __init__(
         self,
@@ -160,10 +200,24 @@ class RoutedAttention(nn.Module):
         iters: int = 50,
         train_k_factor: float = 9 / 8,
         impl: str = "sdpa",
+        heavy_position_bias: bool = False,
+        router_input: str = "normalized",
+        straight_through: bool = False,
+        relative_buckets: int = 32,
+        relative_max_distance: int = 128,
     ):
         super().__init__()
         from frugalformers.nn.attention import Attention
         from frugalformers.nn.local_attention import LocalAttention
+        from frugalformers.nn.positions import RelativePositionBias
+
+        _check_router_options(router_input)
+        self.router_input, self.straight_through = router_input, straight_through
+        self.heavy_bias = (
+            RelativePositionBias(n_heads_heavy, relative_buckets, relative_max_distance)
+            if heavy_position_bias
+            else None
+        )
 
         self.light = LocalAttention(
             d_model, n_heads_light, radius, head_dim=head_dim, bias=bias, scale=scale, impl=impl
@@ -180,10 +234,24 @@ class RoutedAttention(nn.Module):
         y = self.light(x, key_padding_mask=mask)  # (B, n, d)
         m = routed_count(n, self.routed)
         m_kv = min(n, int(round(self.kv_factor * m)))
-        qi, qw = self.router_q(x, m, mask)  # (B, m)
-        ki, kw = self.router_kv(x, m_kv, mask)  # (B, m_kv)
+        scored = router_input(x, ctx, self.router_input)
+        qi, qw = self.router_q(scored, m, mask)  # (B, m)
+        ki, kw = self.router_kv(scored, m_kv, mask)  # (B, m_kv)
         xq = x.gather(1, qi[..., None].expand(B, m, d))
-        xkv = x.gather(1, ki[..., None].expand(B, m_kv, d)) * kw[..., None].to(x.dtype)
+        xkv = x.gather(1, ki[..., None].expand(B, m_kv, d)) * gate(kw, self.straight_through)[..., None].to(x.dtype)
         kv_mask = mask.bool().gather(1, ki) if mask is not None else None
-        h = self.heavy(xq, xkv, key_padding_mask=kv_mask)  # (B, m, d)
-        return y.scatter_add(1, qi[..., None].expand(B, m, d), (h * qw[..., None]).to(y.dtype))
+        bias = self._heavy_bias(qi, ki, n) if self.heavy_bias is not None else None  # (B, H, m, m_kv)
+        h = self.heavy(xq, xkv, key_padding_mask=kv_mask, attn_bias=bias)  # (B, m, d)
+        g = gate(qw, self.straight_through)
+        return y.scatter_add(1, qi[..., None].expand(B, m, d), (h * g[..., None]).to(y.dtype))
+
+    def _heavy_bias(self, qi: torch.Tensor, ki: torch.Tensor, n: int) -> torch.Tensor:
+        """T5 relative bias of the routed keys' positions minus the routed queries' positions,
+        gathered per offset first (its backward adds into 2n - 1 rows, not onto the 32-row table)."""
+        from frugalformers.nn.positions import relative_position_bucket
+
+        table = self.heavy_bias
+        offsets = torch.arange(-(n - 1), n, device=qi.device)
+        per_offset = table.weight[relative_position_bucket(offsets, True, table.num_buckets, table.max_distance)]
+        rel = ki[:, None, :] - qi[:, :, None]  # (B, m, m_kv)
+        return per_offset[rel + n - 1].permute(0, 3, 1, 2)  # (B, H, m, m_kv)
