@@ -15,3 +15,21 @@ def test_compiled_decode_step_equals_eager():
     assert compiled == eager
     t5 = build_model("t5-tiny").eval()
     assert generate(t5, prompts, 5, eos_id=1, compile=True) == generate(t5, prompts, 5, eos_id=1)
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    import pytest
+
+    def broken_compile(fn, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("backend compiler failed: no C++ toolchain")
+
+        return run
+
+    torch.manual_seed(0)
+    model = build_model("llama-tiny").eval()
+    prompts = [[5, 6, 7], [8, 9]]
+    eager = generate(model, prompts, 4)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match="compiling the decode step failed.*no C\\+\\+ toolchain"):
+        assert generate(model, prompts, 4, compile=True) == eager

@@ -86,11 +86,38 @@ def generate(
 
 
 def compiled_step(fn, device: torch.device, enabled: bool):
-    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself."""
+    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself.
+
+    Eager fallback: compiling happens on the first call; if it fails (no compiler toolchain, a
+    backend error), a warning names the error and every step runs eagerly. Errors after a first
+    successful compiled call are real and propagate."""
     if not enabled:
         return fn
     mode = "reduce-overhead" if device.type == "cuda" else None
-    return torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
+    compiled = torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
+    state = {"calls": 0, "eager": False}
+
+    def step(*args, **kwargs):
+        if state["eager"]:
+            return fn(*args, **kwargs)
+        state["calls"] += 1
+        if state["calls"] > 1:
+            return compiled(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any compile failure falls back; eager re-raises real errors
+            import warnings
+
+            first_line = str(e).splitlines()[0][:200] if str(e) else ""
+            warnings.warn(
+                f"compiling the decode step failed ({type(e).__name__}: {first_line}); decoding eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            state["eager"] = True
+            return fn(*args, **kwargs)
+
+    return step
 
 
 def _trim(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
