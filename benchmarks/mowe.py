@@ -116,6 +116,7 @@ def model_rows(presets, batch, seq, target, device, autocast, warmup, repeats):
         kw = {"input_ids": ids, "decoder_input_ids": labels, "labels": labels}
         if "mowe" in preset:
             kw["word_ids"] = zipf_ids((batch, seq), ROUTING_VOCAB, device)
+            kw["decoder_word_ids"] = zipf_ids((batch, target), ROUTING_VOCAB, device, seed=1)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
 
         def step(model=model, opt=opt, kw=kw):

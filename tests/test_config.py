@@ -88,3 +88,13 @@ def test_llama_1b_shapes():
         32000,
     )
     assert get_preset("llama-1b-mqa").kv_heads == 1 and get_preset("llama-1b").kv_heads == 16
+
+
+def test_decoder_layer_ffns_are_checked():
+    with pytest.raises(ValueError, match="decoder_layer_ffns has 1 entries but the decoder has 2 layers"):
+        get_preset("t5-tiny").replace(decoder_layer_ffns=("dense",))
+    with pytest.raises(ValueError, match="decoder_layer_ffns is for the t5 family"):
+        get_preset("llama-tiny").replace(decoder_layer_ffns=("dense", "dense"))
+    with pytest.raises(ValueError, match=r"decoder_layer_ffns\[1\]"):
+        get_preset("t5-tiny").replace(decoder_layer_ffns=("dense", "experts"))
+    assert get_preset("mowe-tiny").decoder_layer_ffn(1) == "word_experts"

@@ -12,7 +12,8 @@ Families:
 
 The per-layer recipe: layer i uses mixer `layer_mixers[i]` (default `mixer`) and feed-forward
 `layer_ffns[i]` (default `ffn`), names from the registries in `frugalformers.models.recipe`. For
-T5 the recipe describes the encoder; decoder layers use `decoder_mixer` / `decoder_ffn`.
+T5 the recipe describes the encoder; decoder layers use `decoder_mixer` / `decoder_ffn`, or
+`decoder_layer_ffns[i]` per decoder layer (e.g. MoWE's two decoder word-expert layers).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ModelConfig:
     layer_ffns: tuple[str, ...] | None = None
     decoder_mixer: str = "attention"
     decoder_ffn: str = "dense"
+    decoder_layer_ffns: tuple[str, ...] | None = None  # t5 only: one FFN kind per decoder layer
     attention_impl: str = "sdpa"  # sdpa | reference
     options: dict[str, Any] = field(default_factory=dict)  # block-specific settings of later blocks
 
@@ -102,6 +104,8 @@ class ModelConfig:
             self.layer_mixers = tuple(self.layer_mixers)
         if isinstance(self.layer_ffns, list):
             self.layer_ffns = tuple(self.layer_ffns)
+        if isinstance(self.decoder_layer_ffns, list):
+            self.decoder_layer_ffns = tuple(self.decoder_layer_ffns)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -185,6 +189,16 @@ class ModelConfig:
                 raise ValueError(f"{name} has {len(recipe)} entries but n_layers={self.n_layers}; give one per layer")
             for i, entry in enumerate(recipe):
                 _one_of(f"{name}[{i}]", entry, sorted(registry))
+        if self.decoder_layer_ffns is not None:
+            if self.family != "t5":
+                raise ValueError(f"decoder_layer_ffns is for the t5 family (its decoder stack), not {self.family!r}")
+            if len(self.decoder_layer_ffns) != self.decoder_layers:
+                raise ValueError(
+                    f"decoder_layer_ffns has {len(self.decoder_layer_ffns)} entries but the decoder has "
+                    f"{self.decoder_layers} layers; give one per decoder layer"
+                )
+            for i, entry in enumerate(self.decoder_layer_ffns):
+                _one_of(f"decoder_layer_ffns[{i}]", entry, sorted(FFNS))
         if not isinstance(self.options, dict):
             raise ValueError(f"options={self.options!r} must be a dict of block settings")
 
@@ -218,10 +232,13 @@ class ModelConfig:
     def layer_ffn(self, i: int) -> str:
         return self.layer_ffns[i] if self.layer_ffns is not None else self.ffn
 
+    def decoder_layer_ffn(self, i: int) -> str:
+        return self.decoder_layer_ffns[i] if self.decoder_layer_ffns is not None else self.decoder_ffn
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("layer_mixers", "layer_ffns"):
+        for k in ("layer_mixers", "layer_ffns", "decoder_layer_ffns"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d

@@ -50,9 +50,12 @@ def generate(
     seed: int = 0,
     word_ids: list[list[int]] | None = None,
     compile: bool = False,
+    decoder_word_id=None,
 ) -> list[list[int]]:
     """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
-    routing ids, for encoders with MoWE layers. `compile`: compile the decode step (see above)."""
+    routing ids, for encoders with MoWE layers. `decoder_word_id`: for T5 decoders with MoWE
+    layers, a function from one row's decoder inputs so far to the routing id of the last one
+    (`lambda h: tok.causal_word_ids(h)[-1]`). `compile`: compile the decode step (see above)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -76,6 +79,7 @@ def generate(
                 eos_id,
                 word_ids,
                 compile,
+                decoder_word_id,
             )
         else:
             raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
@@ -165,7 +169,9 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id,
     return _trim(torch.stack(new, 1), eos_id)
 
 
-def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None, compile=False):
+def _generate_t5(
+    model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None, compile=False, decoder_word_id=None
+):
     B, P = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, P), dtype=torch.long, device=device)
@@ -184,11 +190,25 @@ def _generate_t5(model, prompts, max_new, pad_id, device, sampling, eos_id, word
     step = compiled_step(model.decode_step, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    if (
+        decoder_word_id is None
+        and getattr(model.config, "decoder_layer_ffns", None)
+        and ("word_experts" in model.config.decoder_layer_ffns)
+    ):
+        raise ValueError("this model has MoWE decoder layers: pass decoder_word_id (e.g. tok.causal_word_ids)")
+    # each row's decoder inputs so far (only MoWE decoders need them: a host copy per step)
+    history = [[int(x)] for x in tok.tolist()] if decoder_word_id is not None else None
     for t in range(max_new):
-        logits = step(tok[:, None], torch.tensor([t], device=device), mask.bool(), kv).clone()
+        dw = None
+        if decoder_word_id is not None:
+            dw = torch.tensor([[decoder_word_id(h)] for h in history], device=device)  # (B, 1)
+        logits = step(tok[:, None], torch.tensor([t], device=device), mask.bool(), kv, None, dw).clone()
         tok = sample_next(logits[:, -1], *sampling)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         new.append(tok)
+        if history is not None:
+            for h, x in zip(history, tok.tolist(), strict=True):
+                h.append(x)
         if eos_id is not None:
             done |= tok == eos_id
             if bool(done.all()):

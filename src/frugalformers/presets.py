@@ -217,12 +217,13 @@ register_preset("colt5-tiny", "tiny CoLT5 for tests: radius 15, 1/8 of the token
 # ---------------------------------------------------------------- MoWE (dos Santos et al. 2023)
 register_preset(
     "mowe-base",
-    "MoWE-Base (encoder side): T5.1.1-Base whose encoder blocks 5 and 10 are word-expert layers sharing one "
-    "bank of 32768 experts (d_e 64, 3.2B sparse parameters); the paper's 2 decoder MoWE layers are not built yet",
+    "MoWE-Base: T5.1.1-Base whose encoder and decoder blocks 5 and 10 are word-expert layers (the paper's 2 + 2) "
+    "sharing one bank of 32768 experts (d_e 64, 3.2B sparse parameters); decoder tokens route by causal word ids",
 )(
     lambda: _t5(
         **_T5_BASE,
         layer_ffns=tuple("word_experts" if i in (4, 9) else "dense" for i in range(12)),
+        decoder_layer_ffns=tuple("word_experts" if i in (4, 9) else "dense" for i in range(12)),
         options={"mowe_experts": 32768, "mowe_d_expert": 64, "mowe_skip_top": 16},
     )
 )
@@ -244,10 +245,13 @@ register_preset("switch-tiny", "tiny Switch-style T5 for tests: the 2nd encoder 
         options={"n_experts": 8, "routing": "tokens_choose", "capacity_factor": 1.25, "expert_dropout": 0.0},
     )
 )
-register_preset("mowe-tiny", "tiny MoWE: T5.1.1 tiny whose 2nd encoder FFN is a 1024-word-expert layer (d_e 16)")(
+register_preset(
+    "mowe-tiny", "tiny MoWE: T5.1.1 tiny whose 2nd encoder and 2nd decoder FFN share a 1024-word-expert bank (d_e 16)"
+)(
     lambda: _t5(
         **{**_T5_TINY, "n_layers": 2},
         layer_ffns=("dense", "word_experts"),
+        decoder_layer_ffns=("dense", "word_experts"),
         options={"mowe_experts": 1024, "mowe_d_expert": 16, "mowe_skip_top": 16},
     )
 )

@@ -72,8 +72,9 @@ def test_mowe_model_shares_one_bank_and_round_trips(tmp_path):
     from frugalformers import build_model, count_parameters, load, save
 
     model = build_model("mowe-tiny", layer_ffns=("word_experts", "word_experts")).eval()
-    banks = {id(layer.ffn.bank) for layer in model.encoder.layers}
-    assert len(banks) == 1
+    banks = {id(layer.ffn.bank) for stack in (model.encoder, model.decoder) for layer in stack.layers[1:]}
+    banks |= {id(model.encoder.layers[0].ffn.bank)}
+    assert len(banks) == 1  # both encoder layers and the decoder's MoWE layer: one bank
     single = build_model("mowe-tiny", layer_ffns=("dense", "word_experts"))
     dense_ffn = sum(p.numel() for p in single.encoder.layers[0].ffn.parameters())
     assert count_parameters(model) == count_parameters(single) - dense_ffn  # the bank is counted once
@@ -81,7 +82,51 @@ def test_mowe_model_shares_one_bank_and_round_trips(tmp_path):
     save(model, tmp_path)
     again = load(tmp_path).eval()
     with torch.no_grad():
-        a = model(ids, decoder_input_ids=ids, word_ids=words).logits
-        b = again(ids, decoder_input_ids=ids, word_ids=words).logits
+        a = model(ids, decoder_input_ids=ids, word_ids=words, decoder_word_ids=words).logits
+        b = again(ids, decoder_input_ids=ids, word_ids=words, decoder_word_ids=words).logits
     assert torch.equal(a, b)
     assert again.encoder.layers[0].ffn.bank is again.encoder.layers[1].ffn.bank
+
+
+def test_causal_word_ids_route_each_word_once_it_is_complete(demo_data):
+    from frugalformers.train.batches import load_tokenizer
+
+    tok = load_tokenizer("demo", "tiny")
+    ids = tok.encode("the extraordinary film was unbelievably good")
+    full, causal = tok.word_ids(ids), tok.causal_word_ids(ids)
+    starts = [i for i, t in enumerate(ids) if tok.starts_word[t]] + [len(ids)]
+    for s, e in zip(starts[:-1], starts[1:]):
+        assert causal[e - 1] == full[e - 1]  # the word's last piece carries the word's id
+        for t in range(s, e - 1):  # earlier pieces carry the id of their prefix (0 if not a word)
+            assert causal[t] == tok.causal_word_ids(ids[s : t + 1])[-1]
+    assert any(e - s > 1 for s, e in zip(starts[:-1], starts[1:]))  # the sentence has multi-piece words
+    assert tok.causal_word_ids(ids[:3]).tolist() == causal[:3].tolist()  # left to right: no look-ahead
+
+
+def test_decoder_mowe_cached_generation_equals_full_recomputation(demo_data):
+    import pytest
+
+    from frugalformers import build_model
+    from frugalformers.generate import generate
+    from frugalformers.train.batches import load_tokenizer
+
+    tok = load_tokenizer("demo", "tiny")
+    torch.manual_seed(0)
+    model = build_model("mowe-tiny", vocab_size=tok.vocab_size).eval()
+    with torch.no_grad():  # make the shared bank matter
+        model.encoder.layers[1].ffn.bank.w_out.mul_(50)
+    prompt = tok.encode("the film was good and the music was extraordinary") + [tok.eos_id]
+    words = [tok.word_ids(prompt).tolist()]
+    dec_word = lambda h: int(tok.causal_word_ids(h)[-1])  # noqa: E731
+    out = generate(model, [prompt], 6, word_ids=words, decoder_word_id=dec_word)[0]
+    dec_in = [model.config.decoder_start_token_id] + out[:-1]
+    with torch.no_grad():
+        logits = model(
+            torch.tensor([prompt]),
+            decoder_input_ids=torch.tensor([dec_in]),
+            word_ids=torch.tensor(words),
+            decoder_word_ids=torch.tensor([tok.causal_word_ids(dec_in).tolist()]),
+        ).logits
+    assert logits[0].argmax(-1).tolist() == out
+    with pytest.raises(ValueError, match="MoWE decoder layers: pass decoder_word_id"):
+        generate(model, [prompt], 2, word_ids=words)

@@ -79,16 +79,34 @@ class Tokenizer:
         starts = np.flatnonzero(self.starts_word[ids] | (np.arange(len(ids)) == 0))
         ends = np.append(starts[1:], len(ids))
         for s, e in zip(starts.tolist(), ends.tolist()):
-            span = tuple(ids[s:e].tolist())
-            rid = self._span_cache.get(span)
-            if rid is None:
-                if span[0] in self.special_ids:
-                    rid = 0
-                else:
-                    rid = self.routing.get(routing_key(self.sp.decode(list(span)).strip()), 0)
-                self._span_cache[span] = rid
-            out[s:e] = rid
+            out[s:e] = self._span_id(tuple(ids[s:e].tolist()))
         return out
+
+    def causal_word_ids(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """Routing ids a decoder can compute left to right: token t gets the id of the word prefix
+        that ends at t (the pieces since the word's start), 0 if that prefix is not a routing word.
+        A one-piece word gets its own id; a longer word is routed at its last piece, where the prefix
+        is the whole word (its earlier pieces are usually not words, so they pass unrouted). Used for
+        decoder MoWE layers, whose inputs at generation time are only known up to the current token
+        (the paper does not say how its decoder MoWE layers route; this is our choice)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(len(ids), dtype=np.int64)
+        start = 0
+        for t in range(len(ids)):
+            if self.starts_word[ids[t]] or t == 0:
+                start = t
+            out[t] = self._span_id(tuple(ids[start : t + 1].tolist()))
+        return out
+
+    def _span_id(self, span: tuple) -> int:
+        rid = self._span_cache.get(span)
+        if rid is None:
+            if span[0] in self.special_ids:
+                rid = 0
+            else:
+                rid = self.routing.get(routing_key(self.sp.decode(list(span)).strip()), 0)
+            self._span_cache[span] = rid
+        return rid
 
 
 def _training_lines(jsonl: Path, tmp: Path, max_chars: int) -> Path:

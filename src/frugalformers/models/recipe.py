@@ -68,7 +68,7 @@ def build_mixer(config, i: int, stack: str) -> nn.Module:
 
 
 def build_ffn(config, i: int, stack: str) -> nn.Module:
-    name = config.layer_ffn(i) if stack == "encoder" else config.decoder_ffn
+    name = config.layer_ffn(i) if stack == "encoder" else config.decoder_layer_ffn(i)
     return FFNS[name](config, i, stack)
 
 

@@ -116,7 +116,10 @@ class T5Model(nn.Module):
         attention_mask: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         word_ids: torch.Tensor | None = None,
+        decoder_word_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
+        """word_ids / decoder_word_ids: routing ids for encoder / decoder MoWE layers
+        (`Tokenizer.word_ids` of the input, `Tokenizer.causal_word_ids` of the decoder input)."""
         enc, aux = self.encode(input_ids, attention_mask, word_ids)
         dec, dec_aux = self.decoder(
             self.shared(decoder_input_ids),
@@ -124,6 +127,7 @@ class T5Model(nn.Module):
             memory=enc,
             memory_mask=attention_mask.bool() if attention_mask is not None else None,
             token_ids=decoder_input_ids,
+            word_ids=decoder_word_ids,
         )
         add_aux(aux, dec_aux)
         return ModelOutput(hidden=dec, encoder_hidden=enc, aux_losses=aux)
@@ -175,12 +179,15 @@ class T5ForConditionalGeneration(T5Model):
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         word_ids: torch.Tensor | None = None,
+        decoder_word_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels (decoder inputs are labels shifted right)")
             decoder_input_ids = self.shift_right(labels)
-        out = super().forward(input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, word_ids)
+        out = super().forward(
+            input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, word_ids, decoder_word_ids
+        )
         out.logits = self.logits(out.hidden)
         if labels is not None:
             out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
@@ -212,6 +219,7 @@ class T5ForConditionalGeneration(T5Model):
         memory_mask: torch.Tensor | None,
         cross_kv: list,
         decoder_attention_mask: torch.Tensor | None = None,
+        decoder_word_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for new decoder tokens at `input_pos`, using the caches."""
         h, _ = self.decoder(
@@ -221,6 +229,7 @@ class T5ForConditionalGeneration(T5Model):
             input_pos=input_pos,
             cross_kv=cross_kv,
             token_ids=decoder_input_ids,
+            word_ids=decoder_word_ids,
         )
         return self.logits(h)
 

@@ -59,8 +59,10 @@ class PretrainBatches:
         rank: int = 0,
         world: int = 1,
         word_ids: bool = False,
+        decoder_words: bool = False,
     ):
-        """word_ids: also yield the inputs' routing ids (MoWE models; T5 objectives only)."""
+        """word_ids: also yield the inputs' routing ids (MoWE encoders; T5 objectives only);
+        decoder_words: the decoder inputs' causal routing ids (MoWE decoder layers)."""
         self.objective = DEFAULT_OBJECTIVE[family] if objective == "auto" else objective
         allowed = {"bert": ("mlm",), "t5": ("span", "ul2"), "decoder": ("clm",)}[family]
         if self.objective not in allowed:
@@ -75,7 +77,9 @@ class PretrainBatches:
         shards = folder / "shards" / tokenizer
         self.train_tokens, self.train_words, _ = open_shard(shards, "train")
         self.valid_tokens, self.valid_words, _ = open_shard(shards, "valid")
-        self.word_ids = word_ids
+        self.word_ids, self.decoder_words = word_ids, decoder_words
+        if decoder_words and self.objective not in ("span", "ul2"):
+            raise ValueError(f"decoder MoWE layers need a T5 objective (span / ul2), not {self.objective!r}")
         if word_ids and (self.train_words is None or self.objective not in ("span", "ul2")):
             raise ValueError(
                 f"word ids (MoWE) need T5 span / UL2 objectives and shards with routing ids; "
@@ -115,6 +119,8 @@ class PretrainBatches:
         batch = seq2seq_batch(pairs, t.pad_id, self.seq_len, self.target_len)
         if words is not None:
             batch["word_ids"] = pad_batch(in_words, 0, self.seq_len)[0]
+        if self.decoder_words:
+            batch["decoder_word_ids"] = decoder_word_ids(t, [p[1] for p in pairs], self.target_len)
         return batch
 
     def next_batch(self) -> dict:
@@ -144,9 +150,24 @@ class PretrainBatches:
 
 
 def uses_word_ids(model_config) -> bool:
-    """Whether the model has MoWE layers (which read the routing ids of the input words)."""
-    names = set(model_config.layer_ffns or (model_config.ffn,)) | {model_config.decoder_ffn}
-    return "word_experts" in names
+    """Whether the model (its encoder, for T5) has MoWE layers, which read the input words' routing ids."""
+    return "word_experts" in set(model_config.layer_ffns or (model_config.ffn,))
+
+
+def decoder_ffns(model_config) -> tuple[str, ...]:
+    return model_config.decoder_layer_ffns or (model_config.decoder_ffn,)
+
+
+def uses_decoder_word_ids(model_config) -> bool:
+    """Whether the T5 decoder has MoWE layers (routed by `Tokenizer.causal_word_ids`)."""
+    return model_config.family == "t5" and "word_experts" in decoder_ffns(model_config)
+
+
+def decoder_word_ids(tok: Tokenizer, targets: list[list[int]], length: int) -> torch.Tensor:
+    """Routing ids of the decoder inputs (the targets shifted right behind the start token, which
+    is special and so unrouted), causal: `Tokenizer.causal_word_ids`. (B, length), 0-padded."""
+    rows = [tok.causal_word_ids([tok.pad_id] + list(t[: length - 1])).tolist() for t in targets]
+    return pad_batch(rows, 0, length)[0]
 
 
 def pretrain_batches(cfg, model_config) -> PretrainBatches:
@@ -163,6 +184,7 @@ def pretrain_batches(cfg, model_config) -> PretrainBatches:
         cfg.seed,
         model_config.vocab_size,
         word_ids=uses_word_ids(model_config),
+        decoder_words=uses_decoder_word_ids(model_config),
     )
 
 
@@ -187,6 +209,7 @@ class TaskBatches:
     ):
         self.family, self.rows, self.labels, self.tok = family, rows, labels, tok
         self.word_ids = False  # set by the caller for MoWE models (T5 family)
+        self.decoder_words = False  # set by the caller for T5 models with MoWE decoder layers
         self.label_index = {lab: i for i, lab in enumerate(labels)}
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
         self.encoded = {split: self._encode(r) for split, r in rows.items()}
@@ -233,6 +256,8 @@ class TaskBatches:
         batch = seq2seq_batch(pairs, self.tok.pad_id, self.seq_len, self.target_len)
         if self.word_ids:  # MoWE: the routing ids of the source's words
             batch["word_ids"] = pad_batch([self.tok.word_ids(p[0]).tolist() for p in pairs], 0, self.seq_len)[0]
+        if self.decoder_words:  # MoWE decoder layers: causal routing ids of the decoder inputs
+            batch["decoder_word_ids"] = decoder_word_ids(self.tok, [p[1] for p in pairs], self.target_len)
         return batch
 
     def _decoder(self, items) -> dict:

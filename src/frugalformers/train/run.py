@@ -17,6 +17,7 @@ from frugalformers.train.batches import (
     dataset_folder,
     load_tokenizer,
     pretrain_batches,
+    uses_decoder_word_ids,
     uses_word_ids,
 )
 from frugalformers.train.config import RunConfig, save_run_config
@@ -166,7 +167,16 @@ def task_predict(model, batches: TaskBatches, split: str, limit: int | None = No
                 batches._source(a, b)[: batches.seq_len - batches.target_len - 1] + [tok.sep_id] for a, b, _, _ in chunk
             ]
         words = [tok.word_ids(p).tolist() for p in prompts] if batches.word_ids else None
-        outs = generate(model, prompts, batches.target_len, eos_id=tok.eos_id, pad_id=tok.pad_id, word_ids=words)
+        dec_words = (lambda h, tok=tok: int(tok.causal_word_ids(h)[-1])) if batches.decoder_words else None
+        outs = generate(
+            model,
+            prompts,
+            batches.target_len,
+            eos_id=tok.eos_id,
+            pad_id=tok.pad_id,
+            word_ids=words,
+            decoder_word_id=dec_words,
+        )
         preds += [tok.decode([t for t in o if t != tok.eos_id]).strip() for o in outs]
     return preds, golds
 
@@ -209,6 +219,7 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         model.config.family, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
     )
     batches.word_ids = uses_word_ids(model.config)
+    batches.decoder_words = uses_decoder_word_ids(model.config)
 
     def evaluate(m) -> dict:
         preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
