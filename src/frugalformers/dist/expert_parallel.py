@@ -73,6 +73,12 @@ class ExpertParallel:
         """This rank's experts of a stacked (E, ...) tensor."""
         return t[self.first : self.first + self.n_local]
 
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Inverse of `local_slice`: every rank's (E_local, ...) shard -> the full (E, ...) tensor (collective)."""
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous(), group=self.group)
+        return torch.cat(parts)
+
     # ---------------------------------------------------------------- static splits
     def exchange_equal(self, h: torch.Tensor) -> torch.Tensor:
         """h (E, C, d), every expert's C slots from this rank -> (E_local, W*C, d): this rank's
@@ -112,6 +118,12 @@ class ExpertParallel:
         unsorted = out.new_zeros(out.shape).index_copy(0, handle.order, out)
         return AllToAll.apply(unsorted, handle.recv, handle.send, self.group)
 
+    def run_sorted(self, h: torch.Tensor, counts: torch.Tensor, experts) -> torch.Tensor:
+        """`experts(rows, counts)` on this rank's experts for rows h (P, d) sorted by global expert
+        with counts (E,); the results come back (P, d) in h's order (exchange, run, combine)."""
+        h_local, counts_local, handle = self.exchange_sorted(h, counts)
+        return self.combine_sorted(experts(h_local, counts_local), handle)
+
 
 def expert_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules that hold stacked experts: MoE layers and (once each) MoWE banks."""
@@ -146,41 +158,35 @@ def shard_experts(model: torch.nn.Module, group=None) -> list[str]:
     return names
 
 
-def sharded_param_ids(model: torch.nn.Module) -> set[int]:
+def expert_placement(model: torch.nn.Module) -> dict[int, ExpertParallel]:
+    """id(parameter) -> its placement, for every expert-sharded parameter of `model`."""
     return {
-        id(getattr(m, n))
+        id(getattr(m, n)): m.ep
         for m in expert_modules(model)
-        if getattr(m, "ep", None)
+        if getattr(m, "ep", None) is not None
         for n in m.expert_param_names
         if getattr(m, n) is not None
     }
 
 
+def sharded_param_ids(model: torch.nn.Module) -> set[int]:
+    return set(expert_placement(model))
+
+
 def gather_experts(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with every expert-sharded tensor gathered to its full (E, ...) size (collective:
-    every rank calls it). Names are matched through the modules, so shared banks are covered under
-    each of their aliases."""
-    full_by_id: dict[int, torch.Tensor] = {}
-    for m in expert_modules(model):
+    every rank calls it, in the same module order). Names come from the module tree with duplicates,
+    so a shared bank is gathered once and stored under each of its aliases."""
+    out, full_by_id = dict(state), {}
+    for prefix, m in model.named_modules(remove_duplicate=False):
         ep = getattr(m, "ep", None)
-        if ep is None:
+        if ep is None or not hasattr(m, "expert_param_names"):
             continue
         for n in m.expert_param_names:
             p = getattr(m, n)
             if p is None:
                 continue
-            parts = [torch.empty_like(p.detach()) for _ in range(ep.world)]
-            dist.all_gather(parts, p.detach().contiguous(), group=ep.group)
-            full_by_id[id(p)] = torch.cat(parts)
-    out = dict(state)
-    owner = {}
-    for prefix, m in model.named_modules(remove_duplicate=False):
-        if getattr(m, "ep", None) is not None and hasattr(m, "expert_param_names"):
-            for n in m.expert_param_names:
-                p = getattr(m, n)
-                if p is not None:
-                    owner[f"{prefix}.{n}" if prefix else n] = full_by_id[id(p)]
-    for name in out:
-        if name in owner:
-            out[name] = owner[name]
+            if id(p) not in full_by_id:
+                full_by_id[id(p)] = ep.gather(p.detach())
+            out[f"{prefix}.{n}" if prefix else n] = full_by_id[id(p)]
     return out

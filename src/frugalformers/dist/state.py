@@ -14,14 +14,15 @@ import contextlib
 import torch
 from torch import nn
 
-from frugalformers.dist.expert_parallel import expert_modules, gather_experts
+from frugalformers.dist.expert_parallel import expert_placement, gather_experts
 
 
 def _is_dtensor(t) -> bool:
     return type(t).__name__ == "DTensor"
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself, or the whole tensor behind an FSDP2 (DTensor) shard (collective)."""
     return t.full_tensor() if _is_dtensor(t) else t
 
 
@@ -58,47 +59,29 @@ def unsharded(model: nn.Module):
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The full state dict on every rank (collective when sharded: every rank calls it)."""
     model = unwrap(model)
-    state = {k: _full(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
-    if any(getattr(m, "ep", None) is not None for m in expert_modules(model)):
-        state = gather_experts(model, state)
-    return state
+    state = {k: full_tensor(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
+    return gather_experts(model, state)  # expert-parallel shards (none: unchanged)
 
 
 def _param_names(model: nn.Module) -> dict[int, str]:
     return {id(p): n for n, p in unwrap(model).named_parameters()}
 
 
-def _expert_placement(model: nn.Module) -> dict[int, object]:
-    """id(param) -> ExpertParallel for expert-sharded parameters."""
-    out = {}
-    for m in expert_modules(unwrap(model)):
-        if getattr(m, "ep", None) is not None:
-            for n in m.expert_param_names:
-                if getattr(m, n) is not None:
-                    out[id(getattr(m, n))] = m.ep
-    return out
-
-
 def optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Optimizer state with parameters named and tensors full (collective when sharded)."""
-    import torch.distributed as dist
-
-    names, experts = _param_names(model), _expert_placement(model)
+    names, experts = _param_names(model), expert_placement(unwrap(model))
     state = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
             entry = {}
             for k, v in optimizer.state.get(p, {}).items():
                 if isinstance(v, torch.Tensor) and v.dim() > 0:
-                    v = _full(v)
+                    v = full_tensor(v)
                     if id(p) in experts:
-                        ep = experts[id(p)]
-                        parts = [torch.empty_like(v) for _ in range(ep.world)]
-                        dist.all_gather(parts, v.contiguous(), group=ep.group)
-                        v = torch.cat(parts)
+                        v = experts[id(p)].gather(v)
                     v = v.cpu()
                 elif isinstance(v, torch.Tensor):
-                    v = _full(v).cpu()
+                    v = full_tensor(v).cpu()
                 entry[k] = v
             if entry:
                 state[names[id(p)]] = entry
@@ -115,7 +98,7 @@ def load_optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimi
     if not saved.get("by_name"):
         optimizer.load_state_dict(saved)
         return
-    names, experts = _param_names(model), _expert_placement(model)
+    names, experts = _param_names(model), expert_placement(unwrap(model))
     index, state, groups = 0, {}, []
     for g, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
         ids = []

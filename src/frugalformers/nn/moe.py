@@ -277,8 +277,7 @@ class MoEFeedForward(nn.Module):
         if self.ep is None:
             out_sorted = self._run_sorted(h, counts)
         else:  # rows travel to their expert's rank and back (variable splits)
-            h_local, counts_local, handle = self.ep.exchange_sorted(h, counts)
-            out_sorted = self.ep.combine_sorted(self._run_sorted(h_local, counts_local), handle)
+            out_sorted = self.ep.run_sorted(h, counts, self._run_sorted)
         out = torch.empty_like(out_sorted)
         out[order] = out_sorted
         return out

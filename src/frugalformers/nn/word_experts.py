@@ -89,11 +89,13 @@ class WordExperts(nn.Module):
                 out = self._experts(flat[token], expert)
             else:  # rows travel to the rank holding their expert and back
                 counts = torch.bincount(expert, minlength=self.bank.n_experts)
-                h_local, counts_local, handle = ep.exchange_sorted(flat[token], counts)
-                local = torch.arange(ep.n_local, device=x.device).repeat_interleave(counts_local)
-                out = ep.combine_sorted(self._experts(h_local, local), handle)
+                out = ep.run_sorted(flat[token], counts, self._experts_by_count)
             y = y.index_add(0, token, out.to(y.dtype))
         return y.reshape(B, T, d)
+
+    def _experts_by_count(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """h (P, d) sorted by the experts held here, counts (E_here,) -> (P, d)."""
+        return self._experts(h, torch.arange(counts.numel(), device=h.device).repeat_interleave(counts))
 
     def _experts(self, h: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
         """h (P, d) sorted by expert -> (P, d)."""
