@@ -25,7 +25,11 @@ MODES = ("ddp", "fsdp")
 
 
 class RankSlice:
-    """This rank's rows of the global batches of `source` (which keeps the global position)."""
+    """This rank's rows of the global batches of `source` (which keeps the global position).
+
+    Every rank builds the whole global batch (the loader is cheap next to a training step) so that
+    masking and span sampling match one process exactly; `TokenLoader(rank=, world=)` reads
+    disjoint strides instead but ties the data order to the world size."""
 
     def __init__(self, source, env: DistEnv):
         if source.batch_size % env.world_size:
@@ -51,9 +55,6 @@ class RankSlice:
     def tokens_per_batch(self) -> int:
         """Tokens of the global batch (what one optimizer step consumes across ranks)."""
         return self.source.tokens_per_batch
-
-    def __getattr__(self, name):
-        return getattr(self.source, name)
 
 
 class GradSync:

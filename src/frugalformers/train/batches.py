@@ -56,8 +56,6 @@ class PretrainBatches:
         batch_size: int,
         seed: int,
         vocab_size: int,
-        rank: int = 0,
-        world: int = 1,
         word_ids: bool = False,
         decoder_words: bool = False,
     ):
@@ -93,8 +91,6 @@ class PretrainBatches:
             seq_len,
             batch_size,
             seed,
-            rank=rank,
-            world=world,
             words=self.train_words if word_ids else None,
         )
 

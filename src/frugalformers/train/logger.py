@@ -34,7 +34,7 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop records logged after the checkpoint's step (they will be redone)."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         keep = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))

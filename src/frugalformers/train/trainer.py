@@ -26,7 +26,13 @@ from tqdm import tqdm
 
 from frugalformers.dist import env as dist_env
 from frugalformers.dist.data_parallel import RankSlice, wrap_for_data_parallel
-from frugalformers.dist.state import full_model_state, load_optimizer_state_by_name, optimizer_state_by_name, unsharded
+from frugalformers.dist.state import (
+    full_model_state,
+    full_tensor,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+    unsharded,
+)
 from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
 from frugalformers.train.config import RunConfig
 from frugalformers.train.logger import MetricsLogger
@@ -115,7 +121,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     model.to(device)
     step, best, stale, bad_total = 0, None, 0, 0
-    metrics = MetricsLogger(run_dir) if env.is_main else None
+    metrics = MetricsLogger(run_dir, enabled=env.is_main)  # only rank 0 writes
     state = resume_latest(run_dir, model, log) if resume else None  # full weights, before any sharding
     if resume and state is None:
         log(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
@@ -137,11 +143,11 @@ def fit(
         batches.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         step, best, stale, bad_total = state["step"], state["best"], state["stale"], state["bad_total"]
-        if metrics:
-            metrics.truncate_after(step)
+        metrics.truncate_after(step)
         log(f"resumed from step {step}")
     amp = autocast_for(cfg, device)
     train_model = torch.compile(wrapped) if cfg.compile else wrapped
+    no_sync = getattr(wrapped, "no_sync", None)  # DDP: skip the all-reduce on all but the last micro-batch
     family = model.config.family
     from frugalformers.bench.flops import peak_flops
 
@@ -190,7 +196,6 @@ def fit(
         for i, raw in enumerate(micro):
             batch = _to(raw, device)
             last_micro = i == len(micro) - 1
-            no_sync = getattr(wrapped, "no_sync", None)
             sync_ctx = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
             with sync_ctx:
                 with amp():
@@ -217,8 +222,7 @@ def fit(
         elif grad_sync is not None:  # expert shards differ per rank: the norm needs their all_reduce
             grad_norm = grad_sync.clip_grad_norm(cfg.optim.grad_clip)
         else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            grad_norm = grad_norm.full_tensor() if type(grad_norm).__name__ == "DTensor" else grad_norm
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
         if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
             optimizer.zero_grad(set_to_none=True)
             bad_run += 1
@@ -227,8 +231,7 @@ def fit(
             with warnings.catch_warnings():  # the schedule advances with the step count, update or not
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()
-            if metrics:
-                metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
+            metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
             if bad_run >= cfg.max_bad_steps:
                 stop_reason = (
                     f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step {step}); "
@@ -259,15 +262,13 @@ def fit(
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             if flops_per_token and peak:
                 record["mfu"] = 3 * flops_per_token * tps / peak
-            if metrics:
-                metrics.log(record)
+            metrics.log(record)
             bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
             t_last, tokens_since = time.perf_counter(), 0
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             result = run_eval()
             last = {"step": step, **{f"valid_{k}": v for k, v in result.items()}}
-            if metrics:
-                metrics.log(last)
+            metrics.log(last)
             if cfg.early_stop_metric:
                 value = last.get(cfg.early_stop_metric)
                 if value is None:
@@ -282,8 +283,7 @@ def fit(
         if stop_reason:
             break
     bar.close()
-    if metrics:
-        metrics.close()
+    metrics.close()
     if stop_reason and "consecutive" in stop_reason:
         checkpoint()
         raise TrainingStopped(stop_reason)
