@@ -47,41 +47,52 @@ class LocalAttention(Attention):
         return self.o(out.transpose(1, 2).reshape(B, n, H * D))
 
     def _blocked(self, q, k, v, key_padding_mask):
+        B, _, n, _ = q.shape
+        valid = torch.ones(B, n, dtype=torch.bool, device=q.device)
+        if key_padding_mask is not None:
+            valid = key_padding_mask.bool()
+        qb, kw, vw, keep, _ = self._windows(q, k, v, valid)
+        mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, torch.finfo(q.dtype).min)
+        return self._attend_windows(qb, kw, vw, mask[:, :, None], n)  # mask (B, nb, 1, blk, 3*blk)
+
+    def _windows(self, q, k, v, valid):
+        """The block layout of the fast paths. q (B, H, n, D), k / v (B, G, n, D), valid (B, n) ->
+        queries (B, nb, H, blk, D), keys / values of the previous, own and next block
+        (B, nb, G, 3*blk, D), keep (B, nb, blk, 3*blk) (inside the radius and not padding) and the
+        key - query offsets inside a window (blk, 3*blk). blk = radius + 1."""
         B, H, n, D = q.shape
         G = k.shape[1]
         blk = self.radius + 1
         nb = -(-n // blk)
         pad = nb * blk - n
-        valid = torch.ones(B, n, dtype=torch.bool, device=q.device)
-        if key_padding_mask is not None:
-            valid = key_padding_mask.bool()
         # pad to whole blocks, plus one empty block on each side for the neighbours
         q = F.pad(q, (0, 0, 0, pad))
         k = F.pad(k, (0, 0, blk, pad + blk))
         v = F.pad(v, (0, 0, blk, pad + blk))
-        valid = F.pad(valid, (blk, pad + blk), value=False)  # (B, (nb + 2) * blk)
-        qb = q.reshape(B, H, nb, blk, D)  # (B, H, nb, blk, D)
-        kb = k.reshape(B, G, nb + 2, blk, D)
-        vb = v.reshape(B, G, nb + 2, blk, D)
-        kw = torch.cat([kb[:, :, :-2], kb[:, :, 1:-1], kb[:, :, 2:]], dim=3)  # (B, G, nb, 3*blk, D)
-        vw = torch.cat([vb[:, :, :-2], vb[:, :, 1:-1], vb[:, :, 2:]], dim=3)
-        vb_ = valid.reshape(B, nb + 2, blk)
-        kvalid = torch.cat([vb_[:, :-2], vb_[:, 1:-1], vb_[:, 2:]], dim=2)  # (B, nb, 3*blk)
+        kvalid = F.pad(valid, (blk, pad + blk), value=False).reshape(B, nb + 2, blk)
+        kvalid = torch.cat([kvalid[:, :-2], kvalid[:, 1:-1], kvalid[:, 2:]], dim=2)  # (B, nb, 3*blk)
+        kb = k.reshape(B, G, nb + 2, blk, D).transpose(1, 2)  # (B, nb + 2, G, blk, D)
+        vb = v.reshape(B, G, nb + 2, blk, D).transpose(1, 2)
+        kw = torch.cat([kb[:, :-2], kb[:, 1:-1], kb[:, 2:]], dim=3)  # (B, nb, G, 3*blk, D)
+        vw = torch.cat([vb[:, :-2], vb[:, 1:-1], vb[:, 2:]], dim=3)
+        qb = q.reshape(B, H, nb, blk, D).transpose(1, 2)  # (B, nb, H, blk, D)
         qi = torch.arange(blk, device=q.device)[:, None] + blk  # query offset inside the 3-block window
-        kj = torch.arange(3 * blk, device=q.device)[None, :]
-        keep = ((kj - qi).abs() <= self.radius)[None, None] & kvalid[:, :, None, :]  # (B, nb, blk, 3*blk)
-        mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, torch.finfo(q.dtype).min)
-        # (B, H, nb, blk, D) -> (B*nb, H, blk, D)
-        qf = qb.permute(0, 2, 1, 3, 4).reshape(B * nb, H, blk, D)
-        kf = kw.permute(0, 2, 1, 3, 4).reshape(B * nb, G, 3 * blk, D)
-        vf = vw.permute(0, 2, 1, 3, 4).reshape(B * nb, G, 3 * blk, D)
+        rel = torch.arange(3 * blk, device=q.device)[None, :] - qi  # (blk, 3*blk)
+        keep = (rel.abs() <= self.radius)[None, None] & kvalid[:, :, None, :]  # (B, nb, blk, 3*blk)
+        return qb, kw, vw, keep, rel
+
+    def _attend_windows(self, qb, kw, vw, mask, n: int):
+        """SDPA per block: qb (B, nb, H, blk, D), kw / vw (B, nb, G, S, D), additive mask
+        (B, nb, 1 | H, blk, S) -> (B, H, n, D)."""
+        B, nb, H, blk, D = qb.shape
+        G, S = kw.shape[2], kw.shape[3]
         out = F.scaled_dot_product_attention(
-            qf,
-            kf.to(qf.dtype),
-            vf.to(qf.dtype),
-            attn_mask=mask.reshape(B * nb, 1, blk, 3 * blk),
+            qb.reshape(B * nb, H, blk, D),
+            kw.reshape(B * nb, G, S, D).to(qb.dtype),
+            vw.reshape(B * nb, G, S, D).to(qb.dtype),
+            attn_mask=mask.reshape(B * nb, mask.shape[2], blk, S),
             scale=self.scale,
             enable_gqa=G != H,
         )  # (B*nb, H, blk, D)
-        out = out.reshape(B, nb, H, blk, D).permute(0, 2, 1, 3, 4).reshape(B, H, nb * blk, D)
+        out = out.reshape(B, nb, H, blk, D).transpose(1, 2).reshape(B, H, nb * blk, D)
         return out[:, :, :n]

@@ -246,12 +246,6 @@ class RoutedAttention(nn.Module):
         return y.scatter_add(1, qi[..., None].expand(B, m, d), (h * g[..., None]).to(y.dtype))
 
     def _heavy_bias(self, qi: torch.Tensor, ki: torch.Tensor, n: int) -> torch.Tensor:
-        """T5 relative bias of the routed keys' positions minus the routed queries' positions,
-        gathered per offset first (its backward adds into 2n - 1 rows, not onto the 32-row table)."""
-        from frugalformers.nn.positions import relative_position_bucket
-
-        table = self.heavy_bias
-        offsets = torch.arange(-(n - 1), n, device=qi.device)
-        per_offset = table.weight[relative_position_bucket(offsets, True, table.num_buckets, table.max_distance)]
+        """T5 relative bias of the routed keys' positions minus the routed queries' positions."""
         rel = ki[:, None, :] - qi[:, :, None]  # (B, m, m_kv)
-        return per_offset[rel + n - 1].permute(0, 3, 1, 2)  # (B, H, m, m_kv)
+        return self.heavy_bias.by_offset(rel, n).permute(0, 3, 1, 2)  # (B, H, m, m_kv)

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from frugalformers.nn.attention import reference_attention
 from frugalformers.nn.local_attention import LocalAttention, band_mask
 from frugalformers.nn.norms import RMSNorm
-from frugalformers.nn.positions import relative_position_bucket
 
 NEG = -1e10  # the mask value of the official implementation
 
@@ -87,34 +86,24 @@ class TransientGlobalAttention(LocalAttention):
 
     @staticmethod
     def _side_bias(global_table, ids: torch.Tensor, ng: int, H: int) -> torch.Tensor:
-        """Relative bias (B, H, n, ng) of (global block g - the token's block id).
-
-        Gathered in two steps, per relative offset and then per block, so that the backward pass
-        adds into (2 ng - 1) rows and then (ng, ng) rows: gathering the (B, n, ng) bucket ids from the
-        32-row table directly makes its backward pile n * ng atomic adds onto 32 rows (measured: a
-        16k training step 100x slower)."""
+        """Relative bias (B, H, n, ng) of (global block g - the token's block id): per block pair
+        first, then per token, so the backward pass adds 16 tokens into each block row (see
+        `RelativePositionBias.by_offset` for why the table is not indexed per token directly)."""
         B, n = ids.shape
         if global_table is None or ng == 0:
             return torch.zeros(B, H, n, ng, device=ids.device)
-        rel = torch.arange(-(ng - 1), ng, device=ids.device)  # (2ng - 1,) every possible g - block
-        per_offset = global_table.weight[
-            relative_position_bucket(rel, True, global_table.num_buckets, global_table.max_distance)
-        ]  # (2ng - 1, H)
         g = torch.arange(ng, device=ids.device)
-        per_block = per_offset[g[None, :] - g[:, None] + ng - 1]  # (ng blocks, ng globals, H)
+        per_block = global_table.by_offset(g[None, :] - g[:, None], ng)  # (ng blocks, ng globals, H)
         side = per_block[ids.clamp(min=0)]  # (B, n, ng, H); padding rows are masked by the caller
         return side.permute(0, 3, 1, 2).float()
 
-    def _local_bias(self, local_table, rel: torch.Tensor, H: int, span: int) -> torch.Tensor:
+    @staticmethod
+    def _local_bias(local_table, rel: torch.Tensor, H: int, span: int) -> torch.Tensor:
         """Relative bias (H, *rel.shape) of key - query offsets `rel`, |rel| <= span (zeros without a
-        table); gathered per offset first, for the same reason as `_side_bias`."""
+        table)."""
         if local_table is None:
             return torch.zeros(H, *rel.shape, device=rel.device)
-        offsets = torch.arange(-span, span + 1, device=rel.device)
-        per_offset = local_table.weight[
-            relative_position_bucket(offsets, True, local_table.num_buckets, local_table.max_distance)
-        ]  # (2 span + 1, H)
-        return per_offset[rel + span].permute(-1, *range(rel.dim())).float()
+        return local_table.by_offset(rel, span).permute(-1, *range(rel.dim())).float()
 
     def _reference(self, q, k, v, kg, vg, valid, side, local_table):
         """Full attention over [n tokens ++ ng globals] with explicit masks, float32."""
@@ -129,38 +118,13 @@ class TransientGlobalAttention(LocalAttention):
     def _blocked_global(self, q, k, v, kg, vg, valid, side, local_table):
         B, H, n, D = q.shape
         G, ng = k.shape[1], kg.shape[2]
-        blk = self.radius + 1
-        nb = -(-n // blk)
-        pad = nb * blk - n
-        q = F.pad(q, (0, 0, 0, pad))
-        k = F.pad(k, (0, 0, blk, pad + blk))
-        v = F.pad(v, (0, 0, blk, pad + blk))
-        kvalid = F.pad(valid, (blk, pad + blk), value=False).reshape(B, nb + 2, blk)
-        kvalid = torch.cat([kvalid[:, :-2], kvalid[:, 1:-1], kvalid[:, 2:]], dim=2)  # (B, nb, 3*blk)
-        kb, vb = k.reshape(B, G, nb + 2, blk, D), v.reshape(B, G, nb + 2, blk, D)
-        kw = torch.cat([kb[:, :, :-2], kb[:, :, 1:-1], kb[:, :, 2:]], dim=3)  # (B, G, nb, 3*blk, D)
-        vw = torch.cat([vb[:, :, :-2], vb[:, :, 1:-1], vb[:, :, 2:]], dim=3)
-        # every block of queries also sees all ng global keys: (B, G, nb, 3*blk + ng, D)
-        kw = torch.cat([kw, kg[:, :, None].expand(B, G, nb, ng, D)], dim=3)
-        vw = torch.cat([vw, vg[:, :, None].expand(B, G, nb, ng, D)], dim=3)
-        qi = torch.arange(blk, device=q.device)[:, None] + blk  # query offset inside the 3-block window
-        kj = torch.arange(3 * blk, device=q.device)[None, :]
-        local = self._local_bias(local_table, kj - qi, H, 2 * blk)  # (H, blk, 3*blk)
-        keep = ((kj - qi).abs() <= self.radius)[None, None] & kvalid[:, :, None, :]  # (B, nb, blk, 3*blk)
+        qb, kw, vw, keep, rel = self._windows(q, k, v, valid)  # LocalAttention's 3-block windows
+        nb, blk = qb.shape[1], qb.shape[3]
+        # every block of queries also sees all ng global keys: (B, nb, G, 3*blk + ng, D)
+        kw = torch.cat([kw, kg[:, None].expand(B, nb, G, ng, D)], dim=3)
+        vw = torch.cat([vw, vg[:, None].expand(B, nb, G, ng, D)], dim=3)
+        local = self._local_bias(local_table, rel, H, 2 * blk)  # (H, blk, 3*blk)
         local = local[None, None].masked_fill(~keep[:, :, None], NEG)  # (B, nb, H, blk, 3*blk)
-        side = F.pad(side, (0, 0, 0, pad)).reshape(B, H, nb, blk, ng).transpose(1, 2)  # (B, nb, H, blk, ng)
+        side = F.pad(side, (0, 0, 0, nb * blk - n)).reshape(B, H, nb, blk, ng).transpose(1, 2)  # (B, nb, H, blk, ng)
         mask = torch.cat([local.expand(B, nb, H, blk, 3 * blk), side], dim=-1).to(q.dtype)
-        # (B, H, nb, blk, D) -> (B*nb, H, blk, D)
-        qf = q.reshape(B, H, nb, blk, D).transpose(1, 2).reshape(B * nb, H, blk, D)
-        kf = kw.transpose(1, 2).reshape(B * nb, G, 3 * blk + ng, D)
-        vf = vw.transpose(1, 2).reshape(B * nb, G, 3 * blk + ng, D)
-        out = F.scaled_dot_product_attention(
-            qf,
-            kf.to(qf.dtype),
-            vf.to(qf.dtype),
-            attn_mask=mask.reshape(B * nb, H, blk, 3 * blk + ng),
-            scale=self.scale,
-            enable_gqa=G != H,
-        )  # (B*nb, H, blk, D)
-        out = out.reshape(B, nb, H, blk, D).transpose(1, 2).reshape(B, H, nb * blk, D)
-        return out[:, :, :n]
+        return self._attend_windows(qb, kw, vw, mask, n)
