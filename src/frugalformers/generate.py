@@ -99,14 +99,14 @@ def compiled_step(fn, device: torch.device, enabled: bool):
         return fn
     mode = "reduce-overhead" if device.type == "cuda" else None
     compiled = torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
-    state = {"calls": 0, "eager": False}
+    state = {"tried": False, "eager": False}
 
     def step(*args, **kwargs):
         if state["eager"]:
             return fn(*args, **kwargs)
-        state["calls"] += 1
-        if state["calls"] > 1:
+        if state["tried"]:
             return compiled(*args, **kwargs)
+        state["tried"] = True
         try:
             return compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compile failure falls back; eager re-raises real errors
