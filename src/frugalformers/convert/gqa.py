@@ -14,6 +14,8 @@ Query and output projections are untouched. With G_new = G_old the conversion is
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -38,6 +40,13 @@ def pool_heads(t: torch.Tensor, g_old: int, g_new: int, method: str, generator=N
     return pooled.reshape(g_new * (shape[0] // g_old), *shape[1:])
 
 
+def repeat_heads(t: torch.Tensor, g_old: int, n_heads: int, head_dim: int) -> torch.Tensor:
+    """Expand a k / v weight (G*D, d_in) or bias (G*D,) to n_heads heads, each kv head repeated for
+    its query group; `pool_heads(..., "mean")` undoes it exactly."""
+    grouped = t.reshape(g_old, head_dim, -1)  # (G, D, d_in | 1)
+    return grouped.repeat_interleave(n_heads // g_old, 0).reshape(n_heads * head_dim, *t.shape[1:])
+
+
 def convert_attention(attn: Attention, n_kv_heads: int, method: str = "mean", generator=None) -> None:
     """Pool `attn`'s key/value projections to `n_kv_heads` heads, in place."""
     g_old = attn.n_kv_heads
@@ -50,6 +59,12 @@ def convert_attention(attn: Attention, n_kv_heads: int, method: str = "mean", ge
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     if n_kv_heads == g_old:
         return
+    _regroup_kv(attn, n_kv_heads, lambda t: pool_heads(t, g_old, n_kv_heads, method, generator))
+
+
+def _regroup_kv(attn: Attention, n_kv_heads: int, regroup) -> None:
+    """Replace `attn`'s k / v projections by ones with `n_kv_heads` heads, in place; `regroup` maps
+    each weight (G*D, d_in) and bias (G*D,) to its (n_kv_heads*D, ...) counterpart."""
     with torch.no_grad():
         for name in ("k", "v"):
             old: nn.Linear = getattr(attn, name)
@@ -60,9 +75,9 @@ def convert_attention(attn: Attention, n_kv_heads: int, method: str = "mean", ge
                 device=old.weight.device,
                 dtype=old.weight.dtype,
             )
-            new.weight.copy_(pool_heads(old.weight, g_old, n_kv_heads, method, generator))
+            new.weight.copy_(regroup(old.weight))
             if old.bias is not None:
-                new.bias.copy_(pool_heads(old.bias, g_old, n_kv_heads, method, generator))
+                new.bias.copy_(regroup(old.bias))
             setattr(attn, name, new)
     attn.n_kv_heads = n_kv_heads
 
@@ -112,25 +127,10 @@ def expand_model(model: nn.Module, stacks: str = "all") -> nn.Module:
     """The exact multi-head model of a grouped one: each kv head repeated for its query group."""
     config = model.config
     for attn in _attentions(model, stacks):
-        H, G = attn.n_heads, attn.n_kv_heads
+        H, G, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
         if G == H:
             continue
-        with torch.no_grad():
-            for name in ("k", "v"):
-                old = getattr(attn, name)
-                new = nn.Linear(
-                    old.in_features,
-                    H * attn.head_dim,
-                    bias=old.bias is not None,
-                    device=old.weight.device,
-                    dtype=old.weight.dtype,
-                )
-                w = old.weight.reshape(G, attn.head_dim, -1).repeat_interleave(H // G, 0)  # (H, D, d_in)
-                new.weight.copy_(w.reshape(H * attn.head_dim, -1))
-                if old.bias is not None:
-                    new.bias.copy_(old.bias.reshape(G, attn.head_dim).repeat_interleave(H // G, 0).reshape(-1))
-                setattr(attn, name, new)
-        attn.n_kv_heads = H
+        _regroup_kv(attn, H, functools.partial(repeat_heads, g_old=G, n_heads=H, head_dim=D))
     if config.family == "t5":
         model.config = config.replace(
             n_kv_heads=None if stacks != "encoder" else config.n_kv_heads,
