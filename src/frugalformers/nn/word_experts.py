@@ -84,27 +84,23 @@ class WordExperts(nn.Module):
         if token.numel():
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
+            counts = torch.bincount(expert, minlength=self.bank.n_experts)  # (E,)
             ep = self.bank.ep
             if ep is None:
-                out = self._experts(flat[token], expert)
+                out = self._experts(flat[token], counts)
             else:  # rows travel to the rank holding their expert and back
-                counts = torch.bincount(expert, minlength=self.bank.n_experts)
-                out = ep.run_sorted(flat[token], counts, self._experts_by_count)
+                out = ep.run_sorted(flat[token], counts, self._experts)
             y = y.index_add(0, token, out.to(y.dtype))
         return y.reshape(B, T, d)
 
-    def _experts_by_count(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """h (P, d) sorted by the experts held here, counts (E_here,) -> (P, d)."""
-        return self._experts(h, torch.arange(counts.numel(), device=h.device).repeat_interleave(counts))
-
-    def _experts(self, h: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-        """h (P, d) sorted by expert -> (P, d)."""
+    def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
         bank = self.bank
         if h.is_cuda and h.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm"):
-            counts = torch.bincount(expert, minlength=bank.w_in.shape[0])
             offs = counts.cumsum(0).to(torch.int32)
             a = bank.act(torch._grouped_mm(h, bank.w_in.to(h.dtype), offs=offs))
             return torch._grouped_mm(a, bank.w_out.to(h.dtype), offs=offs)
+        expert = torch.arange(counts.numel(), device=h.device).repeat_interleave(counts)  # (P,)
         outs = []
         for s in range(0, h.shape[0], self.chunk):  # gathered weights, memory-bounded
             e = expert[s : s + self.chunk]
