@@ -6,8 +6,8 @@ Run on a machine with 2 GPUs (packed corpus with routing ids first):
     frugal data pack corpus --tokenizer base --words --max-mb 24 --out .pack/corpus-base-words
     python benchmarks/distributed.py --data .pack/corpus-base-words
 
-Every row is a real `frugal train` launched by `python -m torch.distributed.run --standalone
---nproc-per-node N -m frugalformers.cli train ...` (weak scaling: 32 sequences of 512 tokens per
+Every row is a real `frugal train --nproc N ...` (the torchrun command it launches:
+`frugalformers.dist.launch.torchrun_argv`) (weak scaling: 32 sequences of 512 tokens per
 GPU, so the global batch doubles with the GPUs), bf16 autocast, eager. tokens/s is the median of
 the values the run logged (global tokens over wall time, every 5 steps) over its last two thirds;
 "x 1 GPU" divides by the 1-GPU row of the same model measured in the same invocation.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from frugalformers.bench import format_table, hardware, update_results
+from frugalformers.dist.launch import torchrun_argv
 from frugalformers.train.logger import read_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -49,13 +51,12 @@ CASES = [  # (preset, label, GPUs, extra overrides)
 def run_case(
     preset: str, gpus: int, extra: list[str], data: str, steps: int, per_gpu: int, out: Path, timeout: float = 240
 ) -> dict:
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-        "-m", "frugalformers.cli", "train", "--preset", preset, "--no-progress",
+    cmd = torchrun_argv(gpus, [
+        "train", "--preset", preset, "--no-progress",
         f"steps={steps}", f"out={out}", f"data.dataset={data}", "data.tokenizer=base", "data.seq_len=512",
         "data.target_len=128", f"data.batch_size={per_gpu * gpus}", "optim.warmup_steps=10", "log_every=5",
         f"eval_every={steps}", "eval_batches=2", "save_every=0", "save_final=false", *extra,
-    ]  # fmt: skip
+    ])  # fmt: skip
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -69,7 +70,9 @@ def run_case(
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).splitlines()
-        errors = [ln for ln in lines if "Error" in ln and "ChildFailedError" not in ln]
+        # Python errors of the workers, and C++ aborts ("terminate called after throwing ... what(): ...")
+        failed = re.compile(r"Error|Exception|terminate|what\(\)")
+        errors = [ln for ln in lines if failed.search(ln) and "ChildFailedError" not in ln]
         return {"error": "\n".join(errors[:8] or lines[-30:]), "wall_s": wall}
     recs = [r for r in read_metrics(out) if "tokens_per_s" in r]
     steady = recs[len(recs) // 3 :]

@@ -87,7 +87,7 @@ def test_nproc_shortcut_builds_the_torchrun_command():
 
     cmd = torchrun_argv(2, ["train", "--preset", "bert-tiny", "--nproc", "2", "steps=3"])
     assert cmd[1:] == [
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1", "--nproc-per-node=2",
         "-m", "frugalformers.cli", "train", "--preset", "bert-tiny", "steps=3",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="--nproc=0"):

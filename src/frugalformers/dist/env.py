@@ -9,6 +9,7 @@ so one code path serves both.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,25 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
+def _single_host() -> bool:
+    """All ranks on this machine: torchrun's LOCAL_WORLD_SIZE equals WORLD_SIZE."""
+    return os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE")
+
+
+def _bind_gloo_to_loopback() -> None:
+    """On one host, gloo talks over the loopback interface.
+
+    By default gloo binds to whatever the machine's hostname resolves to; on hosts whose name
+    resolves to nothing, or to an address of another machine (containers, CI runners), the
+    workers hang or abort before the first collective. A GLOO_SOCKET_IFNAME set by the user wins.
+    """
+    if "GLOO_SOCKET_IFNAME" in os.environ or not _single_host():
+        return
+    loopback = [name for _, name in socket.if_nameindex() if name == "lo" or name.startswith("lo")]
+    if loopback:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback[0]
+
+
 def init(device: str = "auto") -> DistEnv:
     """Join the torchrun process group if there is one. `device`: auto | cpu | cuda."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -55,6 +75,8 @@ def init(device: str = "auto") -> DistEnv:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
+        if not use_cuda:
+            _bind_gloo_to_loopback()
         dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
     return DistEnv(rank, world, local, dev)
 

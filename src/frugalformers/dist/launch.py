@@ -1,5 +1,8 @@
 """`frugal train --nproc N ...`: a shortcut that re-runs the same command under torchrun
-(`python -m torch.distributed.run --standalone --nproc-per-node N -m frugalformers.cli ...`)."""
+(`python -m torch.distributed.run --standalone --local-addr=127.0.0.1 --nproc-per-node N -m frugalformers.cli ...`).
+
+`--local-addr=127.0.0.1`: one node, so the workers meet on loopback rather than at whatever the
+hostname resolves to (on CI runners and containers that is often nothing, or another machine)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ def torchrun_argv(nproc: int, argv: list[str]) -> list[str]:
         "-m",
         "torch.distributed.run",
         "--standalone",
+        "--local-addr=127.0.0.1",
         f"--nproc-per-node={nproc}",
         "-m",
         "frugalformers.cli",

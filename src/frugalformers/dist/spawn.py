@@ -1,6 +1,6 @@
 """Run a function on W local processes joined in a gloo (CPU) group, as torchrun would set them
 up: for tests and for trying multi-process code on a laptop. `fn(*args)` runs on every rank with
-RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT set and the group initialised; the
+RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT set and the group initialised; the
 list of per-rank return values comes back (they must be picklable)."""
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ def free_port() -> int:
 
 def _entry(rank: int, fn, world: int, port: int, args: tuple, out_dir: str) -> None:
     os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
     from frugalformers.dist import env as dist_env
