@@ -13,9 +13,11 @@ Implementations:
   sequence frequencies negated. A real-to-complex FFT over the hidden axis (d/2 + 1 outputs), a
   complex FFT over the sequence axis on that half only, then the mirror: about half the complex
   traffic of `fft2`, which fills the whole spectrum before its sequence FFT.
-- `impl="dft"`: DFT as real GEMMs on tensor cores. With W = C - iS (C, S the cos and sin
-  matrices) and real x, Re(W_s X W_h) = C_s X C_h - S_s X S_h, computed as two matmuls:
-  Z = X @ [C_h | S_h] (T x 2d), then Y = [C_s | -S_s] @ [Z_c ; Z_s].
+- `impl="dft"`: DFT as real GEMMs on tensor cores, in the autocast dtype. With W = C - iS (C, S
+  the cos and sin matrices) and real x, Re(W_s X W_h) = C_s X C_h - S_s X S_h. Only the half
+  spectrum's d/2 + 1 hidden columns are computed (the mirror above gives the rest), as two
+  matmuls: Z = X @ [C_h | S_h][:, half] (T x 2(d/2+1)), then Y = [C_s | -S_s] @ [Z_c ; Z_s].
+  Per token 2d(d+2) + 2T(d+2) FLOPs, half of the full-spectrum GEMMs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ PADDING = ("fixed", "masked")
 # Sequence lengths up to which `impl="auto"` takes the DFT-as-GEMM path on CUDA. Measured on an H200
 # (benchmarks/fnet.py, mixing sublayer alone, fwd+bwd, bf16 autocast, d_model 768, 32k tokens): the
 # fp32 FFT won at every length from 512 (0.96 vs 1.31 ms) to 8192 (1.14 vs 3.24 ms), so auto never
-# picks the GEMM path there; on CPU the FFT wins too.
+# picks the GEMM path there; on CPU the FFT wins too. Those GEMM timings are of the full-spectrum
+# version (twice the FLOPs of the half-spectrum GEMMs now in `mix`): re-measure before moving this.
 DFT_GEMM_MAX_LEN_CUDA = 0
 
 
@@ -76,13 +79,19 @@ class _Mixer(nn.Module):
         return self.mix(x)
 
 
-def real_fft2_from_half(x: torch.Tensor) -> torch.Tensor:
-    """Re(fft2(x)) over the last two axes of real x (B, T, d), computed on the half spectrum."""
-    T, d = x.shape[-2], x.shape[-1]
-    half = torch.fft.fft(torch.fft.rfft(x, dim=-1), dim=-2).real  # (B, T, d//2 + 1): columns k2 = 0..d//2
-    neg = (-torch.arange(T, device=x.device)) % T  # row of -k1
+def mirror_half_spectrum(half: torch.Tensor, d: int) -> torch.Tensor:
+    """The full real part (B, T, d) from its hidden columns k2 = 0..d//2 (B, T, d//2 + 1):
+    Re X[k1, d - k2] = Re X[-k1, k2] for the 2D DFT X of a real input."""
+    T = half.shape[-2]
+    neg = (-torch.arange(T, device=half.device)) % T  # row of -k1
     mirror = half.index_select(-2, neg)[..., 1 : d - half.shape[-1] + 1].flip(-1)  # k2 = d//2+1 .. d-1
     return torch.cat([half, mirror], dim=-1)  # (B, T, d)
+
+
+def real_fft2_from_half(x: torch.Tensor) -> torch.Tensor:
+    """Re(fft2(x)) over the last two axes of real x (B, T, d), computed on the half spectrum."""
+    half = torch.fft.fft(torch.fft.rfft(x, dim=-1), dim=-2).real  # (B, T, d//2 + 1): columns k2 = 0..d//2
+    return mirror_half_spectrum(half, x.shape[-1])
 
 
 class FourierMixing(_Mixer):
@@ -93,11 +102,17 @@ class FourierMixing(_Mixer):
         self.impl = impl
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _mats(self, n: int, device, dtype):
-        key = (n, device, dtype)
+    def _gemm_mats(self, d: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C_h | S_h] over the half-spectrum columns (d, 2(d//2+1)) and [C_s | -S_s] (T, 2T),
+        built in float64 and rounded once to `dtype`; cached per shape, device and dtype."""
+        key = (d, T, device, dtype)
         if key not in self._cache:
-            c, s = dft_matrices(n, torch.float32, device)
-            self._cache[key] = (c.to(dtype), s.to(dtype))
+            h = d // 2 + 1
+            ch, sh = dft_matrices(d, device=device)
+            cs, ss = dft_matrices(T, device=device)
+            hidden = torch.cat([ch[:, :h], sh[:, :h]], dim=1).to(dtype)  # (d, 2h)
+            seq = torch.cat([cs, -ss], dim=1).to(dtype)  # (T, 2T)
+            self._cache[key] = (hidden, seq)
         return self._cache[key]
 
     def resolved_impl(self, x: torch.Tensor) -> str:
@@ -119,13 +134,13 @@ class FourierMixing(_Mixer):
                     return torch.fft.fft2(x.float(), dim=(-2, -1)).real.to(x.dtype)
                 return real_fft2_from_half(x.float()).to(x.dtype)
         B, T, d = x.shape
+        h = d // 2 + 1
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        ch, sh = self._mats(d, x.device, dtype)
-        cs, ss = self._mats(T, x.device, dtype)
-        z = x.to(dtype) @ torch.cat([ch, sh], dim=1)  # (B, T, 2d): [X C_h | X S_h]
-        z = torch.cat([z[..., :d], z[..., d:]], dim=1)  # (B, 2T, d): [X C_h ; X S_h]
-        y = torch.cat([cs, -ss], dim=1) @ z  # (B, T, d): C_s X C_h - S_s X S_h
-        return y.to(x.dtype)
+        hidden, seq = self._gemm_mats(d, T, x.device, dtype)
+        z = x.to(dtype) @ hidden  # (B, T, 2h): [X C_h | X S_h], half-spectrum columns
+        z = torch.cat([z[..., :h], z[..., h:]], dim=1)  # (B, 2T, h): [X C_h ; X S_h]
+        half = seq @ z  # (B, T, h): C_s X C_h - S_s X S_h
+        return mirror_half_spectrum(half, d).to(x.dtype)
 
 
 class LinearMixing(_Mixer):
