@@ -209,7 +209,8 @@ class MoEFeedForward(nn.Module):
 
     # ---------------------------------------------------------------- routing
     def route(self, xg: torch.Tensor) -> Routing:
-        """xg (G, T, d) -> the flattened routing over token indices of the (G*T) flattening."""
+        """xg (G, T, d) -> the flattened routing over token indices of the (G*T) flattening.
+        Experts-choose pairs come expert-major ((E, G, C) flattened), tokens-choose token-major."""
         G, T, _ = xg.shape
         E = self.n_experts
         logits = self.router(xg)  # (G, T, E) float32
@@ -220,10 +221,13 @@ class MoEFeedForward(nn.Module):
         if self.routing == "experts_choose":
             cap = capacity(cf, T, E, 1, self.min_capacity)
             token, weight, _ = route_experts_choose(probs, cap)  # (G, E, C)
-            expert = torch.arange(E, device=xg.device)[None, :, None].expand_as(token)
+            # flattened expert-major, (E, G, C): the gather then lands in the experts' (E, G*C, d)
+            # layout directly, with no copy of the activations to reorder them
+            flat_token = (token + offsets).transpose(0, 1).reshape(-1)  # (E*G*C,)
+            weight = weight.transpose(0, 1)  # (E, G, C)
+            expert = torch.arange(E, device=xg.device)[:, None, None].expand_as(weight)
             balance = torch.zeros((), device=xg.device)
             keep = None
-            flat_token = (token + offsets).reshape(-1)
         else:
             cap = None if self.routing == "dropless" else capacity(cf, T, E, self.top_k, self.min_capacity)
             expert, weight, keep = route_tokens_choose(probs, self.top_k, cap, self.bpr)  # (G, T, k)
@@ -251,13 +255,12 @@ class MoEFeedForward(nn.Module):
         flat = x.reshape(N, d)
         if self.routing == "experts_choose":
             E = self.n_experts
-            C = r.token.numel() // (G * E)
-            h = flat[r.token].reshape(G, E, C, d).transpose(0, 1).reshape(E, G * C, d)  # (E, G*C, d)
+            h = flat[r.token].reshape(E, -1, d)  # (E, G*C, d): routing is expert-major
             if self.ep is None:
                 res = self.experts(h)
             else:  # (E_local, W*G*C, d) on the experts' ranks, then back
                 res = self.ep.combine_equal(self.experts(self.ep.exchange_equal(h)))
-            out = res.reshape(E, G, C, d).transpose(0, 1).reshape(-1, d)  # (G*E*C, d)
+            out = res.reshape(-1, d)  # (E*G*C, d), the order of r.token
         else:
             out = self._tokens_choose_experts(flat, r)
         out = out * r.weight[:, None].to(out.dtype)  # combine weight = router probability
