@@ -3,6 +3,7 @@ block, and encode + decode time (the paper's Table 8 setting: 16k in, 128 out).
 
     python benchmarks/colt5.py                          # GPU, the full grid
     python benchmarks/colt5.py --seq 4096 16384 --skip-decode
+    python benchmarks/colt5.py --profile                # kernel time by category, 16k tokens
     python benchmarks/colt5.py --smoke                  # CPU, tiny presets
 
 Encoder rows (bf16 autocast, batch 1, median of repeats): CoLT5-Base (ours) against our
@@ -33,7 +34,16 @@ from pathlib import Path
 import torch
 
 from frugalformers import build_model
-from frugalformers.bench import format_table, hardware, measure, plot_lines, update_results, write_json
+from frugalformers.bench import (
+    format_table,
+    hardware,
+    measure,
+    plot_lines,
+    profile_step,
+    profiles_markdown,
+    update_results,
+    write_json,
+)
 from frugalformers.bench.steps import bf16_autocast, step_fns
 
 HERE = Path(__file__).resolve().parent
@@ -115,8 +125,9 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=())
     return rows
 
 
-def block_rows(n, device, warmup, repeats, smoke):
-    """One CoLT5 layer, ours vs colt5-attention, inference; d 768, n tokens, n/16 routed."""
+def block_cases(n, device, smoke):
+    """One CoLT5 layer, ours and colt5-attention's block in each of its modes: ([error rows],
+    [(label, inference fn)]); d 768, n tokens, n/16 routed."""
     d = 64 if smoke else 768
     m = n // 16
     rows = []
@@ -166,12 +177,21 @@ def block_rows(n, device, warmup, repeats, smoke):
                 rows.append({"block": "colt5-attention", "mode": mode, "ms": f"error {type(e).__name__}: {e}"[:90]})
                 continue
             cases.append((f"colt5-attention, {mode}", block, x, bf16_autocast(device) if amp else None))
+    fns = []
     for label, mod, inp, amp in cases:
 
         def fn(mod=mod, inp=inp, amp=amp):
             with torch.no_grad(), amp() if amp else torch.autocast(device, enabled=False):
                 return mod(inp)
 
+        fns.append((label, fn))
+    return rows, fns
+
+
+def block_rows(n, device, warmup, repeats, smoke):
+    """One CoLT5 layer, ours vs colt5-attention, inference; d 768, n tokens, n/16 routed."""
+    rows, cases = block_cases(n, device, smoke)
+    for label, fn in cases:
         row = {"block": label.split(",")[0], "mode": label.split(", ", 1)[1]}
         try:
             t = measure(fn, warmup=warmup, repeats=repeats, device=device)
@@ -188,6 +208,30 @@ def block_rows(n, device, warmup, repeats, smoke):
         if peers:
             rows[0]["vs fastest working peer"] = min(peers) / ok[0]["ms"]
     return rows
+
+
+def profiles(n, device, autocast, smoke):
+    """Kernel time by category at n tokens: our CoLT5 layer and every working colt5-attention mode,
+    then CoLT5-Base, our LongT5-TGlobal-Base and HF LongT5 encoder inference."""
+    out = []
+    _, cases = block_cases(n, device, smoke)
+    for label, fn in cases:
+        try:
+            out.append((f"one layer: {label}, {n} tokens", profile_step(fn, device)))
+        except Exception as e:  # noqa: BLE001 - a peer mode that fails is left out of the profile
+            print(f"{label}: {type(e).__name__}: {str(e)[:80]}", flush=True)
+    ids = torch.randint(5, 500, (1, n), device=device)
+    for label, name in (
+        ("CoLT5-Base (ours)", "colt5-tiny" if smoke else "colt5-base"),
+        ("LongT5-TGlobal-Base (ours)", "longt5-tiny" if smoke else "longt5-base"),
+        ("HF LongT5EncoderModel (tglobal)", None),
+    ):
+        torch.manual_seed(0)
+        model = hf_encoder("longt5", smoke) if name is None else build_model(name, head="encoder", max_seq_len=n)
+        infer, _ = step_fns(model.to(device), ids, autocast)
+        out.append((f"{label}, encoder inference, {n} tokens", profile_step(infer, device)))
+        del model, infer
+    return out
 
 
 def decode_rows(n_in, n_out, device, smoke):
@@ -240,6 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
+    p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -248,6 +293,17 @@ def main(argv=None) -> int:
     if args.smoke:
         args.seq, args.block_seq, args.repeats, args.warmup = [256], 256, 1, 0
     autocast = bf16_autocast(device)
+    if args.profile:
+        md = profiles_markdown(
+            "CoLT5: where the time goes",
+            f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}",
+            profiles(args.block_seq, device, autocast, args.smoke),
+            "Batch 1, inference; ours and HF under bf16 autocast, colt5-attention in the mode each title names.",
+        )
+        print(md)
+        if not args.smoke:
+            update_results(args.results, "colt5-profile", md)
+        return 0
     enc = encoder_rows(args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models)
     blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke)
     dec = (

@@ -13,6 +13,7 @@ mixing costs about as much as the FFN.
 
     python benchmarks/fnet.py                  # eager, all models, all lengths
     python benchmarks/fnet.py --compile        # ours only (FNet-Base, BERT-Base) compiled
+    python benchmarks/fnet.py --compile --profile --seq 512 8192   # kernel time by category
     python benchmarks/fnet.py --smoke          # CPU, tiny
 """
 
@@ -26,7 +27,16 @@ from pathlib import Path
 import torch
 
 from frugalformers import build_model
-from frugalformers.bench import format_table, hardware, measure, plot_lines, update_results, write_json
+from frugalformers.bench import (
+    format_table,
+    hardware,
+    measure,
+    plot_lines,
+    profile_step,
+    profiles_markdown,
+    update_results,
+    write_json,
+)
 from frugalformers.bench.steps import bf16_autocast, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
@@ -111,18 +121,23 @@ def main(argv=None) -> int:
         ],  # fmt: skip
     )
     p.add_argument("--compile", action="store_true", help="torch.compile every model (default models: ours)")
+    p.add_argument(
+        "--profile", action="store_true", help="kernel time by category (default models: ours-bert, ours-fnet-fft)"
+    )
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/)")
     args = p.parse_args(argv)
+    if args.profile and "--models" not in (argv if argv is not None else sys.argv):
+        args.models = ["ours-bert", "ours-fnet-fft"]
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.seq, args.tokens, args.repeats, args.warmup = [32, 64], 128, 2, 1
-    if args.compile and argv is not None and "--models" not in argv:
+    if args.compile and not args.profile and argv is not None and "--models" not in argv:
         args.models = ["ours-bert", "ours-fnet-fft", "ours-fnet-rfft", "ours-fnet-dft"]
     autocast = bf16_autocast(device)
 
-    rows = []
+    rows, profiles = [], []
     for T in args.seq:
         B = max(1, args.tokens // T)
         ids = torch.randint(0, 1000, (B, T), device=device)
@@ -135,6 +150,9 @@ def main(argv=None) -> int:
                 model = torch.compile(model)
             infer, train = step_fns(model, ids, autocast)
             for mode, fn in (("train", train), ("inference", infer)):
+                if args.profile:
+                    profiles.append((f"{label}, {mode}, seq {T} x {B}", profile_step(fn, device)))
+                    continue
                 row = {"model": label, "mode": mode, "seq": T, "batch": B}
                 try:
                     t = measure(fn, warmup=args.warmup, repeats=args.repeats, device=device)
@@ -150,6 +168,18 @@ def main(argv=None) -> int:
             del model
             if device == "cuda":
                 torch.cuda.empty_cache()
+    if args.profile:
+        compiled = " --compile" if args.compile else ""
+        md = profiles_markdown(
+            f"FNet vs BERT: where the time goes ({'torch.compile' if args.compile else 'eager'})",
+            f"python benchmarks/fnet.py{compiled} --profile --seq {' '.join(map(str, args.seq))}",
+            profiles,
+            f"bf16 autocast, {args.tokens} tokens per batch; train = forward + loss + backward + fused AdamW.",
+        )
+        print(md)
+        if not args.smoke:
+            update_results(args.results, "fnet-profile" + ("-compiled" if args.compile else ""), md)
+        return 0
     table = format_table(rows, COLUMNS)
     d = 64 if args.smoke else 768
     mix = mixing_rows(args.seq, d, args.tokens, device, autocast, args.warmup, args.repeats)

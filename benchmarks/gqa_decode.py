@@ -32,7 +32,15 @@ from pathlib import Path
 import torch
 
 from frugalformers import build_model
-from frugalformers.bench import format_table, hardware, plot_lines, update_results, write_json
+from frugalformers.bench import (
+    format_table,
+    hardware,
+    plot_lines,
+    profile_step,
+    profiles_markdown,
+    update_results,
+    write_json,
+)
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
@@ -58,9 +66,10 @@ def copy_bandwidth(device: str) -> float:
 
 
 def decode_step_time(
-    model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False, profile: bool = False
+    model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False, profiles=None
 ) -> float:
-    """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere)."""
+    """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere).
+    With a list `profiles`, the step's kernel profile is appended to it."""
     dtype = next(model.parameters()).dtype
     model.setup_cache(B, ctx + 8, dtype=dtype, device=device)
     for layer in model.layers:
@@ -83,6 +92,8 @@ def decode_step_time(
     with torch.no_grad():
         if not graphs:
             step()
+            if profiles is not None:
+                profiles.append(profile_step(step, device))
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
@@ -102,15 +113,8 @@ def decode_step_time(
         for _ in range(5):
             graph.replay()
         torch.cuda.synchronize()
-        if profile:
-            from torch.profiler import ProfilerActivity
-            from torch.profiler import profile as torch_profile
-
-            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    graph.replay()
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90))
+        if profiles is not None:
+            profiles.append(profile_step(graph.replay, device, steps=5))
         times = []
         for _ in range(repeats):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
     p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
-    p.add_argument("--profile", action="store_true", help="print the kernel-time table of each captured step")
+    p.add_argument("--profile", action="store_true", help="kernel time by category of each step (section -profile)")
     p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
         variants = [v for v in variants if v[0] in args.variants]
     bw = copy_bandwidth(device) if device == "cuda" else None
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    rows = []
+    rows, profiles = [], []
+    step_profiles = [] if args.profile else None
     for label, kv in variants:
         torch.manual_seed(0)
         default = torch.get_default_dtype()
@@ -201,8 +206,10 @@ def main(argv=None) -> int:
                         device == "cuda",
                         args.repeats,
                         "autotune" if args.compile and args.autotune else args.compile,
-                        args.profile,
+                        step_profiles,
                     )
+                    if step_profiles is not None:
+                        profiles.append((f"{label}, batch {B}, ctx {ctx}", step_profiles.pop()))
                 except torch.OutOfMemoryError:
                     row["ms/step"] = "OOM"
                     rows.append(row)
@@ -234,6 +241,19 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else HERE
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
+    shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
+    flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
+    command = "python benchmarks/gqa_decode.py" + flags
+    if profiles:
+        md = profiles_markdown(
+            f"GQA decoding: where a step's time goes{', ' + tag[1:] if args.compile else ''}",
+            command + (shapes if not args.compile else "") + " --profile",
+            profiles,
+            "One decode step replayed from a CUDA graph (eager on CPU), bf16 weights and static cache.",
+        )
+        print(md)
+        if not args.smoke:
+            update_results(args.results, "gqa-decode-profile" + tag.replace("_", "-"), md)
     if args.smoke:
         return 0
     series = {}
@@ -250,9 +270,6 @@ def main(argv=None) -> int:
         f"1B decoder: decode step time vs kv heads (H200, bf16, CUDA graph{', compiled' if args.compile else ''})",
         logx=True,
     )
-    shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
-    flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
-    command = "python benchmarks/gqa_decode.py" + flags
     how = "compiled (torch.compile, static shapes" + (", GEMMs autotuned" if args.autotune else "") + "), then "
     md = (
         f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', ' + tag[1:] + ' step' if args.compile else ''}\n\n"

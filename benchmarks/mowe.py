@@ -2,6 +2,7 @@
 and whole-model training throughput of MoWE-Base vs T5-Base vs Switch-Base.
 
     python benchmarks/mowe.py                 # GPU
+    python benchmarks/mowe.py --profile       # kernel time by category of the layers
     python benchmarks/mowe.py --smoke         # CPU, tiny
 
 Layer rows (bf16 autocast, forward + backward, median of repeats): 32,768 tokens of d 768 whose
@@ -28,7 +29,15 @@ from pathlib import Path
 import torch
 
 from frugalformers import build_model
-from frugalformers.bench import format_table, hardware, measure, update_results, write_json
+from frugalformers.bench import (
+    format_table,
+    hardware,
+    measure,
+    profile_step,
+    profiles_markdown,
+    update_results,
+    write_json,
+)
 from frugalformers.bench.steps import bf16_autocast
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
@@ -45,30 +54,50 @@ def zipf_ids(shape, vocab: int, device, seed: int = 0) -> torch.Tensor:
     return ids.reshape(shape).to(device)
 
 
-def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
-    rows = []
+def layer_inputs(tokens: int, d: int, device):
+    """Activations (B, 512, d), their Zipf routing ids and MixContext, and the routed-token count."""
+    from frugalformers.models.recipe import MixContext
+
     seq = 512 if tokens >= 512 else tokens
     B = tokens // seq
     x = torch.randn(B, seq, d, device=device, requires_grad=True)
     words = zipf_ids((B, seq), ROUTING_VOCAB, device)
-    from frugalformers.models.recipe import MixContext
+    return x, words, MixContext(extras={"word_ids": words}), int((words > 16).sum())
 
-    ctx = MixContext(extras={"word_ids": words})
-    routed = int((words > 16).sum())
 
-    def fwd_bwd(mod, inp, *args):
-        def step():
-            with autocast():
-                y = mod(inp, *args)
-            y.float().square().mean().backward()
+def fwd_bwd(mod, autocast, inp, *args):
+    def step():
+        with autocast():
+            y = mod(inp, *args)
+        y.float().square().mean().backward()
 
-        return step
+    return step
 
+
+def t5_ffn(d: int, device):
+    """The T5.1.1 gated FFN a MoWE layer sits beside (d_ff 2048 at d 768)."""
+    return FeedForward(d, 2048 if d == 768 else 4 * d, "gelu_new", gated=True, bias=False).to(device)
+
+
+def layer_profiles(experts_list, tokens, d, d_e, device, autocast):
+    """Kernel time by category: the T5 FFN, then the word-expert layer at each expert count."""
+    x, _, ctx, _ = layer_inputs(tokens, d, device)
+    out = [("T5.1.1 FFN (gated)", profile_step(fwd_bwd(t5_ffn(d, device), autocast, x), device))]
+    for E in experts_list:
+        torch.manual_seed(0)
+        layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
+        out.append((f"MoWE word experts, {E} experts", profile_step(fwd_bwd(layer, autocast, x, ctx), device)))
+        del layer
+    return out
+
+
+def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
+    rows = []
+    x, words, ctx, routed = layer_inputs(tokens, d, device)
     dense = FeedForward(d, d_e, "gelu_new", gated=False, bias=False).to(device)
     xr = torch.randn(1, routed, d, device=device, requires_grad=True)
-    t_dense = measure(fwd_bwd(dense, xr), warmup=warmup, repeats=repeats, device=device)
-    t5_ffn = FeedForward(d, 2048 if d == 768 else 4 * d, "gelu_new", gated=True, bias=False).to(device)
-    t_t5 = measure(fwd_bwd(t5_ffn, x), warmup=warmup, repeats=repeats, device=device)
+    t_dense = measure(fwd_bwd(dense, autocast, xr), warmup=warmup, repeats=repeats, device=device)
+    t_t5 = measure(fwd_bwd(t5_ffn(d, device), autocast, x), warmup=warmup, repeats=repeats, device=device)
     rows.append({"layer": f"dense {d}->{d_e}->{d}, equal active FLOPs", "experts": 1, "routed tokens": routed,
                  "fwd+bwd ms": t_dense.median_ms, "peak GiB": t_dense.peak_mem_gib})  # fmt: skip
     rows.append({"layer": "T5.1.1 FFN (gated, the FFN MoWE replaces)", "experts": 1, "routed tokens": tokens,
@@ -78,7 +107,7 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
         layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
         touched = int(expert_of(words[words > 16], E).unique().numel())
         try:
-            t = measure(fwd_bwd(layer, x, ctx), warmup=warmup, repeats=repeats, device=device)
+            t = measure(fwd_bwd(layer, autocast, x, ctx), warmup=warmup, repeats=repeats, device=device)
         except torch.OutOfMemoryError:
             rows.append({"layer": "MoWE word experts", "experts": E, "fwd+bwd ms": "OOM"})
             continue
@@ -150,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="kernel time by category of the layers")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -170,6 +200,17 @@ def main(argv=None) -> int:
             ("Switch-Base (336 experts)", "switch-tiny"),
             ("MoWE-Base (32K experts)", "mowe-tiny"),
         ]
+    if args.profile:
+        md = profiles_markdown(
+            "MoWE: where the word-expert layer's time goes",
+            "python benchmarks/mowe.py --profile",
+            layer_profiles(args.experts, args.tokens, d, d_e, device, autocast),
+            f"bf16 autocast, {args.tokens} tokens with Zipf routing ids, experts {d}->{d_e}->{d}, forward + backward.",
+        )
+        print(md)
+        if not args.smoke:
+            update_results(args.results, "mowe-profile", md)
+        return 0
     layers = layer_rows(args.experts, args.tokens, d, d_e, device, autocast, args.warmup, args.repeats)
     models = model_rows(presets, args.batch, seq, target, device, autocast, args.warmup, args.repeats)
     columns = ["layer", "experts", "routed tokens", "experts touched", "fwd+bwd ms", "vs dense equal FLOPs",

@@ -1,13 +1,44 @@
 #!/usr/bin/env bash
-# GPU measurements written but not yet run (device time ran out in the session that wrote them).
-# One H200; run from the repository root with the project on PYTHONPATH (see the device notes in
-# benchmarks/RESULTS.md headers). Each line updates its own section of benchmarks/RESULTS.md.
-# Rough wall times measured or estimated on one H200: colt5 ~3.5 min, mowe ~2 min (untried),
-# sparse_mixer --compile ~3 min (untried), fnet --compile ~2 min.
-set -euo pipefail
-python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # issue 7: the grid and plot after the router / bias fixes
-python3 benchmarks/mowe.py                                                   # issue 8: 4K / 32K / 128K experts; MoWE-Base vs T5-Base vs Switch-Base
-python3 benchmarks/sparse_mixer.py --compile                                 # issue 9: compiled MoE layer and Sparse Mixer
-python3 benchmarks/fnet.py --compile --seq 512 8192                          # issue 6: adds the rfft half-spectrum FNet rows
-# On the 2-GPU machine (nvidia-h200-x2): MoWE-Base now has decoder MoWE layers too; re-measure it.
+# GPU measurements written but not yet run, in parts that each fit one 10-minute device call.
+# One H200; run from the repository root with the project (and the carried wheels) on PYTHONPATH:
+#
+#     bash benchmarks/pending_gpu.sh 1     # then 2, then 3
+#
+# Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
+# the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
+set -uo pipefail
+
+run() {  # run one benchmark, report its wall time and exit status, never stop the part
+    local t0=$SECONDS
+    echo "=== $*"
+    "$@"
+    echo "=== exit $? after $((SECONDS - t0)) s: $*"
+}
+
+case "${1:-}" in
+1)  # issue 7 (grid + plot after the router / bias fixes, and where the layer's time goes), issue 6
+    run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
+    run python3 benchmarks/colt5.py --profile                                       # ~1 min
+    run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min (+ rfft, half-spectrum dft rows)
+    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192               # ~1.5 min
+    ;;
+2)  # issue 9 (compiled MoE layer, Sparse Mixer) and issue 8 (MoWE layer and models)
+    run python3 benchmarks/moe.py --compile                                         # ~2 min
+    run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
+    run python3 benchmarks/sparse_mixer.py --compile                                # ~2 min
+    run python3 benchmarks/sparse_mixer.py --compile --profile                      # ~1 min
+    run python3 benchmarks/mowe.py                                                  # ~2 min
+    run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
+    ;;
+3)  # issue 10: where the compiled decode step's time goes at the target shape
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --profile  # ~3 min
+    run python3 benchmarks/moe.py                                                   # ~1.5 min, eager rows into section moe
+    run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min, eager rows into sparse-mixer-models
+    ;;
+*)
+    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3" >&2
+    exit 2
+    ;;
+esac
+# On the 2-GPU machine (nvidia-h200-x2): MoWE-Base now has decoder MoWE layers too; re-measure it:
 # python3 benchmarks/distributed.py --data .pack/corpus-base-words --steps 30 --presets mowe-base

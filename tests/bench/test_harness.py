@@ -106,7 +106,28 @@ def test_gqa_decode_benchmark_smoke(tmp_path):
 
 def test_sparse_mixer_benchmark_smoke(tmp_path):
     out = run_smoke("sparse_mixer.py", "--out", str(tmp_path))
-    assert "experts_choose" in out and "Fast Sparse Mixer Base" in out
+    assert "Fast Sparse Mixer Base" in out and "HF BertModel" in out
+
+
+def test_moe_benchmark_smoke(tmp_path):
+    out = run_smoke("moe.py", "--out", str(tmp_path))
+    assert "ours experts_choose top-1" in out and "HF SwitchTransformersSparseMLP" in out and "vs dense" in out
+
+
+def test_profile_modes_smoke():
+    """--profile writes kernel time by category; on CPU the GEMMs are aten::mm / bmm / addmm."""
+    out = run_smoke("moe.py", "--profile")
+    assert "ours experts_choose top-1, 4 experts" in out and "| GEMM" in out and "all kernels" in out
+    out = run_smoke("sparse_mixer.py", "--profile")
+    assert "Sparse Mixer Base, train" in out and "| GEMM" in out
+    out = run_smoke("fnet.py", "--profile")
+    assert "FNet-Base (ours, fft), train, seq 32" in out and "| FFT" in out
+    out = run_smoke("colt5.py", "--profile")
+    assert "one layer: ours, bf16 autocast" in out and "HF LongT5EncoderModel (tglobal), encoder inference" in out
+    out = run_smoke("mowe.py", "--profile")
+    assert "MoWE word experts, 256 experts" in out and "| gather / scatter" in out
+    out = run_smoke("gqa_decode.py", "--profile")
+    assert "GQA-4, batch 2, ctx 32" in out and "| GEMM" in out
 
 
 def test_colt5_benchmark_smoke(tmp_path):
