@@ -66,12 +66,20 @@ def copy_bandwidth(device: str) -> float:
 
 
 def decode_step_time(
-    model, B: int, ctx: int, device: str, graphs: bool, repeats: int, compile: bool = False, profiles=None
+    model,
+    B: int,
+    ctx: int,
+    device: str,
+    graphs: bool,
+    repeats: int,
+    compile: bool = False,
+    profiles=None,
+    split_k: bool = False,
 ) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere).
     With a list `profiles`, the step's kernel profile is appended to it."""
     dtype = next(model.parameters()).dtype
-    model.setup_cache(B, ctx + 8, dtype=dtype, device=device)
+    model.setup_cache(B, ctx + 8, dtype=dtype, device=device, split_k=split_k)
     for layer in model.layers:
         layer.mixer.kv_cache.k.normal_(0, 0.5)
         layer.mixer.kv_cache.v.normal_(0, 0.5)
@@ -168,6 +176,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
     p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
     p.add_argument("--profile", action="store_true", help="kernel time by category of each step (section -profile)")
+    p.add_argument(
+        "--split-k",
+        action="store_true",
+        help="also time each step with split-K decode GEMMs (setup_cache(split_k=True))",
+    )
     p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -225,6 +238,15 @@ def main(argv=None) -> int:
                         "GB/s": (weight_bytes + kv_bytes) / ms / 1e6,
                     }
                 )
+                if args.split_k:
+                    sk_ms = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats,
+                                             "autotune" if args.compile and args.autotune else args.compile,
+                                             step_profiles, split_k=True)  # fmt: skip
+                    if step_profiles is not None:
+                        profiles.append((f"{label}, batch {B}, ctx {ctx}, split-K GEMMs", step_profiles.pop()))
+                    row["split-K ms/step"] = sk_ms
+                    row["split-K gain"] = ms / sk_ms
+                    row["split-K / floor"] = sk_ms / floor if floor else None
                 if label in args.hf and B == max(args.batch) and ctx == min(args.ctx):
                     hf_ms = hf_step_time(model, B, ctx, device)
                     row["HF generate ms/step"] = hf_ms
@@ -243,6 +265,7 @@ def main(argv=None) -> int:
     write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
+    flags += " --split-k" if args.split_k else ""
     command = "python benchmarks/gqa_decode.py" + flags
     if profiles:
         md = profiles_markdown(
@@ -296,6 +319,9 @@ COLUMNS = [
     "GB/s",
     "HF generate ms/step",
     "ours vs HF",
+    "split-K ms/step",
+    "split-K gain",
+    "split-K / floor",
 ]
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # GPU measurements written but not yet run, in parts that each fit one 10-minute device call.
 # One H200; run from the repository root with the project (and the carried wheels) on PYTHONPATH:
 #
-#     bash benchmarks/pending_gpu.sh 1     # then 2, then 3
+#     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4
 #
 # Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
@@ -30,13 +30,15 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py                                                  # ~2 min
     run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     ;;
-3)  # issue 10: where the compiled decode step's time goes at the target shape
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --profile  # ~3 min
-    run python3 benchmarks/moe.py                                                   # ~1.5 min, eager rows into section moe
-    run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min, eager rows into sparse-mixer-models
+3)  # issue 10: split-K decode GEMMs against cuBLAS in the same run, and where the step's time goes
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384 --split-k --profile  # ~6 min
+    ;;
+4)  # eager rows of the split benchmarks (sections moe and sparse-mixer-models)
+    run python3 benchmarks/moe.py                                                   # ~1.5 min
+    run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4" >&2
     exit 2
     ;;
 esac

@@ -194,14 +194,14 @@ class T5ForConditionalGeneration(T5Model):
         return out
 
     # ------------------------------------------------------------------ incremental decoding
-    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None) -> None:
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, split_k: bool = False) -> None:
         """Static self-attention caches holding the decoder's kv heads only."""
         device = device or self.shared.weight.device
         dtype = dtype or self.shared.weight.dtype
         for layer in self.decoder.layers:
             m = layer.mixer
             layer.mixer.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
-        set_decoding_fusion(self.decoder, True)  # q/k/v and gate/up as single GEMMs while decoding
+        set_decoding_fusion(self.decoder, True, split_k)  # q/k/v and gate/up as single GEMMs while decoding
 
     def clear_cache(self) -> None:
         for layer in self.decoder.layers:

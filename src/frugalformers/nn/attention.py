@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalformers.nn.fused_linear import fuse_linears
+from frugalformers.nn.fused_linear import decode_linear, fuse_linears
 from frugalformers.nn.positions import apply_rotary
 
 IMPLS = ("sdpa", "reference")
@@ -199,6 +199,7 @@ class Attention(nn.Module):
         self.v = nn.Linear(d_context, n_kv_heads * head_dim, bias=bias)
         self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
+        self.split_k_tiles = 0  # > 0 while decoding with split-K GEMMs (`nn.fused_linear.decode_linear`)
 
     def fuse_projections(self) -> None:
         """q, k, v as one GEMM for self-attention (decoding); see `nn.fused_linear`."""
@@ -245,7 +246,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self._fused_qkv is not None and context is None and kv is None:  # one GEMM for q, k, v
-            qkv = F.linear(x, *self._fused_qkv)  # (B, T, (H + 2G) * D)
+            qkv = decode_linear(x, *self._fused_qkv, self.split_k_tiles)  # (B, T, (H + 2G) * D)
             q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
             q = q.reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
             k = k.reshape(B, T, G, D).transpose(1, 2)  # (B, G, T, D)
@@ -293,4 +294,6 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
+        if self.split_k_tiles:
+            return decode_linear(out, self.o.weight, self.o.bias, self.split_k_tiles)
         return self.o(out)

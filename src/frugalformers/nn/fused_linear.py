@@ -10,12 +10,23 @@ optimizer holding them keeps updating the (now shared) storage, no memory is dup
 module's state dict keeps its names. `model.to(...)` after fusing gives each parameter its own
 storage again; the fused tensor is then stale, which is why callers fuse right before decoding
 (`setup_cache`) and drop the fused tensor afterwards (`clear_cache`).
+
+Split-K (`split_k=True`, opt-in while it is being measured): a decode GEMM has a few rows and N
+outputs, so it has only ~N/128 output tiles, e.g. 16 thread blocks for a 2048-wide projection on
+a GPU with 132 SMs, and cannot stream its weight at full bandwidth. `split_k_linear` cuts K into S
+chunks and runs them as one batched GEMM on views of the input and the weight (no copies, also
+under torch.compile, which passes the strided views to the same extern bmm), then sums the S
+partial products in float32: S times as many thread blocks for the same bytes.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+SPLIT_K_MAX_ROWS = 64  # GEMMs with more rows than this (a prefill) keep one plain GEMM
+SPLIT_K_MIN_CHUNK = 256  # K chunks shorter than this stop paying for their partial sums
 
 
 def fuse_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -34,14 +45,64 @@ def fuse_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor |
     return weight, bias
 
 
-def set_decoding_fusion(module: nn.Module, enabled: bool) -> None:
-    """Fuse (or drop the fused tensors of) every block under `module` that supports it."""
+def split_k_count(n: int, k: int, target_tiles: int, tile_n: int = 128) -> int:
+    """The number of K chunks S (a power of two dividing k, chunks >= SPLIT_K_MIN_CHUNK) that gives
+    a GEMM with `n` outputs at least `target_tiles` output tiles of width `tile_n`, or the most
+    that these constraints allow."""
+    s = 1
+    while -(-n // tile_n) * s < target_tiles and k % (2 * s) == 0 and k // (2 * s) >= SPLIT_K_MIN_CHUNK:
+        s *= 2
+    return s
+
+
+def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, splits: int) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` as `splits` GEMMs over chunks of K, summed in float32.
+
+    x (..., K), weight (N, K) contiguous, K divisible by `splits`."""
+    *lead, K = x.shape
+    N = weight.shape[0]
+    if K % splits:
+        raise ValueError(f"splits={splits} does not divide the input width {K}")
+    c = K // splits
+    xs = x.reshape(-1, splits, c).transpose(0, 1)  # (S, M, c): chunk s of every row, a view
+    ws = weight.view(N, splits, c).permute(1, 2, 0)  # (S, c, N): chunk s of every weight row, transposed view
+    acc = torch.promote_types(x.dtype, torch.float32)
+    y = torch.bmm(xs, ws).to(acc).sum(0)  # (M, N): partial products summed in (at least) float32
+    if bias is not None:
+        y = y + bias.to(acc)
+    return y.to(x.dtype).reshape(*lead, N)  # (..., N)
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target_tiles: int):
+    """`F.linear`, split over K (`split_k_linear`) when `target_tiles` > 0, the GEMM has at most
+    SPLIT_K_MAX_ROWS rows and its N outputs make fewer than `target_tiles` tiles."""
+    if target_tiles and x.numel() // x.shape[-1] <= SPLIT_K_MAX_ROWS:
+        splits = split_k_count(weight.shape[0], weight.shape[1], target_tiles)
+        if splits > 1:
+            return split_k_linear(x, weight, bias, splits)
+    return F.linear(x, weight, bias)
+
+
+def split_k_tiles(device: torch.device) -> int:
+    """Output tiles a decode GEMM should have: two per SM on CUDA (one wave of two blocks per SM);
+    on CPU 64, so that the split path runs (and is tested) there too."""
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 64
+
+
+def set_decoding_fusion(module: nn.Module, enabled: bool, split_k: bool = False) -> None:
+    """Fuse (or drop the fused tensors of) every block under `module` that supports it; with
+    `split_k`, their decode GEMMs also split over K (`decode_linear`)."""
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
                 m.fuse_projections()
+                device = next(m.parameters()).device
+                m.split_k_tiles = split_k_tiles(device) if split_k else 0
             else:
                 m.unfuse_projections()
+                m.split_k_tiles = 0
 
 
 def _is_sharded(m: nn.Module) -> bool:
