@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from frugalformers.nn.routed import RoutedFeedForward, routed_count, soft_topk, soft_topk_exact
+from frugalformers.nn.routed import RoutedFeedForward, routed_count, soft_topk, soft_topk_exact, soft_topk_select
 
 
 @pytest.mark.parametrize("k", [1.0, 3.0, 7.5])
@@ -57,6 +57,24 @@ def test_exact_solver_equals_the_converged_iteration_forward_and_backward(n, k, 
     assert torch.allclose(fast.sum(-1), torch.full((3,), k, dtype=torch.float64))
     # the paper's 50 iterations have converged at these sizes (float32, as the router runs them)
     torch.testing.assert_close(soft_topk_exact(s.float(), k), soft_topk(s.float(), k), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,m", [(16.0, 16), (18.0, 16), (5.0, 40)])
+def test_select_equals_the_top_m_of_the_soft_topk(k, m):
+    """The router's one-sort path: the top m of lambda, their indices and gradients."""
+    torch.manual_seed(0)
+    s = (torch.randn(3, 200, dtype=torch.float64) * 2).requires_grad_(True)
+    g = torch.randn(3, m, dtype=torch.float64)
+    ref_w, ref_i = soft_topk_exact(s, k).topk(m, dim=-1)
+    idx, w = soft_topk_select(s, k, m)
+    # lambda saturates at 1 for the top tokens: compare the chosen set, then the weights per token
+    assert torch.equal(idx.sort(-1).values, ref_i.sort(-1).values)
+    torch.testing.assert_close(w.gather(-1, idx.argsort(-1)), ref_w.gather(-1, ref_i.argsort(-1)))
+    (g_ref,) = torch.autograd.grad((ref_w * g.gather(-1, ref_i.argsort(-1).argsort(-1))).sum(), s)
+    (g_sel,) = torch.autograd.grad((w * g.gather(-1, idx.argsort(-1).argsort(-1))).sum(), s)
+    torch.testing.assert_close(g_sel, g_ref)
+    with pytest.raises(ValueError, match="k=0"):
+        soft_topk_select(s, 0, m)
 
 
 def test_exact_solver_gradcheck():

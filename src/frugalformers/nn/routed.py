@@ -59,15 +59,34 @@ def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.T
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in (0, n={n}]")
     s = scores if scores.dtype == torch.float64 else scores.float()
-    ranked = s.sort(dim=-1, descending=True).values  # (..., n)
+    a_star = _soft_topk_offset(s.sort(dim=-1, descending=True).values, k, eps)
+    return torch.exp((s + a_star) / eps).clamp(max=1.0)
+
+
+def _soft_topk_offset(ranked: torch.Tensor, k: float, eps: float) -> torch.Tensor:
+    """a (..., 1) of `soft_topk_exact` from the scores sorted descending (..., n)."""
+    n = ranked.shape[-1]
     tail = (ranked / eps).flip(-1).logcumsumexp(-1).flip(-1)  # (..., n): logsumexp of ranked[t:]
-    t = torch.arange(n, device=s.device, dtype=s.dtype)
+    t = torch.arange(n, device=ranked.device, dtype=ranked.dtype)
     room = k - t  # (n,) mass left for the unsaturated tokens
-    a = eps * (torch.log(room.clamp(min=torch.finfo(s.dtype).tiny)) - tail)  # (..., n)
+    a = eps * (torch.log(room.clamp(min=torch.finfo(ranked.dtype).tiny)) - tail)  # (..., n)
     fits = (ranked + a <= 0) & (room > 0)  # saturating the top t leaves token t below 1
     first = fits.to(torch.int8).argmax(-1, keepdim=True)  # (..., 1) the smallest such t
-    a_star = a.gather(-1, first)
-    return torch.exp((s + a_star) / eps).clamp(max=1.0)
+    return a.gather(-1, first)
+
+
+def soft_topk_select(scores: torch.Tensor, k: float, m: int, eps: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hard top-m of `soft_topk_exact(scores, k)`: (indices (..., m), lambda there (..., m)).
+
+    lambda is non-decreasing in the score, so its top m are the top m scores: the sort that solves
+    for a also ranks the tokens, and no second top-k over n is needed."""
+    n = scores.shape[-1]
+    if not 0 < k <= n:
+        raise ValueError(f"k={k} must be in (0, n={n}]")
+    s = scores if scores.dtype == torch.float64 else scores.float()
+    ranked, order = s.sort(dim=-1, descending=True)  # (..., n)
+    a_star = _soft_topk_offset(ranked, k, eps)
+    return order[..., :m], torch.exp((ranked[..., :m] + a_star) / eps).clamp(max=1.0)
 
 
 ROUTER_INPUTS = ("normalized", "residual")
@@ -121,9 +140,8 @@ class Router(nn.Module):
             s = s.masked_fill(~mask.bool(), -1e4)
         k = min(x.shape[1], m * self.train_k_factor) if self.training else m
         if self.solver == "exact":
-            lam = soft_topk_exact(s, k, self.eps)  # (B, n)
-        else:
-            lam = soft_topk(s, k, self.eps, self.iters)
+            return soft_topk_select(s, k, m, self.eps)  # (B, m) each: one sort ranks and normalises
+        lam = soft_topk(s, k, self.eps, self.iters)  # (B, n)
         weight, index = lam.topk(m, dim=-1)  # (B, m)
         return index, weight
 
