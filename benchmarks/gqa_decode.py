@@ -44,6 +44,11 @@ from frugalformers.bench import (
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
+ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the default step with --alts
+    "split-K": {"split_k": True},
+    "sdpa-grouped": {"grouped_decode": "sdpa"},
+    "both": {"split_k": True, "grouped_decode": "sdpa"},
+}
 
 
 def copy_bandwidth(device: str) -> float:
@@ -74,12 +79,13 @@ def decode_step_time(
     repeats: int,
     compile: bool = False,
     profiles=None,
-    split_k: bool = False,
+    **decode_options,
 ) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere).
-    With a list `profiles`, the step's kernel profile is appended to it."""
+    With a list `profiles`, the step's kernel profile is appended to it; `decode_options` go to
+    `setup_cache` (the opt-in decode kernels, see ALTS)."""
     dtype = next(model.parameters()).dtype
-    model.setup_cache(B, ctx + 8, dtype=dtype, device=device, split_k=split_k)
+    model.setup_cache(B, ctx + 8, dtype=dtype, device=device, **decode_options)
     for layer in model.layers:
         layer.mixer.kv_cache.k.normal_(0, 0.5)
         layer.mixer.kv_cache.v.normal_(0, 0.5)
@@ -177,9 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
     p.add_argument("--profile", action="store_true", help="kernel time by category of each step (section -profile)")
     p.add_argument(
-        "--split-k",
-        action="store_true",
-        help="also time each step with split-K decode GEMMs (setup_cache(split_k=True))",
+        "--alts", nargs="*", default=[], choices=sorted(ALTS), help="also time each step with these decode kernels"
     )
     p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
@@ -238,15 +242,20 @@ def main(argv=None) -> int:
                         "GB/s": (weight_bytes + kv_bytes) / ms / 1e6,
                     }
                 )
-                if args.split_k:
-                    sk_ms = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats,
-                                             "autotune" if args.compile and args.autotune else args.compile,
-                                             step_profiles, split_k=True)  # fmt: skip
-                    if step_profiles is not None:
-                        profiles.append((f"{label}, batch {B}, ctx {ctx}, split-K GEMMs", step_profiles.pop()))
-                    row["split-K ms/step"] = sk_ms
-                    row["split-K gain"] = ms / sk_ms
-                    row["split-K / floor"] = sk_ms / floor if floor else None
+                timed = {(): ms}  # effective decode options -> ms (MHA has no grouped path to switch)
+                for alt in args.alts:  # the same step with opt-in decode kernels, in the same process
+                    options = {k: v for k, v in ALTS[alt].items() if k != "grouped_decode" or kv < c.n_heads}
+                    key = tuple(sorted(options.items()))
+                    if key not in timed:
+                        timed[key] = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats,
+                                                      "autotune" if args.compile and args.autotune else args.compile,
+                                                      step_profiles, **options)  # fmt: skip
+                        if step_profiles is not None:
+                            profiles.append((f"{label}, batch {B}, ctx {ctx}, {alt}", step_profiles.pop()))
+                    alt_ms = timed[key]
+                    row[f"{alt} ms/step"] = alt_ms
+                    row[f"{alt} gain"] = ms / alt_ms
+                    row[f"{alt} / floor"] = alt_ms / floor if floor else None
                 if label in args.hf and B == max(args.batch) and ctx == min(args.ctx):
                     hf_ms = hf_step_time(model, B, ctx, device)
                     row["HF generate ms/step"] = hf_ms
@@ -265,7 +274,10 @@ def main(argv=None) -> int:
     write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
-    flags += " --split-k" if args.split_k else ""
+    flags += f" --alts {' '.join(args.alts)}" if args.alts else ""
+    # a run over some variants writes its own sections (the full run's stay)
+    subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""
+    flags += f" --variants {' '.join(args.variants)}" if args.variants else ""
     command = "python benchmarks/gqa_decode.py" + flags
     if profiles:
         md = profiles_markdown(
@@ -276,7 +288,7 @@ def main(argv=None) -> int:
         )
         print(md)
         if not args.smoke:
-            update_results(args.results, "gqa-decode-profile" + tag.replace("_", "-"), md)
+            update_results(args.results, "gqa-decode-profile" + tag.replace("_", "-") + subset, md)
     if args.smoke:
         return 0
     series = {}
@@ -302,7 +314,7 @@ def main(argv=None) -> int:
         f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
         f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}.png)\n"
     )
-    update_results(args.results, "gqa-decode" + tag.replace("_", "-"), md)
+    update_results(args.results, "gqa-decode" + tag.replace("_", "-") + subset, md)
     return 0
 
 
@@ -319,9 +331,7 @@ COLUMNS = [
     "GB/s",
     "HF generate ms/step",
     "ours vs HF",
-    "split-K ms/step",
-    "split-K gain",
-    "split-K / floor",
+    *(f"{alt} {col}" for alt in ALTS for col in ("ms/step", "gain", "/ floor")),
 ]
 
 if __name__ == "__main__":

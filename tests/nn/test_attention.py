@@ -152,15 +152,16 @@ def test_bf16_autocast_runs_and_is_close():
 
 @pytest.mark.parametrize("G", [1, 2, 4, 8])
 def test_grouped_decode_path_equals_reference(G):
-    """Decoding with a cache takes the grouped-matmul path (K/V read once per group) for G < H."""
+    """Decoding with a cache takes the grouped path (K/V read once per group) for G < H, by matmuls
+    (default) or by SDPA on the regrouped queries; both equal the reference."""
     attn = Attention(64, n_heads=8, n_kv_heads=G, causal=True).eval()
     x = torch.randn(3, 12, 64)
     mask = torch.ones(3, 16, dtype=torch.bool)
     mask[1, :3] = False  # left padding in the cache
     bias = torch.randn(1, 8, 1, 16)
     outs = {}
-    for impl in ("sdpa", "reference"):
-        attn.impl = impl
+    for impl, grouped in (("sdpa", "matmul"), ("sdpa", "sdpa"), ("reference", "matmul")):
+        attn.impl, attn.grouped_decode = impl, grouped
         cache = KVCache(3, G, 16, 8)
         attn(x[:, :6], kv_cache=cache, input_pos=torch.arange(6), key_padding_mask=mask)
         outs[impl] = torch.cat(
@@ -172,4 +173,18 @@ def test_grouped_decode_path_equals_reference(G):
             ],
             1,
         )
+        outs[impl if impl == "reference" else grouped] = outs.pop(impl)
+    assert (outs["matmul"] - outs["reference"]).abs().max() <= 1e-5
     assert (outs["sdpa"] - outs["reference"]).abs().max() <= 1e-5
+
+
+def test_grouped_decode_option_is_checked_and_reset():
+    from frugalformers import build_model
+
+    model = build_model("llama-tiny-gqa4")
+    with pytest.raises(ValueError, match="grouped_decode='flash'"):
+        model.setup_cache(1, 8, grouped_decode="flash")
+    model.setup_cache(1, 8, grouped_decode="sdpa")
+    assert {layer.mixer.grouped_decode for layer in model.layers} == {"sdpa"}
+    model.clear_cache()
+    assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}

@@ -78,8 +78,21 @@ class DecoderLM(nn.Module):
             out.loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return out
 
-    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, split_k: bool = False) -> None:
-        """Static KV caches `(B, G, max_len, D)` in every layer: only the G kv heads are stored."""
+    def setup_cache(
+        self,
+        batch: int,
+        max_len: int,
+        dtype=None,
+        device=None,
+        split_k: bool = False,
+        grouped_decode: str = "matmul",
+    ) -> None:
+        """Static KV caches `(B, G, max_len, D)` in every layer: only the G kv heads are stored.
+
+        Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
+        splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
+        grouped kv heads with SDPA on regrouped queries instead of two matmuls.
+        """
         if max_len > self.config.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds max_seq_len={self.config.max_seq_len}")
         device = device or self.embed.weight.device
@@ -87,7 +100,8 @@ class DecoderLM(nn.Module):
         for layer in self.layers:
             m = layer.mixer
             m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
-        set_decoding_fusion(self.layers, True, split_k)  # q/k/v and gate/up as single GEMMs while decoding
+        # q/k/v and gate/up as single GEMMs while decoding, and the opt-in decode kernels
+        set_decoding_fusion(self.layers, True, split_k, grouped_decode)
 
     def clear_cache(self) -> None:
         for layer in self.layers:

@@ -194,14 +194,28 @@ class T5ForConditionalGeneration(T5Model):
         return out
 
     # ------------------------------------------------------------------ incremental decoding
-    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, split_k: bool = False) -> None:
-        """Static self-attention caches holding the decoder's kv heads only."""
+    def setup_cache(
+        self,
+        batch: int,
+        max_len: int,
+        dtype=None,
+        device=None,
+        split_k: bool = False,
+        grouped_decode: str = "matmul",
+    ) -> None:
+        """Static self-attention caches holding the decoder's kv heads only.
+
+        Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
+        splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
+        grouped kv heads with SDPA on regrouped queries instead of two matmuls.
+        """
         device = device or self.shared.weight.device
         dtype = dtype or self.shared.weight.dtype
         for layer in self.decoder.layers:
             m = layer.mixer
             layer.mixer.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
-        set_decoding_fusion(self.decoder, True, split_k)  # q/k/v and gate/up as single GEMMs while decoding
+        # q/k/v and gate/up as single GEMMs while decoding, and the opt-in decode kernels
+        set_decoding_fusion(self.decoder, True, split_k, grouped_decode)
 
     def clear_cache(self) -> None:
         for layer in self.decoder.layers:

@@ -100,27 +100,45 @@ def build_attention_mask(
     return mask
 
 
+GROUPED_DECODE = ("matmul", "sdpa")
+
+
 def grouped_decode_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    impl: str = "matmul",
 ) -> torch.Tensor:
     """Attention for a few query positions against a long cache, reading each kv head once.
 
     q (B, H, T, D) with small T, k/v (B, G, S, D). The H query heads are regrouped as (G, r*T) rows
-    per kv head, r = H / G, so one batched matmul per kv head covers its whole query group: K and V
-    are never repeated (SDPA with a mask and `enable_gqa` expands them). Softmax in float32.
+    per kv head, r = H / G, so each kv head serves its whole query group at once: K and V are never
+    repeated (SDPA with a mask and `enable_gqa` expands them). The regrouped problem is plain
+    attention with G heads and r*T query rows, computed by
+    - `impl="matmul"`: two batched matmuls around a float32 softmax (the measured default);
+    - `impl="sdpa"`: `F.scaled_dot_product_attention` on the regrouped heads (the kernel MHA decoding
+      uses, with no expansion; opt-in while it is being measured).
     """
+    if impl not in GROUPED_DECODE:
+        raise ValueError(f"impl={impl!r} is not a grouped decode path; use one of {GROUPED_DECODE}")
     B, H, T, D = q.shape
     G, S = k.shape[1], k.shape[2]
     r = H // G
     qg = q.reshape(B, G, r * T, D)  # (B, G, r*T, D): head h = g*r + j, rows ordered (j, t)
-    scores = torch.matmul(qg, k.transpose(-1, -2)).float() * scale  # (B, G, r*T, S)
-    if mask is not None:  # (B|1, H|1, T, S) -> (B|1, G|1, r*T|1.., S)
-        m = mask.float()
-        if m.shape[1] == 1:
-            m = m.expand(m.shape[0], 1, T, S).repeat(1, 1, r, 1)  # (B|1, 1, r*T, S)
+    m = None
+    if mask is not None:  # (B|1, H|1, T, S) -> (B|1, G|1, r*T, S)
+        if mask.shape[1] == 1:
+            m = mask.expand(mask.shape[0], 1, T, S).repeat(1, 1, r, 1)  # (B|1, 1, r*T, S)
         else:
-            m = m.reshape(m.shape[0], G, r * T, S)
-        scores = scores + m
+            m = mask.reshape(mask.shape[0], G, r * T, S)
+    if impl == "sdpa":
+        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=None if m is None else m.to(q.dtype), scale=scale)
+        return out.reshape(B, H, T, D)  # (B, G, r*T, D) -> (B, H, T, D)
+    scores = torch.matmul(qg, k.transpose(-1, -2)).float() * scale  # (B, G, r*T, S)
+    if m is not None:
+        scores = scores + m.float()
     probs = scores.softmax(-1).to(v.dtype)
     out = torch.matmul(probs, v)  # (B, G, r*T, D)
     return out.reshape(B, H, T, D)
@@ -200,6 +218,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
         self.split_k_tiles = 0  # > 0 while decoding with split-K GEMMs (`nn.fused_linear.decode_linear`)
+        self.grouped_decode = "matmul"  # how grouped kv heads are attended while decoding (`grouped_decode_attention`)
 
     def fuse_projections(self) -> None:
         """q, k, v as one GEMM for self-attention (decoding); see `nn.fused_linear`."""
@@ -277,7 +296,7 @@ class Attention(nn.Module):
             # decoding with grouped kv heads: one pass over each cached kv head for its whole query group
             # (SDPA with a mask and enable_gqa expands K/V; for MHA, measured on an H200, SDPA is ~10% faster)
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
-            out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale)
+            out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.grouped_decode)
         else:
             simple_causal = causal and key_padding_mask is None and attn_bias is None and q_pos is None and T == S
             mask = None

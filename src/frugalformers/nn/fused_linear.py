@@ -91,9 +91,16 @@ def split_k_tiles(device: torch.device) -> int:
     return 64
 
 
-def set_decoding_fusion(module: nn.Module, enabled: bool, split_k: bool = False) -> None:
+def set_decoding_fusion(
+    module: nn.Module, enabled: bool, split_k: bool = False, grouped_decode: str = "matmul"
+) -> None:
     """Fuse (or drop the fused tensors of) every block under `module` that supports it; with
-    `split_k`, their decode GEMMs also split over K (`decode_linear`)."""
+    `split_k`, their decode GEMMs also split over K (`decode_linear`); `grouped_decode` picks how
+    attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`)."""
+    from frugalformers.nn.attention import GROUPED_DECODE  # (attention imports this module)
+
+    if grouped_decode not in GROUPED_DECODE:
+        raise ValueError(f"grouped_decode={grouped_decode!r} is not one of {GROUPED_DECODE}")
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
@@ -103,6 +110,8 @@ def set_decoding_fusion(module: nn.Module, enabled: bool, split_k: bool = False)
             else:
                 m.unfuse_projections()
                 m.split_k_tiles = 0
+        if hasattr(m, "grouped_decode"):
+            m.grouped_decode = grouped_decode if enabled else "matmul"
 
 
 def _is_sharded(m: nn.Module) -> bool:
