@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.config import ModelConfig
+from frugalformers.models.decoding import attach_caches, detach_caches
 from frugalformers.models.layers import PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
 from frugalformers.models.recipe import MixContext
-from frugalformers.nn.attention import KVCache
-from frugalformers.nn.fused_linear import set_decoding_fusion
 from frugalformers.nn.norms import make_norm
 from frugalformers.nn.positions import LearnedPositions, RotaryEmbedding
 
@@ -78,32 +77,13 @@ class DecoderLM(nn.Module):
             out.loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return out
 
-    def setup_cache(
-        self,
-        batch: int,
-        max_len: int,
-        dtype=None,
-        device=None,
-        split_k: bool = False,
-        grouped_decode: str = "matmul",
-    ) -> None:
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, **decode_options) -> None:
         """Static KV caches `(B, G, max_len, D)` in every layer: only the G kv heads are stored.
-
-        Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
-        splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
-        grouped kv heads with SDPA on regrouped queries instead of two matmuls.
-        """
+        `decode_options`: the opt-in decode kernels of `models.decoding.attach_caches`."""
         if max_len > self.config.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds max_seq_len={self.config.max_seq_len}")
-        device = device or self.embed.weight.device
-        dtype = dtype or self.embed.weight.dtype
-        for layer in self.layers:
-            m = layer.mixer
-            m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
-        # q/k/v and gate/up as single GEMMs while decoding, and the opt-in decode kernels
-        set_decoding_fusion(self.layers, True, split_k, grouped_decode)
+        dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
+        attach_caches(self.layers, self.layers, batch, max_len, dtype, device, **decode_options)
 
     def clear_cache(self) -> None:
-        for layer in self.layers:
-            layer.mixer.kv_cache = None
-        set_decoding_fusion(self.layers, False)
+        detach_caches(self.layers, self.layers)

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.config import ModelConfig
+from frugalformers.models.decoding import attach_caches, detach_caches
 from frugalformers.models.layers import PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
 from frugalformers.models.recipe import MixContext, share_word_expert_bank
-from frugalformers.nn.attention import Attention, KVCache
+from frugalformers.nn.attention import Attention
 from frugalformers.nn.ffn import FeedForward
-from frugalformers.nn.fused_linear import set_decoding_fusion
 from frugalformers.nn.norms import RMSNorm, make_norm
 from frugalformers.nn.positions import RelativePositionBias
 
@@ -194,33 +194,14 @@ class T5ForConditionalGeneration(T5Model):
         return out
 
     # ------------------------------------------------------------------ incremental decoding
-    def setup_cache(
-        self,
-        batch: int,
-        max_len: int,
-        dtype=None,
-        device=None,
-        split_k: bool = False,
-        grouped_decode: str = "matmul",
-    ) -> None:
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, **decode_options) -> None:
         """Static self-attention caches holding the decoder's kv heads only.
-
-        Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
-        splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
-        grouped kv heads with SDPA on regrouped queries instead of two matmuls.
-        """
-        device = device or self.shared.weight.device
-        dtype = dtype or self.shared.weight.dtype
-        for layer in self.decoder.layers:
-            m = layer.mixer
-            layer.mixer.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
-        # q/k/v and gate/up as single GEMMs while decoding, and the opt-in decode kernels
-        set_decoding_fusion(self.decoder, True, split_k, grouped_decode)
+        `decode_options`: the opt-in decode kernels of `models.decoding.attach_caches`."""
+        dtype, device = dtype or self.shared.weight.dtype, device or self.shared.weight.device
+        attach_caches(self.decoder, self.decoder.layers, batch, max_len, dtype, device, **decode_options)
 
     def clear_cache(self) -> None:
-        for layer in self.decoder.layers:
-            layer.mixer.kv_cache = None
-        set_decoding_fusion(self.decoder, False)
+        detach_caches(self.decoder, self.decoder.layers)
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of the encoder output, computed once per input."""

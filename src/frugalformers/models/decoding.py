@@ -1,0 +1,41 @@
+"""Static KV caches and decode kernels for a stack of decoder layers (decoder-only and T5).
+
+`attach_caches` gives every layer's self-attention a static `KVCache` holding only its G kv heads
+and switches the stack to its decoding form (`nn.fused_linear.set_decoding_fusion`: q/k/v and
+gate/up as single GEMMs, plus the opt-in decode kernels); `detach_caches` undoes both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from frugalformers.nn.attention import KVCache
+from frugalformers.nn.fused_linear import set_decoding_fusion
+
+
+def attach_caches(
+    stack: nn.Module,
+    layers,
+    batch: int,
+    max_len: int,
+    dtype: torch.dtype,
+    device,
+    split_k: bool = False,
+    grouped_decode: str = "matmul",
+) -> None:
+    """Caches `(batch, G, max_len, D)` on every layer's mixer; `stack` holds the layers.
+
+    Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
+    splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
+    grouped kv heads with SDPA on regrouped queries instead of two matmuls."""
+    set_decoding_fusion(stack, True, split_k, grouped_decode)  # checks the options first
+    for layer in layers:
+        m = layer.mixer
+        m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)
+
+
+def detach_caches(stack: nn.Module, layers) -> None:
+    for layer in layers:
+        layer.mixer.kv_cache = None
+    set_decoding_fusion(stack, False)
