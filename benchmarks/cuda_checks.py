@@ -2,7 +2,8 @@
 
 Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softmax reference
 (fp32 reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks,
-in fp32 and bf16; and cached decoding vs a full forward for the decoder family.
+in fp32 and bf16; cached decoding vs a full forward for the decoder family (default step and the
+opt-in decode kernels); `generate(compile=True)` vs eager generation.
 
     python benchmarks/cuda_checks.py
 """
@@ -57,19 +58,33 @@ def main() -> int:
                             "limit": limit,
                         }
                     )
-    model = build_model("llama-tiny-gqa4", d_model=256, n_heads=8, n_kv_heads=2).to(dev).eval()
+    model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
     ids = torch.randint(0, 8192, (2, 64), device=dev)
-    with torch.no_grad():
-        full = model(ids).logits
-        model.setup_cache(2, 64)
-        steps = [model(ids[:, :16], input_pos=torch.arange(16, device=dev)).logits]
-        for t in range(16, 64):
-            steps.append(model(ids[:, t : t + 1], input_pos=torch.tensor([t], device=dev)).logits)
-    err = rel(torch.cat(steps, 1), full)
-    ok &= err < 1e-3
-    rows.append(
-        {"check": "decoder cached decode vs full", "heads": "8/2", "dtype": "float32", "rel err": err, "limit": 1e-3}
-    )
+    for options in ({}, {"split_k": True}, {"grouped_decode": "sdpa"}):  # the default and the opt-in decode kernels
+        for dtype in (torch.float32, torch.bfloat16):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                full = model(ids).logits
+                model.setup_cache(2, 64, **options)
+                steps = [model(ids[:, :16], input_pos=torch.arange(16, device=dev)).logits]
+                for t in range(16, 64):
+                    steps.append(model(ids[:, t : t + 1], input_pos=torch.tensor([t], device=dev)).logits)
+                model.clear_cache()
+            err, limit = rel(torch.cat(steps, 1), full), 1e-3 if dtype == torch.float32 else 3e-2
+            ok &= err < limit
+            name = "decoder cached decode vs full" + "".join(f", {k}={v}" for k, v in options.items())
+            rows.append(
+                {"check": name, "heads": "8/2", "dtype": str(dtype).split(".")[-1], "rel err": err, "limit": limit}
+            )
+    # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
+    from frugalformers.generate import generate
+
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    eager = generate(model, prompts, 24)
+    compiled = generate(model, prompts, 24, compile=True)
+    same = eager == compiled
+    ok &= same
+    rows.append({"check": "generate(compile=True) tokens == eager", "heads": "8/2", "dtype": "float32",
+                 "rel err": 0.0 if same else 1.0, "limit": 0.5})  # fmt: skip
     print(format_table(rows))
     print(hardware())
     print("ALL OK" if ok else "FAILURES")

@@ -16,7 +16,8 @@ run() {  # run one benchmark, report its wall time and exit status, never stop t
 }
 
 case "${1:-}" in
-1)  # issue 7 (grid + plot after the router / bias fixes, and where the layer's time goes), issue 6
+1)  # GPU fast paths vs references (incl. the opt-in decode kernels, generate(compile=True)); issues 7 and 6
+    run python3 benchmarks/cuda_checks.py                                           # ~1 min
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     run python3 benchmarks/colt5.py --profile                                       # ~1 min
     run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min (+ rfft, half-spectrum dft rows)
