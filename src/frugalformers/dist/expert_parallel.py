@@ -111,7 +111,7 @@ class ExpertParallel:
         got = AllToAll.apply(h, send, recv, self.group)  # (sum recv, d): source-major, expert-minor
         local_expert = torch.arange(El, device=h.device).repeat(W).repeat_interleave(got_counts.reshape(-1))
         order = local_expert.argsort(stable=True)  # regroup by local expert
-        return got[order], got_counts.sum(0), SortedHandle(order, send, recv)
+        return got.index_select(0, order), got_counts.sum(0), SortedHandle(order, send, recv)
 
     def combine_sorted(self, out: torch.Tensor, handle: SortedHandle) -> torch.Tensor:
         """Inverse of `exchange_sorted`: results (P_local, d) -> (P, d) in the sender's order."""

@@ -7,6 +7,10 @@ top-k, losses) run in float32 whatever the autocast dtype. Experts are stacked w
 (E, d, d_ff) / (E, d_ff, d) run as batched matmuls; dispatch is a gather and combine an
 `index_add_`, never a dense one-hot [tokens, experts, capacity] tensor.
 
+Gathers are `index_select` and scatters `index_add` / `index_copy`, never advanced indexing
+(`x[idx]`): on CUDA the backward of advanced indexing sorts the indices (pytorch#15245, #41162),
+that of `index_select` adds atomically.
+
 Routing (`routing=`):
 - `experts_choose` (Zhou et al. 2022; Sparse Mixer's default): each expert takes its top-C tokens
   of the group by router probability, C = max(round(cf * T / E), min_capacity); a token's expert
@@ -255,7 +259,7 @@ class MoEFeedForward(nn.Module):
         flat = x.reshape(N, d)
         if self.routing == "experts_choose":
             E = self.n_experts
-            h = flat[r.token].reshape(E, -1, d)  # (E, G*C, d): routing is expert-major
+            h = flat.index_select(0, r.token).reshape(E, -1, d)  # (E, G*C, d): routing is expert-major
             if self.ep is None:
                 res = self.experts(h)
             else:  # (E_local, W*G*C, d) on the experts' ranks, then back
@@ -276,7 +280,7 @@ class MoEFeedForward(nn.Module):
             return self.experts(flat.new_zeros(E, -(-r.token.numel() // E), d)).reshape(-1, d)[: r.token.numel()]
         order = r.expert.argsort(stable=True)  # tokens sorted by expert
         counts = torch.bincount(r.expert, minlength=self.n_experts)
-        h = flat[r.token[order]]  # (P, d)
+        h = flat.index_select(0, r.token[order])  # (P, d)
         if self.ep is None:
             out_sorted = self._run_sorted(h, counts)
         else:  # rows travel to their expert's rank and back (variable splits)
@@ -303,9 +307,9 @@ class MoEFeedForward(nn.Module):
         starts = torch.cumsum(counts, 0) - counts
         slot = torch.arange(h.shape[0], device=h.device) - starts.repeat_interleave(counts)
         e_sorted = torch.arange(E, device=h.device).repeat_interleave(counts)
-        buf = h.new_zeros(E, max(cmax, 1), d)
-        buf[e_sorted, slot] = h
-        return self.experts(buf)[e_sorted, slot]  # (P, d)
+        rows = e_sorted * max(cmax, 1) + slot  # (P,) row of each token in the flattened (E * max_count) buffer
+        buf = h.new_zeros(E * max(cmax, 1), d).index_copy(0, rows, h).reshape(E, max(cmax, 1), d)
+        return self.experts(buf).reshape(-1, d).index_select(0, rows)  # (P, d)
 
 
 def _grouped_mm_ok(h: torch.Tensor, w: torch.Tensor) -> bool:

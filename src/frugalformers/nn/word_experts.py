@@ -87,9 +87,9 @@ class WordExperts(nn.Module):
             counts = torch.bincount(expert, minlength=self.bank.n_experts)  # (E,)
             ep = self.bank.ep
             if ep is None:
-                out = self._experts(flat[token], counts)
+                out = self._experts(flat.index_select(0, token), counts)
             else:  # rows travel to the rank holding their expert and back
-                out = ep.run_sorted(flat[token], counts, self._experts)
+                out = ep.run_sorted(flat.index_select(0, token), counts, self._experts)
             y = y.index_add(0, token, out.to(y.dtype))
         return y.reshape(B, T, d)
 
@@ -104,8 +104,8 @@ class WordExperts(nn.Module):
         outs = []
         for s in range(0, h.shape[0], self.chunk):  # gathered weights, memory-bounded
             e = expert[s : s + self.chunk]
-            a = bank.act(torch.bmm(h[s : s + self.chunk, None], bank.w_in[e]))  # (c, 1, d_e)
-            outs.append(torch.bmm(a, bank.w_out[e])[:, 0])  # (c, d)
+            a = bank.act(torch.bmm(h[s : s + self.chunk, None], bank.w_in.index_select(0, e)))  # (c, 1, d_e)
+            outs.append(torch.bmm(a, bank.w_out.index_select(0, e))[:, 0])  # (c, d)
         return torch.cat(outs)
 
     def reference_forward(self, x: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
