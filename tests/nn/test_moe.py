@@ -118,11 +118,22 @@ def test_per_example_groups_make_eval_independent_of_the_batch():
     assert not torch.allclose(grouped(x)[0][1:2], grouped(x[1:2])[0], atol=1e-6)
 
 
-def test_bf16_autocast_on_cpu():
-    moe = MoEFeedForward(16, 24, n_experts=4, routing="tokens_choose", min_capacity=1)
+@pytest.mark.parametrize("routing", ["experts_choose", "tokens_choose", "dropless"])
+def test_bf16_autocast_on_cpu(routing):
+    """Under autocast the rows are dispatched in bf16 (half the bytes; CUDA's grouped GEMM needs
+    bf16 operands) while the router reads the float32 input; the output is the input's dtype and
+    matches the float32 layer to bf16 tolerance."""
+    torch.manual_seed(0)
+    moe = MoEFeedForward(16, 24, n_experts=4, routing=routing, min_capacity=1)
+    x = torch.randn(2, 8, 16)
+    seen = []
+    moe.experts = lambda h, f=moe.experts: seen.append(h.dtype) or f(h)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, aux = moe(torch.randn(2, 8, 16))
+        y, aux = moe(x)
     assert y.dtype == torch.float32 and aux["moe_z"].dtype == torch.float32 and torch.isfinite(y).all()
+    assert seen == [torch.bfloat16]
+    ref, _ = moe(x)
+    assert (y - ref).abs().max() < 2e-2 * ref.abs().max()
 
 
 def test_group_count_rule():

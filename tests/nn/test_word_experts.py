@@ -130,3 +130,19 @@ def test_decoder_mowe_cached_generation_equals_full_recomputation(demo_data):
     assert logits[0].argmax(-1).tolist() == out
     with pytest.raises(ValueError, match="MoWE decoder layers: pass decoder_word_id"):
         generate(model, [prompt], 2, word_ids=words)
+
+
+def test_autocast_dispatches_bf16_rows_and_returns_the_input_dtype():
+    """Under autocast the routed rows reach the experts in bf16 (the CUDA grouped-GEMM path needs
+    bf16 operands; the residual stream stays float32) and the output comes back in float32."""
+    torch.manual_seed(0)
+    layer = WordExperts(WordExpertBank(8, 16, 4), skip_top=2)
+    x = torch.randn(2, 6, 16)
+    ctx = MixContext(extras={"word_ids": torch.randint(0, 40, (2, 6))})
+    seen = []
+    layer._experts = lambda h, counts, f=layer._experts: seen.append(h.dtype) or f(h, counts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x, ctx)
+    assert seen == [torch.bfloat16] and y.dtype == torch.float32
+    ref = layer(x, ctx)
+    assert (y - ref).abs().max() < 2e-2 * ref.abs().max()

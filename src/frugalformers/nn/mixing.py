@@ -28,6 +28,8 @@ import math
 import torch
 from torch import nn
 
+from frugalformers.nn.precision import compute_dtype
+
 IMPLS = ("fft", "rfft", "dft", "auto")
 PADDING = ("fixed", "masked")
 
@@ -135,7 +137,7 @@ class FourierMixing(_Mixer):
                 return real_fft2_from_half(x.float()).to(x.dtype)
         B, T, d = x.shape
         h = d // 2 + 1
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        dtype = compute_dtype(x)
         hidden, seq = self._gemm_mats(d, T, x.device, dtype)
         z = x.to(dtype) @ hidden  # (B, T, 2h): [X C_h | X S_h], half-spectrum columns
         z = torch.cat([z[..., :h], z[..., h:]], dim=1)  # (B, 2T, h): [X C_h ; X S_h]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.nn.ffn import activation_fn
+from frugalformers.nn.precision import compute_dtype
 
 ROUTINGS = ("experts_choose", "tokens_choose", "dropless")
 
@@ -255,8 +256,8 @@ class MoEFeedForward(nn.Module):
         N = B * T
         G = B if self.per_example_groups else num_groups(N, self.max_group_size)
         xg = x.reshape(G, N // G, d)  # (G, T_g, d)
-        r = self.route(xg)
-        flat = x.reshape(N, d)
+        r = self.route(xg)  # the router reads x itself, in float32
+        flat = x.reshape(N, d).to(compute_dtype(x))  # rows move (and meet the GEMMs) in the compute dtype
         if self.routing == "experts_choose":
             E = self.n_experts
             h = flat.index_select(0, r.token).reshape(E, -1, d)  # (E, G*C, d): routing is expert-major

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from frugalformers.nn.ffn import activation_fn
+from frugalformers.nn.precision import compute_dtype
 
 KNUTH = 2654435761
 
@@ -77,7 +78,8 @@ class WordExperts(nn.Module):
         B, T, d = x.shape
         if x.device.type == "meta":  # FLOP counting: every token through one expert (the active cost)
             return self.bank.act(x @ self.bank.w_in[0]) @ self.bank.w_out[0]
-        flat, ids = x.reshape(B * T, d), word_ids.reshape(B * T)
+        # rows move (and meet the GEMMs) in the compute dtype: bf16 under autocast, so CUDA takes _grouped_mm
+        flat, ids = x.reshape(B * T, d).to(compute_dtype(x)), word_ids.reshape(B * T)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
         y = torch.zeros_like(flat)
@@ -91,7 +93,7 @@ class WordExperts(nn.Module):
             else:  # rows travel to the rank holding their expert and back
                 out = ep.run_sorted(flat.index_select(0, token), counts, self._experts)
             y = y.index_add(0, token, out.to(y.dtype))
-        return y.reshape(B, T, d)
+        return y.reshape(B, T, d).to(x.dtype)
 
     def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
