@@ -146,3 +146,39 @@ def test_autocast_dispatches_bf16_rows_and_returns_the_input_dtype():
     assert seen == [torch.bfloat16] and y.dtype == torch.float32
     ref = layer(x, ctx)
     assert (y - ref).abs().max() < 2e-2 * ref.abs().max()
+
+
+def _grouped_mm_reference(a, b, offs):
+    """torch._grouped_mm's 2D x 3D contract on CPU: rows offs[g-1]:offs[g] times b[g]."""
+    out, start = [], 0
+    for g, end in enumerate(offs.tolist()):
+        out.append(a[start:end] @ b[g])
+        start = end
+    return torch.cat(out)
+
+
+def test_grouped_path_runs_the_touched_experts_only(monkeypatch):
+    """The grouped-GEMM dispatch (CUDA's path, here with a CPU stand-in for torch._grouped_mm) gathers
+    the touched experts' weights, equals the per-token loop, and sends gradient to them only."""
+    from frugalformers.nn import word_experts
+
+    torch.manual_seed(0)
+    layer = WordExperts(WordExpertBank(64, 16, 4), skip_top=2)
+    x = torch.randn(2, 12, 16, requires_grad=True)
+    ids = torch.randint(0, 30, (2, 12))
+    ctx = MixContext(extras={"word_ids": ids})
+    calls = []
+    monkeypatch.setattr(word_experts, "_grouped_mm_applies", lambda h: True)
+
+    def grouped_mm(a, b, offs):
+        calls.append(b.shape[0])
+        return _grouped_mm_reference(a, b, offs)
+
+    monkeypatch.setattr(torch, "_grouped_mm", grouped_mm, raising=False)
+    y = layer(x, ctx)
+    touched = expert_of(ids[ids > 2], 64).unique()
+    assert calls == [touched.numel(), touched.numel()]  # (U, ...) weights, not the whole bank
+    torch.testing.assert_close(y, layer.reference_forward(x, ids))
+    y.square().sum().backward()
+    has_grad = layer.bank.w_in.grad.flatten(1).abs().sum(1) > 0
+    assert torch.equal(has_grad.nonzero().squeeze(-1), touched)
