@@ -109,6 +109,29 @@ def test_dropless_equals_padded_tokens_choose_when_nothing_is_dropped():
     assert torch.allclose(a(x)[0], b(x)[0], atol=1e-6)
 
 
+def test_dropless_grouped_gemm_path_with_an_idle_expert(monkeypatch):
+    """The dropless grouped-GEMM path (CUDA's; torch >= 2.9 has a CPU kernel of the same contract)
+    equals the per-token loop forward and backward, also when an expert gets no token."""
+    from frugalformers.nn import moe as moe_module
+
+    torch.manual_seed(0)
+    moe = MoEFeedForward(16, 24, n_experts=4, routing="dropless", top_k=1).eval()
+    with torch.no_grad():
+        moe.router.proj.bias[3] = -100.0  # expert 3 is never anyone's top-1
+    x = torch.randn(2, 8, 16, requires_grad=True)
+    ref = loop_reference(moe, x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    monkeypatch.setattr(moe_module, "_grouped_mm_ok", lambda h, w: True)
+    groups = []
+    real = torch._grouped_mm
+    monkeypatch.setattr(torch, "_grouped_mm", lambda a, b, offs: groups.append(b.shape[0]) or real(a, b, offs=offs))
+    y, _ = moe(x)
+    assert groups == [3, 3]  # the idle expert has no group
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-5)
+
+
 def test_per_example_groups_make_eval_independent_of_the_batch():
     moe = MoEFeedForward(16, 24, n_experts=4, min_capacity=1, per_example_groups=True).eval()
     x = torch.randn(3, 8, 16)

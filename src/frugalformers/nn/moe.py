@@ -294,12 +294,15 @@ class MoEFeedForward(nn.Module):
         """Rows h (P, d) sorted by expert, counts (E_here,) over the experts held here -> (P, d)."""
         E, d = self.w_in.shape[0], h.shape[1]
         if self.routing == "dropless" and _grouped_mm_ok(h, self.w_in) and self.w_gate is None:
-            offs = counts.cumsum(0).to(torch.int32)
-            a = torch._grouped_mm(h, self.w_in.to(h.dtype), offs=offs)
+            # groups for the experts that have rows only: the backward of a grouped GEMM with an
+            # empty group fails (seen with torch 2.13's CPU kernel), and there is nothing to compute
+            present = counts.nonzero().squeeze(-1)  # (U,)
+            offs = counts.index_select(0, present).cumsum(0).to(torch.int32)  # (U,) end row of each group
+            a = torch._grouped_mm(h, self.w_in.index_select(0, present).to(h.dtype), offs=offs)  # (P, d_ff)
             if self.b_in is not None:
                 a = a + self.b_in.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
             a = self.act(a)
-            out_sorted = torch._grouped_mm(a, self.w_out.to(a.dtype), offs=offs)
+            out_sorted = torch._grouped_mm(a, self.w_out.index_select(0, present).to(a.dtype), offs=offs)  # (P, d)
             if self.b_out is not None:
                 out_sorted = out_sorted + self.b_out.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
             return self.dropout(out_sorted)
