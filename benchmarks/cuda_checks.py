@@ -3,13 +3,16 @@
 Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softmax reference
 (fp32 reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks,
 in fp32 and bf16; cached decoding vs a full forward for the decoder family (default step and the
-opt-in decode kernels); `generate(compile=True)` vs eager generation.
+opt-in decode kernels); the grouped-GEMM dispatch of MoE (dropless) and MoWE; `generate(compile=True)`
+vs eager generation.
 
     python benchmarks/cuda_checks.py
+    python benchmarks/cuda_checks.py --smoke   # the same checks on the CPU, small (a dry run)
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -23,23 +26,33 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def main() -> int:
-    if not torch.cuda.is_available():
+def record(rows: list[dict], check: str, err: float, limit: float, **cols) -> bool:
+    """Add a row; True when the error is under its limit."""
+    rows.append({"check": check, **cols, "rel err": err, "limit": limit})
+    return err < limit
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="run the same checks on the CPU at small sizes (a dry run)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available() and not args.smoke:
         print("no CUDA device")
         return 0
-    dev = "cuda"
+    dev = "cpu" if args.smoke else "cuda"
+    n = 64 if args.smoke else 1000  # attention check length
     rows, ok = [], True
     for H, G in ((16, 16), (16, 4), (16, 1)):
         for causal in (False, True):
             for padded in (False, True):
                 for dtype in (torch.float32, torch.bfloat16):
                     attn = Attention(1024, H, G, causal=causal).to(dev).eval()
-                    x = torch.randn(4, 1000, 1024, device=dev)
+                    x = torch.randn(4, n, 1024, device=dev)
                     mask = None
                     if padded:
-                        mask = torch.ones(4, 1000, dtype=torch.bool, device=dev)
-                        mask[1, 700:] = False
-                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                        mask = torch.ones(4, n, dtype=torch.bool, device=dev)
+                        mask[1, (7 * n) // 10 :] = False
+                    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                         fast = attn(x, key_padding_mask=mask)
                     attn.impl = "reference"
                     with torch.no_grad():
@@ -62,7 +75,7 @@ def main() -> int:
     ids = torch.randint(0, 8192, (2, 64), device=dev)
     for options in ({}, {"split_k": True}, {"grouped_decode": "sdpa"}):  # the default and the opt-in decode kernels
         for dtype in (torch.float32, torch.bfloat16):
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                 full = model(ids).logits
                 model.setup_cache(2, 64, **options)
                 steps = [model(ids[:, :16], input_pos=torch.arange(16, device=dev)).logits]
@@ -75,6 +88,34 @@ def main() -> int:
             rows.append(
                 {"check": name, "heads": "8/2", "dtype": str(dtype).split(".")[-1], "rel err": err, "limit": limit}
             )
+    # the grouped-GEMM dispatch (torch._grouped_mm, bf16 rows under autocast) vs the per-token loops
+    from frugalformers.models.recipe import MixContext
+    from frugalformers.nn.moe import MoEFeedForward
+    from frugalformers.nn.word_experts import WordExpertBank, WordExperts
+
+    torch.manual_seed(0)
+    moe = MoEFeedForward(256, 512, n_experts=8, routing="dropless").to(dev).eval()
+    x = torch.randn(4, 128, 256, device=dev)
+    with torch.no_grad():
+        ref = moe(x)[0]  # float32: the padded batched matmul
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            fast = moe(x)[0]  # bf16 rows: torch._grouped_mm
+    err = rel(fast, ref)
+    ok &= err < 3e-2
+    rows.append(
+        {"check": "MoE dropless grouped GEMM (bf16) vs fp32", "dtype": "bfloat16", "rel err": err, "limit": 3e-2}
+    )
+    layer = WordExperts(WordExpertBank(4096, 256, 64), skip_top=16).to(dev)
+    ids = torch.randint(0, 20000, (2, 64), device=dev)
+    xw = torch.randn(2, 64, 256, device=dev)
+    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
+        fast = layer(xw, MixContext(extras={"word_ids": ids}))
+    ref = layer.reference_forward(xw, ids)
+    err = rel(fast, ref)
+    ok &= err < 3e-2
+    rows.append(
+        {"check": "MoWE grouped GEMM (bf16) vs per-token loop", "dtype": "bfloat16", "rel err": err, "limit": 3e-2}
+    )
     # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
     from frugalformers.generate import generate
 

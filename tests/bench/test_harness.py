@@ -151,3 +151,10 @@ def test_distributed_benchmark_command_is_a_real_frugal_train(tmp_path, demo_dat
 def test_mowe_benchmark_smoke(tmp_path):
     out = run_smoke("mowe.py", "--out", str(tmp_path))
     assert "MoWE word experts" in out and "Switch-Base" in out and "vs dense equal FLOPs" in out
+
+
+def test_cuda_checks_dry_run_on_cpu():
+    """The GPU correctness script runs end to end (on the CPU, small), so a GPU session does not
+    spend device time on a broken script; every check passes here too."""
+    out = run_smoke("cuda_checks.py")
+    assert "ALL OK" in out and "MoWE grouped GEMM" in out and "generate(compile=True)" in out
