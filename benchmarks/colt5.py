@@ -26,6 +26,7 @@ more; against full attention the gap grows as n^2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -76,7 +77,15 @@ def hf_encoder(kind: str, smoke: bool):
     return transformers.T5EncoderModel(cfg)
 
 
-def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=()):
+def compiled(model, compile: bool):
+    """`torch.compile(model)` with static shapes (one graph per length), or the model itself."""
+    if not compile:
+        return model
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=(), compile=False):
     rows = []
     models = [
         ("CoLT5-Base (ours)", "colt5-tiny" if smoke else "colt5-base"),
@@ -86,7 +95,7 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=())
     ]
     models = [(label, name) for label, name in models if not any(x in label for x in skip)]
     for n in seqs:
-        base = {}
+        base, hf = {}, {}
         ids = torch.randint(5, 500, (1, n), device=device)
         for label, name in models:
             torch.manual_seed(0)
@@ -95,7 +104,7 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=())
                     model = hf_encoder(name[3:], smoke).to(device)
                 else:
                     model = build_model(name, head="encoder", max_seq_len=max(n, 16384)).to(device)
-                infer, train = step_fns(model, ids, autocast)
+                infer, train = step_fns(compiled(model, compile), ids, autocast)
             except torch.OutOfMemoryError:
                 rows.append({"model": label, "seq": n, "mode": "-", "ms": "OOM"})
                 continue
@@ -110,8 +119,20 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=())
                     rows.append(row)
                     torch.cuda.empty_cache()
                     continue
+                except Exception as e:  # noqa: BLE001 - a model that does not compile runs eager, labelled
+                    if not compile:
+                        row["ms"] = f"error {type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+                        rows.append(row)
+                        continue
+                    print(f"{label}: torch.compile failed ({type(e).__name__}); timing it eager", flush=True)
+                    row["mode"] = f"{mode} (eager: torch.compile fails)"
+                    eager = dict(zip(("inference", "train"), step_fns(model, ids, autocast)))[mode]
+                    t = measure(eager, warmup=warmup, repeats=repeats, device=device)
+                mode = row["mode"].split(" ")[0]
                 if label.startswith("LongT5-TGlobal-Base (ours)"):
                     base[mode] = t.median_ms
+                if label.startswith("HF LongT5"):
+                    hf[mode] = t.median_ms
                 row.update({"ms": t.median_ms, "tokens/s": n / (t.median_ms / 1e3), "peak GiB": t.peak_mem_gib})
                 rows.append(row)
                 print(row, flush=True)
@@ -119,15 +140,19 @@ def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=())
             if device == "cuda":
                 torch.cuda.empty_cache()
         for r in rows:
-            if r["seq"] == n and isinstance(r.get("ms"), float) and r["mode"] in base:
-                r["LongT5 (ours) ms / this"] = base[r["mode"]] / r["ms"]
+            mode = r["mode"].split(" ")[0]
+            if r["seq"] == n and isinstance(r.get("ms"), float) and mode in base:
+                r["LongT5 (ours) ms / this"] = base[mode] / r["ms"]
                 r["FLOP ratio (Table 2)"] = flop_ratio(n) if r["model"].startswith("CoLT5") else None
+            if r["seq"] == n and isinstance(r.get("ms"), float) and mode in hf:
+                r["HF LongT5 ms / this"] = hf[mode] / r["ms"]
     return rows
 
 
-def block_cases(n, device, smoke):
+def block_cases(n, device, smoke, compile=False):
     """One CoLT5 layer, ours and colt5-attention's block in each of its modes: ([error rows],
-    [(label, inference fn)]); d 768, n tokens, n/16 routed."""
+    [(label, inference fn)]); d 768, n tokens, n/16 routed. `compile`: every block through
+    torch.compile (a mode that does not compile shows up as an error row)."""
     d = 64 if smoke else 768
     m = n // 16
     rows = []
@@ -179,6 +204,8 @@ def block_cases(n, device, smoke):
             cases.append((f"colt5-attention, {mode}", block, x, bf16_autocast(device) if amp else None))
     fns = []
     for label, mod, inp, amp in cases:
+        mod = compiled(mod, compile)
+        label = label + ", compiled" if compile else label
 
         def fn(mod=mod, inp=inp, amp=amp):
             with torch.no_grad(), amp() if amp else torch.autocast(device, enabled=False):
@@ -188,9 +215,9 @@ def block_cases(n, device, smoke):
     return rows, fns
 
 
-def block_rows(n, device, warmup, repeats, smoke):
+def block_rows(n, device, warmup, repeats, smoke, compile=False):
     """One CoLT5 layer, ours vs colt5-attention, inference; d 768, n tokens, n/16 routed."""
-    rows, cases = block_cases(n, device, smoke)
+    rows, cases = block_cases(n, device, smoke, compile)
     for label, fn in cases:
         row = {"block": label.split(",")[0], "mode": label.split(", ", 1)[1]}
         try:
@@ -210,11 +237,12 @@ def block_rows(n, device, warmup, repeats, smoke):
     return rows
 
 
-def profiles(n, device, autocast, smoke):
+def profiles(n, device, autocast, smoke, compile=False):
     """Kernel time by category at n tokens: our CoLT5 layer and every working colt5-attention mode,
-    then CoLT5-Base, our LongT5-TGlobal-Base and HF LongT5 encoder inference."""
+    then CoLT5-Base, our LongT5-TGlobal-Base and HF LongT5 encoder inference (HF eager: it does not
+    compile)."""
     out = []
-    _, cases = block_cases(n, device, smoke)
+    _, cases = block_cases(n, device, smoke, compile)
     for label, fn in cases:
         try:
             out.append((f"one layer: {label}, {n} tokens", profile_step(fn, device)))
@@ -228,7 +256,7 @@ def profiles(n, device, autocast, smoke):
     ):
         torch.manual_seed(0)
         model = hf_encoder("longt5", smoke) if name is None else build_model(name, head="encoder", max_seq_len=n)
-        infer, _ = step_fns(model.to(device), ids, autocast)
+        infer, _ = step_fns(compiled(model.to(device), compile and name is not None), ids, autocast)
         out.append((f"{label}, encoder inference, {n} tokens", profile_step(infer, device)))
         del model, infer
     return out
@@ -285,6 +313,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
+    p.add_argument("--compile", action="store_true", help="torch.compile every encoder and block, ours and the peers'")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -295,17 +324,19 @@ def main(argv=None) -> int:
     autocast = bf16_autocast(device)
     if args.profile:
         md = profiles_markdown(
-            "CoLT5: where the time goes",
-            f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}",
-            profiles(args.block_seq, device, autocast, args.smoke),
+            f"CoLT5: where the time goes{', compiled' if args.compile else ''}",
+            f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}{' --compile' if args.compile else ''}",
+            profiles(args.block_seq, device, autocast, args.smoke, args.compile),
             "Batch 1, inference; ours and HF under bf16 autocast, colt5-attention in the mode each title names.",
         )
         print(md)
         if not args.smoke:
-            update_results(args.results, "colt5-profile", md)
+            update_results(args.results, "colt5-profile" + ("-compiled" if args.compile else ""), md)
         return 0
-    enc = encoder_rows(args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models)
-    blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke)
+    enc = encoder_rows(
+        args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models, args.compile
+    )
+    blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke, args.compile)
     dec = (
         []
         if args.skip_decode
@@ -316,7 +347,8 @@ def main(argv=None) -> int:
         print(t)
     hw = hardware()
     out = Path(args.out) if args.out else HERE
-    write_json(out / "colt5.json", {"encoder": enc, "block": blk, "decode": dec}, hardware=hw)
+    tag = "colt5-compiled" if args.compile else "colt5"
+    write_json(out / f"{tag}.json", {"encoder": enc, "block": blk, "decode": dec}, hardware=hw)
     series = {}
     for r in enc:
         if r["mode"] == "inference" and isinstance(r.get("ms"), float):
@@ -324,25 +356,32 @@ def main(argv=None) -> int:
             xs.append(r["seq"])
             ys.append(r["tokens/s"])
     plot_lines(
-        out / "colt5.png",
+        out / f"{tag}.png",
         series,
         "input tokens",
         "encoder inference tokens/s",
-        "Long-input encoders, batch 1, bf16 (the paper's Figure 1 axis)",
+        f"Long-input encoders, batch 1, bf16{', compiled' if args.compile else ''} (the paper's Figure 1 axis)",
         logx=True,
         logy=True,
     )
     if args.smoke:
         return 0
-    cmd = f"python benchmarks/colt5.py --seq {' '.join(map(str, args.seq))}" + (
-        " --skip-decode" if args.skip_decode else ""
+    cmd = (
+        f"python benchmarks/colt5.py --seq {' '.join(map(str, args.seq))}"
+        + f" --repeats {args.repeats} --warmup {args.warmup}"
+        + (" --compile" if args.compile else "")
+        + (" --skip-decode" if args.skip_decode else "")
+        + (f" --skip-models {' '.join(shlex.quote(m) for m in args.skip_models)}" if args.skip_models else "")
     )
+    how = "every encoder and block through torch.compile (static shapes), " if args.compile else ""
     md = (
-        f"## CoLT5 vs LongT5 (transient-global) and the peers\n\nHardware: {hw}  \nCommand: `{cmd}`  \n"
-        f"Encoders: batch 1, bf16 autocast, median of {args.repeats}; `LongT5 (ours) ms / this` > 1 means faster than "
-        f"our LongT5-TGlobal-Base at the same length; the FLOP ratio is the paper's Table 2 (LongT5 / CoLT5).\n\n"
+        f"## CoLT5 vs LongT5 (transient-global) and the peers{', compiled' if args.compile else ''}\n\n"
+        f"Hardware: {hw}  \nCommand: `{cmd}`  \n"
+        f"Encoders: batch 1, bf16 autocast, {how}median of {args.repeats}; `LongT5 (ours) ms / this` > 1 means "
+        f"faster than our LongT5-TGlobal-Base at the same length (`HF LongT5 ms / this`: than Hugging Face's); the "
+        f"FLOP ratio is the paper's Table 2 (LongT5 / CoLT5).\n\n"
         f"{tables[0]}\n\nOne CoLT5 layer at {args.block_seq} tokens, inference:\n\n{tables[1]}\n"
-        + "\n![](colt5.png)\n"
+        + f"\n![]({tag}.png)\n"
         + (
             f"\nEncode {args.block_seq} tokens, then decode 128 (greedy, eager decode steps, bf16 weights):"
             f"\n\n{tables[2]}\n"
@@ -350,7 +389,7 @@ def main(argv=None) -> int:
             else ""
         )
     )
-    update_results(args.results, "colt5", md)
+    update_results(args.results, tag, md)
     return 0
 
 

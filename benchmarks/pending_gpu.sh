@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# GPU measurements written but not yet run, in parts that each fit one 10-minute device call.
-# One H200; run from the repository root with the project (and the carried wheels) on PYTHONPATH:
+# GPU measurements written but not yet run, in parts that each fit one 10-minute device call, in
+# the order they matter (a 30-minute budget holds parts 1-3 and most of 4). One H200; run from the
+# repository root with the project (and the carried wheels) on PYTHONPATH:
 #
-#     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4, 5
+#     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4, ...
 #
 # Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
+# Every script here first ran on the CPU (`--smoke`, tests/bench), so a failure is a GPU matter.
 set -uo pipefail
 
 run() {  # run one benchmark, report its wall time and exit status, never stop the part
@@ -16,14 +18,17 @@ run() {  # run one benchmark, report its wall time and exit status, never stop t
 }
 
 case "${1:-}" in
-1)  # GPU fast paths vs references (incl. the opt-in decode kernels, generate(compile=True)); issues 7 and 6
-    run python3 benchmarks/cuda_checks.py                                           # ~1 min
-    run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
-    run python3 benchmarks/colt5.py --profile                                       # ~1 min
-    run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min (+ rfft, half-spectrum dft rows)
-    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192               # ~1.5 min
+1)  # fast paths vs references on the GPU; issue 7 compiled (eager CoLT5 ran ~15x off its FLOP floor at 16k:
+    # eager launch overhead at batch 1), ours vs HF LongT5 (which does not compile: timed eager, labelled)
+    run python3 benchmarks/cuda_checks.py                                                           # ~1 min
+    run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
     ;;
-2)  # issue 9 (compiled MoE layer, Sparse Mixer) and issue 8 (MoWE layer and models)
+2)  # issue 6 (rfft and half-spectrum dft rows, compiled, and the profile); issue 7's compiled profile
+    run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min
+    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192               # ~1.5 min
+    run python3 benchmarks/colt5.py --compile --profile                             # ~3 min
+    ;;
+3)  # issue 9 (compiled MoE layer and Sparse Mixer, profiles) and issue 8 (MoWE layer and models)
     run python3 benchmarks/moe.py --compile                                         # ~2 min
     run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
     run python3 benchmarks/sparse_mixer.py --compile                                # ~2 min
@@ -31,23 +36,25 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py                                                  # ~2 min
     run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     ;;
-3)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
-    # (each compile of the 1B step takes ~30 s: 3 x (1 + 3 alts, MHA 2) compiles here, ~6 min; the rest in 5)
+4)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
+    # (each compile of the 1B step takes ~30 s: 3 x (1 + 3 alts, MHA 2) compiles here, ~6 min)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
         --alts split-K sdpa-grouped both --profile
     ;;
-5)  # issue 10, the other variants (ctx 1024 only; the 16k rows of the compiled section stay from the last run)
+5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \
         --alts split-K sdpa-grouped both
-    ;;
-4)  # eager rows of the split benchmarks (sections moe and sparse-mixer-models)
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;
+6)  # if time remains: issue 7's eager grid and plot after the router / bias fixes
+    run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
+    ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4|5" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4|5|6" >&2
     exit 2
     ;;
 esac
-# On the 2-GPU machine (nvidia-h200-x2): MoWE-Base now has decoder MoWE layers too; re-measure it:
+# On the 2-GPU machine (nvidia-h200-x2): MoWE-Base now has decoder MoWE layers and the grouped-GEMM
+# dispatch (the rows in RESULTS.md measured the fallback path); re-measure it:
 # python3 benchmarks/distributed.py --data .pack/corpus-base-words --steps 30 --presets mowe-base
