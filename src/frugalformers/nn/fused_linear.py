@@ -75,8 +75,9 @@ def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target_tiles: int):
     """`F.linear`, split over K (`split_k_linear`) when `target_tiles` > 0, the GEMM has at most
-    SPLIT_K_MAX_ROWS rows and its N outputs make fewer than `target_tiles` tiles."""
-    if target_tiles and x.numel() // x.shape[-1] <= SPLIT_K_MAX_ROWS:
+    SPLIT_K_MAX_ROWS rows, its N outputs make fewer than `target_tiles` tiles and the weight is
+    contiguous (its chunks are views)."""
+    if target_tiles and x.numel() // x.shape[-1] <= SPLIT_K_MAX_ROWS and weight.is_contiguous():
         splits = split_k_count(weight.shape[0], weight.shape[1], target_tiles)
         if splits > 1:
             return split_k_linear(x, weight, bias, splits)
