@@ -268,8 +268,11 @@ class MoEFeedForward(nn.Module):
             out = res.reshape(-1, d)  # (E*G*C, d), the order of r.token
         else:
             out = self._tokens_choose_experts(flat, r)
-        out = out * r.weight[:, None].to(out.dtype)  # combine weight = router probability
-        y = torch.zeros(N, d, dtype=out.dtype, device=x.device).index_add_(0, r.token, out)
+        # combine: each pair's output weighted by its router probability, summed per token in (at least)
+        # float32: a token can have several experts, and float32 atomics are native where bf16's are not
+        acc = torch.promote_types(out.dtype, torch.float32)
+        out = out.to(acc) * r.weight[:, None].to(acc)
+        y = torch.zeros(N, d, dtype=acc, device=x.device).index_add_(0, r.token, out)
         self.last_load = r.load.detach()
         aux = {"moe_balance": r.balance_loss * self.aux_loss_factor, "moe_z": r.z_loss * self.z_loss_factor}
         return y.reshape(B, T, d).to(x.dtype), aux

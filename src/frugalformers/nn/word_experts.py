@@ -92,7 +92,7 @@ class WordExperts(nn.Module):
         flat, ids = x.reshape(B * T, d).to(compute_dtype(x)), word_ids.reshape(B * T)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
-        y = torch.zeros_like(flat)
+        y = torch.zeros_like(x.reshape(B * T, d))  # in x's dtype: the residual's
         if token.numel():
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
@@ -102,8 +102,8 @@ class WordExperts(nn.Module):
                 out = self._experts(flat.index_select(0, token), counts)
             else:  # rows travel to the rank holding their expert and back
                 out = ep.run_sorted(flat.index_select(0, token), counts, self._experts)
-            y = y.index_add(0, token, out.to(y.dtype))
-        return y.reshape(B, T, d).to(x.dtype)
+            y = y.index_copy(0, token, out.to(y.dtype))  # one expert per token: a copy, no atomics
+        return y.reshape(B, T, d)
 
     def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
