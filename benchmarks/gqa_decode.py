@@ -271,12 +271,12 @@ def main(argv=None) -> int:
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = Path(args.out) if args.out else HERE
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
-    write_json(out / f"gqa_decode{tag}.json", rows, hardware=hw, copy_bandwidth=bw)
+    subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files
+    write_json(out / f"gqa_decode{tag}{subset}.json", rows, hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
     flags += f" --alts {' '.join(args.alts)}" if args.alts else ""
     # a run over some variants writes its own sections (the full run's stay)
-    subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""
     flags += f" --variants {' '.join(args.variants)}" if args.variants else ""
     command = "python benchmarks/gqa_decode.py" + flags
     if profiles:
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             xs.append(r["kv heads"])
             ys.append(r["ms/step"])
     plot_lines(
-        out / f"gqa_decode{tag}.png",
+        out / f"gqa_decode{tag}{subset}.png",
         series,
         "key/value heads",
         "ms per decode step",
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         f"One decode step {how if args.compile else ''}replayed from a "
         f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "
         f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
-        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}.png)\n"
+        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}{subset}.png)\n"
     )
     update_results(args.results, "gqa-decode" + tag.replace("_", "-") + subset, md)
     return 0
