@@ -45,6 +45,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast, step_fns
 
 HERE = Path(__file__).resolve().parent
@@ -233,7 +234,7 @@ def block_rows(n, device, warmup, repeats, smoke, compile=False):
         for r in ok:
             r["ours vs this"] = r["ms"] / ok[0]["ms"]
         if peers:
-            rows[0]["vs fastest working peer"] = min(peers) / ok[0]["ms"]
+            ok[0]["vs fastest working peer"] = min(peers) / ok[0]["ms"]
     return rows
 
 
@@ -346,7 +347,7 @@ def main(argv=None) -> int:
     for t in tables:
         print(t)
     hw = hardware()
-    out = Path(args.out) if args.out else HERE
+    out = output_dir(args.out, args.smoke, HERE)
     tag = "colt5-compiled" if args.compile else "colt5"
     write_json(out / f"{tag}.json", {"encoder": enc, "block": blk, "decode": dec}, hardware=hw)
     series = {}

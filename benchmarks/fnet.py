@@ -37,6 +37,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
     print(mix_table)
     hw = hardware()
     print(hw)
-    out = Path(args.out) if args.out else HERE
+    out = output_dir(args.out, args.smoke, HERE)
     write_json(out / ("fnet-compiled.json" if args.compile else "fnet.json"), rows + mix, hardware=hw)
     if args.smoke:
         return 0

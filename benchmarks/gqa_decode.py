@@ -41,6 +41,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
     print(table)
     hw = hardware()
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
-    out = Path(args.out) if args.out else HERE
+    out = output_dir(args.out, args.smoke, HERE)
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files
     write_json(out / f"gqa_decode{tag}{subset}.json", rows, hardware=hw, copy_bandwidth=bw)

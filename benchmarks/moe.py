@@ -35,6 +35,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.moe import MoEFeedForward
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     table, hw = format_table(rows), hardware()
     print(table)
     print(hw)
-    write_json((Path(args.out) if args.out else HERE) / f"moe{tag.replace('-', '_')}.json", rows, hardware=hw)
+    write_json(output_dir(args.out, args.smoke, HERE) / f"moe{tag.replace('-', '_')}.json", rows, hardware=hw)
     if not args.smoke:
         md = (
             f"## MoE layer vs a dense FFN of equal active FLOPs{', compiled' if args.compile else ''}\n\n"

@@ -44,6 +44,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     print(t1)
     print(t2)
     hw = hardware()
-    out = Path(args.out) if args.out else HERE
+    out = output_dir(args.out, args.smoke, HERE)
     write_json(out / "mowe.json", {"layer": layers, "model": models}, hardware=hw)
     if args.smoke:
         return 0

@@ -26,6 +26,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
+from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast, step_fns
 from frugalformers.convert.hf import to_hf_model
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     print(table)
     print(hw)
     write_json(
-        (Path(args.out) if args.out else HERE) / f"sparse_mixer{tag.replace('-', '_')}.json", models, hardware=hw
+        output_dir(args.out, args.smoke, HERE) / f"sparse_mixer{tag.replace('-', '_')}.json", models, hardware=hw
     )
     if not args.smoke:
         md = (

@@ -158,3 +158,32 @@ def test_cuda_checks_dry_run_on_cpu():
     spend device time on a broken script; every check passes here too."""
     out = run_smoke("cuda_checks.py")
     assert "ALL OK" in out and "MoWE grouped GEMM" in out and "generate(compile=True)" in out
+
+
+def test_targets_table_reads_the_benchmarks_rows(tmp_path):
+    """benchmarks/targets.py: each issue's target from the JSON rows; missing files are 'not measured'."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import targets
+    finally:
+        sys.path.pop(0)
+    write_json(tmp_path / "fnet-compiled.json", [
+        {"model": "FNet-Base (ours, fft)", "mode": "train", "seq": 512, "vs our BERT": 1.38},
+        {"model": "FNet-Base (ours, dft-gemm)", "mode": "train", "seq": 512, "vs our BERT": 1.61},
+        {"model": "BERT-Base (ours, sdpa)", "mode": "train", "seq": 512, "vs our BERT": 1.0},
+    ])  # fmt: skip
+    write_json(tmp_path / "gqa_decode_compiled.json", [
+        {"model": "MHA", "batch": 32, "ctx": 1024, "ms/step": 2.0, "floor ms": 1.5, "split-K ms/step": 1.8,
+         "HF generate ms/step": 12.0},
+        {"model": "GQA-4", "batch": 32, "ctx": 1024, "ms/step": 1.0, "floor ms": 0.7, "split-K ms/step": 0.85},
+    ])  # fmt: skip
+    rows = {(r["issue"], r["target"]): r for r in targets.all_targets(tmp_path)}
+    fnet = rows[(6, "FNet-Base train vs our BERT-Base, seq 512, compiled: >= 1.5x")]
+    assert fnet["measured"] == "1.61x (dft-gemm)" and fnet["met"] == "yes"
+    assert rows[(6, "FNet-Base inference vs our BERT-Base, seq 512, compiled: >= 1.4x")]["measured"] == "not measured"
+    gqa = rows[(10, "GQA-4 step vs MHA step, batch 32, ctx 1k: >= 2.0x")]
+    assert gqa["measured"] == "2.12x (MHA split-K, GQA-4 split-K)" and gqa["met"] == "yes"  # 1.8 / 0.85
+    floor = rows[(10, "MHA decode step, batch 32, ctx 1k: <= 1.5x its floor")]
+    assert floor["measured"] == "1.20 (split-K)" and floor["met"] == "yes"
+    assert rows[(10, "MHA vs HF generate, batch 32, ctx 1k: >= 5x")]["measured"] == "6.67x (split-K)"
+    assert rows[(8, "MoWE layer, 32K experts, vs dense FFN of equal active FLOPs: >= 0.5x")]["met"] == "-"

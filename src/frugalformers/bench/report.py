@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import tempfile
 from pathlib import Path
 
 import torch
@@ -106,3 +107,14 @@ def plot_lines(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def output_dir(out: str | None, smoke: bool, default: Path) -> Path:
+    """Where a benchmark writes its JSON rows and plots: `--out` if given, else `default` (the
+    benchmarks folder), except that a `--smoke` run (CPU, tiny) writes to a fresh temporary folder:
+    its numbers must never replace measured ones."""
+    if out:
+        return Path(out)
+    if smoke:
+        return Path(tempfile.mkdtemp(prefix="frugal-smoke-"))
+    return default
