@@ -130,6 +130,14 @@ def test_dropless_grouped_gemm_path_with_an_idle_expert(monkeypatch):
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     (g,) = torch.autograd.grad(y.square().sum(), x)
     torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a router that spreads the tokens: every expert gets some (fixed seed)
+        moe.router.proj.bias.zero_()
+        moe.router.proj.weight.normal_(0, 1.0)
+    x2 = torch.randn(2, 8, 16)
+    groups.clear()
+    y2, _ = moe(x2)
+    assert groups == [4, 4]  # all experts present: the stacked weights as they are
+    torch.testing.assert_close(y2, loop_reference(moe, x2), atol=1e-5, rtol=1e-5)
 
 
 def test_per_example_groups_make_eval_independent_of_the_batch():

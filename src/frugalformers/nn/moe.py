@@ -301,11 +301,15 @@ class MoEFeedForward(nn.Module):
             # empty group fails (seen with torch 2.13's CPU kernel), and there is nothing to compute
             present = counts.nonzero().squeeze(-1)  # (U,)
             offs = counts.index_select(0, present).cumsum(0).to(torch.int32)  # (U,) end row of each group
-            a = torch._grouped_mm(h, self.w_in.index_select(0, present).to(h.dtype), offs=offs)  # (P, d_ff)
+
+            def weights(w: torch.Tensor) -> torch.Tensor:  # (U, ., .) in h's dtype; one pass when all are present
+                return w.to(h.dtype) if present.numel() == E else w.index_select(0, present).to(h.dtype)
+
+            a = torch._grouped_mm(h, weights(self.w_in), offs=offs)  # (P, d_ff)
             if self.b_in is not None:
                 a = a + self.b_in.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
             a = self.act(a)
-            out_sorted = torch._grouped_mm(a, self.w_out.index_select(0, present).to(a.dtype), offs=offs)  # (P, d)
+            out_sorted = torch._grouped_mm(a, weights(self.w_out), offs=offs)  # (P, d)
             if self.b_out is not None:
                 out_sorted = out_sorted + self.b_out.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
             return self.dropout(out_sorted)
