@@ -27,10 +27,10 @@ case "${1:-}" in
     run python3 benchmarks/cuda_checks.py                                                           # ~1 min
     run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
     ;;
-2)  # issue 6 (rfft and half-spectrum dft rows, compiled, and the profile); issue 7's compiled profile
+2)  # issue 6: rfft and half-spectrum dft rows, compiled, and where the time goes
     run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min
-    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192               # ~1.5 min
-    run python3 benchmarks/colt5.py --compile --profile                             # ~3 min
+    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192 \
+        --models ours-bert ours-fnet-fft ours-fnet-dft                              # ~4 min
     ;;
 3)  # issue 9 (compiled MoE layer and Sparse Mixer, profiles) and issue 8 (MoWE layer and models)
     run python3 benchmarks/moe.py --compile                                         # ~2 min
@@ -51,7 +51,8 @@ case "${1:-}" in
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;
-6)  # if time remains: issue 7's eager grid and plot after the router / bias fixes
+6)  # if time remains: issue 7's compiled profile, then its eager grid and plot after the router / bias fixes
+    run python3 benchmarks/colt5.py --compile --profile                             # ~3 min
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
