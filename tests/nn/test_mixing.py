@@ -120,3 +120,20 @@ def test_fnet_presets():
     assert 82e6 < count_parameters(fnet) < 84e6  # FNet-Base ~83M (notes 1.1)
     assert hybrid.config.layer_mixers[-2:] == ("attention", "attention")
     assert set(hybrid.config.layer_mixers[:-2]) == {"fourier"}
+
+
+def test_dft_mixing_compiles_once():
+    """Under torch.compile the DFT matrices are built in the graph, not cached on the module (a
+    cache filled inside the graph changes the module's state and forces a recompile)."""
+    torch._dynamo.reset()
+    mix = FourierMixing("dft")
+    compiled = torch.compile(mix, dynamic=False, backend="eager")
+    x = torch.randn(2, 16, 8)
+    ref = np.fft.fft2(x.double().numpy(), axes=(-2, -1)).real
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for _ in range(3):
+        y = compiled(x)
+    assert counters["stats"]["unique_graphs"] == 1 and not mix._cache
+    assert np.abs(y.double().numpy() - ref).max() / np.abs(ref).max() < 1e-5

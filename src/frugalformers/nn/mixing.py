@@ -81,6 +81,15 @@ class _Mixer(nn.Module):
         return self.mix(x)
 
 
+def _half_spectrum_mats(d: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    h = d // 2 + 1
+    ch, sh = dft_matrices(d, device=device)
+    cs, ss = dft_matrices(T, device=device)
+    hidden = torch.cat([ch[:, :h], sh[:, :h]], dim=1).to(dtype)  # (d, 2h)
+    seq = torch.cat([cs, -ss], dim=1).to(dtype)  # (T, 2T)
+    return hidden, seq
+
+
 def mirror_half_spectrum(half: torch.Tensor, d: int) -> torch.Tensor:
     """The full real part (B, T, d) from its hidden columns k2 = 0..d//2 (B, T, d//2 + 1):
     Re X[k1, d - k2] = Re X[-k1, k2] for the 2D DFT X of a real input."""
@@ -106,15 +115,14 @@ class FourierMixing(_Mixer):
 
     def _gemm_mats(self, d: int, T: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """[C_h | S_h] over the half-spectrum columns (d, 2(d//2+1)) and [C_s | -S_s] (T, 2T),
-        built in float64 and rounded once to `dtype`; cached per shape, device and dtype."""
+        built in float64 and rounded once to `dtype`; cached per shape, device and dtype in eager
+        mode. Under torch.compile they are built in the graph (which folds them into constants):
+        filling the cache there would change the module's state and recompile the graph."""
+        if torch.compiler.is_compiling():
+            return _half_spectrum_mats(d, T, device, dtype)
         key = (d, T, device, dtype)
         if key not in self._cache:
-            h = d // 2 + 1
-            ch, sh = dft_matrices(d, device=device)
-            cs, ss = dft_matrices(T, device=device)
-            hidden = torch.cat([ch[:, :h], sh[:, :h]], dim=1).to(dtype)  # (d, 2h)
-            seq = torch.cat([cs, -ss], dim=1).to(dtype)  # (T, 2T)
-            self._cache[key] = (hidden, seq)
+            self._cache[key] = _half_spectrum_mats(d, T, device, dtype)
         return self._cache[key]
 
     def resolved_impl(self, x: torch.Tensor) -> str:
