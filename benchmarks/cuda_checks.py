@@ -73,7 +73,12 @@ def main(argv=None) -> int:
                     )
     model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
     ids = torch.randint(0, 8192, (2, 64), device=dev)
-    for options in ({}, {"split_k": True}, {"grouped_decode": "sdpa"}):  # the default and the opt-in decode kernels
+    for options in (
+        {},
+        {"split_k": True},
+        {"grouped_decode": "sdpa"},
+        {"grouped_decode": "flex"},
+    ):  # the default and the opt-in decode kernels
         for dtype in (torch.float32, torch.bfloat16):
             with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                 full = model(ids).logits

@@ -48,6 +48,7 @@ VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
 ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the default step with --alts
     "split-K": {"split_k": True},
     "sdpa-grouped": {"grouped_decode": "sdpa"},
+    "flex-grouped": {"grouped_decode": "flex"},
     "both": {"split_k": True, "grouped_decode": "sdpa"},
 }
 

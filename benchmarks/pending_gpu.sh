@@ -43,11 +43,11 @@ case "${1:-}" in
 4)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
     # (each compile of the 1B step takes ~30 s: 3 x (1 + 3 alts, MHA 2) compiles here, ~6 min)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts split-K sdpa-grouped both --profile
+        --alts split-K sdpa-grouped flex-grouped both --profile
     ;;
 5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \
-        --alts split-K sdpa-grouped both
+        --alts split-K sdpa-grouped flex-grouped both
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;

@@ -153,29 +153,30 @@ def test_bf16_autocast_runs_and_is_close():
 @pytest.mark.parametrize("G", [1, 2, 4, 8])
 def test_grouped_decode_path_equals_reference(G):
     """Decoding with a cache takes the grouped path (K/V read once per group) for G < H, by matmuls
-    (default) or by SDPA on the regrouped queries; both equal the reference."""
+    (default), by SDPA on the regrouped queries or by FlexAttention; all equal the reference.
+    (Decoding runs without gradients; FlexAttention has no CPU backward.)"""
     attn = Attention(64, n_heads=8, n_kv_heads=G, causal=True).eval()
     x = torch.randn(3, 12, 64)
     mask = torch.ones(3, 16, dtype=torch.bool)
     mask[1, :3] = False  # left padding in the cache
     bias = torch.randn(1, 8, 1, 16)
     outs = {}
-    for impl, grouped in (("sdpa", "matmul"), ("sdpa", "sdpa"), ("reference", "matmul")):
+    cases = {"matmul": ("sdpa", "matmul"), "sdpa": ("sdpa", "sdpa"), "flex": ("sdpa", "flex"),
+             "reference": ("reference", "matmul")}  # fmt: skip
+    for name, (impl, grouped) in cases.items():
         attn.impl, attn.grouped_decode = impl, grouped
         cache = KVCache(3, G, 16, 8)
-        attn(x[:, :6], kv_cache=cache, input_pos=torch.arange(6), key_padding_mask=mask)
-        outs[impl] = torch.cat(
-            [
+        with torch.no_grad():
+            attn(x[:, :6], kv_cache=cache, input_pos=torch.arange(6), key_padding_mask=mask)
+            steps = [
                 attn(
                     x[:, t : t + 1], kv_cache=cache, input_pos=torch.tensor([t]), key_padding_mask=mask, attn_bias=bias
                 )
                 for t in range(6, 12)
-            ],
-            1,
-        )
-        outs[impl if impl == "reference" else grouped] = outs.pop(impl)
-    assert (outs["matmul"] - outs["reference"]).abs().max() <= 1e-5
-    assert (outs["sdpa"] - outs["reference"]).abs().max() <= 1e-5
+            ]
+        outs[name] = torch.cat(steps, 1)
+    for name in ("matmul", "sdpa", "flex"):
+        assert (outs[name] - outs["reference"]).abs().max() <= 1e-5, name
 
 
 def test_grouped_decode_option_is_checked_and_reset():

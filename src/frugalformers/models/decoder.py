@@ -54,8 +54,10 @@ class DecoderLM(nn.Module):
         x = self.embed(input_ids)  # (B, T, d)
         rope = None
         if self.rotary is not None:
-            # checked where it costs no device sync; on GPU an out-of-range position fails in indexing
-            if positions.device.type == "cpu" and int(positions.max()) >= self.rotary.max_len:
+            # checked where it costs no device sync and breaks no graph (eager CPU); on GPU an out-of-range
+            # position fails in indexing, and cached decoding checks its length up front (setup_cache)
+            eager_cpu = positions.device.type == "cpu" and not torch.compiler.is_compiling()
+            if eager_cpu and int(positions.max()) >= self.rotary.max_len:
                 raise ValueError(
                     f"position {int(positions.max())} exceeds max_seq_len={self.rotary.max_len}; "
                     f"build the model with a larger max_seq_len"

@@ -100,7 +100,7 @@ def build_attention_mask(
     return mask
 
 
-GROUPED_DECODE = ("matmul", "sdpa")
+GROUPED_DECODE = ("matmul", "sdpa", "flex")
 
 
 def grouped_decode_attention(
@@ -119,12 +119,16 @@ def grouped_decode_attention(
     attention with G heads and r*T query rows, computed by
     - `impl="matmul"`: two batched matmuls around a float32 softmax (the measured default);
     - `impl="sdpa"`: `F.scaled_dot_product_attention` on the regrouped heads (the kernel MHA decoding
-      uses, with no expansion; opt-in while it is being measured).
+      uses, with no expansion; opt-in while it is being measured);
+    - `impl="flex"`: FlexAttention with `enable_gqa` and the mask as a score modification (compiled,
+      its decoding kernel splits the cache over thread blocks; eager it is a slow reference; opt-in).
     """
     if impl not in GROUPED_DECODE:
         raise ValueError(f"impl={impl!r} is not a grouped decode path; use one of {GROUPED_DECODE}")
     B, H, T, D = q.shape
     G, S = k.shape[1], k.shape[2]
+    if impl == "flex":
+        return _flex_decode(q, k, v, mask, scale)
     r = H // G
     qg = q.reshape(B, G, r * T, D)  # (B, G, r*T, D): head h = g*r + j, rows ordered (j, t)
     m = None
@@ -142,6 +146,22 @@ def grouped_decode_attention(
     probs = scores.softmax(-1).to(v.dtype)
     out = torch.matmul(probs, v)  # (B, G, r*T, D)
     return out.reshape(B, H, T, D)
+
+
+def _flex_decode(q, k, v, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """q (B, H, T, D), k / v (B, G, S, D), additive mask (B|1, H|1, T, S) -> (B, H, T, D)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if mask is None:
+        return flex_attention(q, k, v, enable_gqa=True, scale=scale)
+    B, H, T, _ = q.shape
+    m = mask.expand(B, mask.shape[1], T, mask.shape[-1])  # a view: index it per batch row
+    per_head = mask.shape[1] > 1
+
+    def add_mask(score, b, h, q_idx, kv_idx):
+        return score + m[b, h if per_head else 0, q_idx, kv_idx]
+
+    return flex_attention(q, k, v, score_mod=add_mask, enable_gqa=True, scale=scale)
 
 
 def reference_attention(
