@@ -41,7 +41,7 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     ;;
 4)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
-    # (each compile of the 1B step takes ~30 s: 3 x (1 + 3 alts, MHA 2) compiles here, ~6 min)
+    # (each compile of the 1B step takes ~30 s: MHA 2, GQA-4 and MQA 5 compiles each here, ~7-8 min)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
         --alts split-K sdpa-grouped flex-grouped both --profile
     ;;

@@ -28,7 +28,8 @@ def attach_caches(
 
     Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
     splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
-    grouped kv heads with SDPA on regrouped queries instead of two matmuls."""
+    grouped kv heads with SDPA on regrouped queries instead of two matmuls, `"flex"` with
+    FlexAttention (for compiled decoding)."""
     set_decoding_fusion(stack, True, split_k, grouped_decode)  # checks the options first
     for layer in layers:
         m = layer.mixer
