@@ -8,6 +8,7 @@ so one code path serves both.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from dataclasses import dataclass
@@ -114,5 +115,11 @@ def barrier(env: DistEnv) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group cleanly: collect the garbage first (a DDP / FSDP module caught in a
+    reference cycle keeps its reducer and the group's C++ objects alive until interpreter exit, where
+    destroying them aborts the process: "terminate called without an active exception", seen in
+    ~1 of 10 two-rank gloo runs), wait for every rank, then destroy the group."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
