@@ -46,8 +46,10 @@ def _run_distributed(args: argparse.Namespace, job) -> int:
     env = dist_env.init(cfg.device)
     try:
         result = job(cfg, env)
-    finally:
-        dist_env.shutdown()
+    except BaseException:
+        dist_env.shutdown(clean=False)
+        raise
+    dist_env.shutdown()
     if env.is_main:
         print({k: v for k, v in result.items()})
     return 0

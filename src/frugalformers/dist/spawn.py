@@ -34,8 +34,10 @@ def _entry(rank: int, fn, world: int, port: int, args: tuple, out_dir: str) -> N
     dist_env.init("cpu")
     try:
         result = fn(*args)
-    finally:
-        dist_env.shutdown()
+    except BaseException:
+        dist_env.shutdown(clean=False)
+        raise
+    dist_env.shutdown()
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
