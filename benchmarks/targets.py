@@ -144,12 +144,17 @@ def mowe_targets(d: Path) -> list[dict]:
 
 
 def gqa_targets(d: Path) -> list[dict]:
-    rows, sources = [], []
-    for path in sorted(d.glob("gqa_decode_compiled*.json")):
-        rows += json.loads(path.read_text())["rows"]
-        sources.append(path.name)
+    """From every compiled decode file (a full run and `--variants` runs); where two files time the
+    same variant and shape, the newer file (meta "written"; files without it are oldest) wins."""
+    files = [(json.loads(p.read_text()), p.name) for p in d.glob("gqa_decode_compiled*.json")]
+    files.sort(key=lambda f: f[0].get("meta", {}).get("written", ""))
+    latest, sources = {}, []
+    for data, name in files:
+        sources.append(name)
+        for r in data["rows"]:
+            latest[(r.get("model"), r.get("batch"), r.get("ctx"))] = r
     source = ", ".join(sources) or None
-    shape = [r for r in rows if r.get("batch") == 32 and r.get("ctx") == 1024 and isinstance(r.get("ms/step"), float)]
+    shape = [r for r in where(list(latest.values()), batch=32, ctx=1024) if isinstance(r.get("ms/step"), float)]
     out = []
 
     def fastest(r: dict) -> tuple[float, str]:

@@ -187,3 +187,11 @@ def test_targets_table_reads_the_benchmarks_rows(tmp_path):
     assert floor["measured"] == "1.20 (split-K)" and floor["met"] == "yes"
     assert rows[(10, "MHA vs HF generate, batch 32, ctx 1k: >= 5x")]["measured"] == "6.67x (split-K)"
     assert rows[(8, "MoWE layer, 32K experts, vs dense FFN of equal active FLOPs: >= 0.5x")]["met"] == "-"
+    # a later --variants run re-times GQA-4: its row replaces the older file's
+    import time
+
+    time.sleep(1.1)  # "written" has one-second resolution
+    write_json(tmp_path / "gqa_decode_compiled-GQA-4.json",
+               [{"model": "GQA-4", "batch": 32, "ctx": 1024, "ms/step": 0.7, "floor ms": 0.7}])  # fmt: skip
+    rows = {(r["issue"], r["target"]): r for r in targets.all_targets(tmp_path)}
+    assert rows[(10, "GQA-4 decode step, batch 32, ctx 1k: <= 1.5x its floor")]["measured"] == "1.00 (default)"

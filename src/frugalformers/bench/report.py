@@ -56,8 +56,12 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def write_json(path: str | Path, rows: list[dict], **meta) -> None:
+    """{"meta": meta + the UTC time written, "rows": rows} (newer files win where rows overlap)."""
+    import datetime
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
 
 
