@@ -8,17 +8,28 @@
 # Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
 # Every script here first ran on the CPU (`--smoke`, tests/bench), so a failure is a GPU matter.
-# On the device tool each call runs on a fresh copy of the working tree and only $OUT comes back: a
-# part ends by copying RESULTS.md and the JSON / PNG files there; copy them into the tree before the
-# next part (so its RESULTS.md holds the earlier sections). Afterwards `python3 benchmarks/targets.py`
+# On the device tool each call runs on a fresh copy of the working tree and only $OUT comes back:
+# after every line RESULTS.md and the JSON / PNG files are copied there, and every line runs within
+# the part's deadline (DEADLINE, 570 s); copy them into the tree before the next part (so its
+# RESULTS.md holds the earlier sections). Afterwards `python3 benchmarks/targets.py`
 # turns the JSON rows into the issues' target table (RESULTS.md section `targets`).
 set -uo pipefail
 
-run() {  # run one benchmark, report its wall time and exit status, never stop the part
-    local t0=$SECONDS
+DEADLINE=${DEADLINE:-570}  # seconds this part may use: the device tool stops a call at 600
+
+save() {  # what comes back from the device: copied after every line, so a stopped call loses nothing done
+    [ -n "${OUT:-}" ] || return 0
+    cp benchmarks/RESULTS.md benchmarks/*.json benchmarks/*.png "$OUT"/ 2>/dev/null
+    python3 benchmarks/targets.py --results "$OUT/RESULTS.md" >/dev/null 2>&1 || true
+}
+
+run() {  # run one benchmark within the part's deadline, report its wall time and exit status, never stop the part
+    local t0=$SECONDS left=$((DEADLINE - SECONDS))
+    if [ "$left" -le 10 ]; then echo "=== skipped (deadline): $*"; return; fi
     echo "=== $*"
-    "$@"
+    timeout "$left" "$@"
     echo "=== exit $? after $((SECONDS - t0)) s: $*"
+    save
 }
 
 case "${1:-}" in
@@ -60,10 +71,6 @@ case "${1:-}" in
     exit 2
     ;;
 esac
-if [ -n "${OUT:-}" ]; then  # what comes back from the device
-    cp benchmarks/RESULTS.md benchmarks/*.json benchmarks/*.png "$OUT"/ 2>/dev/null
-    python3 benchmarks/targets.py --results "$OUT/RESULTS.md" >/dev/null 2>&1 || true
-fi
 # On the 2-GPU machine (nvidia-h200-x2): MoWE-Base now has decoder MoWE layers and the grouped-GEMM
 # dispatch (the rows in RESULTS.md measured the fallback path); re-measure it:
 # python3 benchmarks/distributed.py --data .pack/corpus-base-words --steps 30 --presets mowe-base
