@@ -22,13 +22,12 @@ Implementations:
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch import nn
 
-from frugalformers.nn.precision import compute_dtype
+from frugalformers.nn.precision import autocast_off, compute_dtype
 
 IMPLS = ("fft", "rfft", "dft", "auto")
 PADDING = ("fixed", "masked")
@@ -134,12 +133,7 @@ class FourierMixing(_Mixer):
         """x (B, T, d) -> Re(FFT2(x)) (B, T, d) in x's dtype."""
         impl = self.resolved_impl(x)
         if impl in ("fft", "rfft"):
-            no_autocast = (
-                torch.autocast(x.device.type, enabled=False)
-                if x.device.type in ("cuda", "cpu")
-                else contextlib.nullcontext()
-            )
-            with no_autocast:
+            with autocast_off(x):
                 if impl == "fft":
                     return torch.fft.fft2(x.float(), dim=(-2, -1)).real.to(x.dtype)
                 return real_fft2_from_half(x.float()).to(x.dtype)

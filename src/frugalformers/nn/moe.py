@@ -31,7 +31,6 @@ Eval determinism: with group routing a token's output depends on the other token
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.nn.ffn import activation_fn
-from frugalformers.nn.precision import compute_dtype
+from frugalformers.nn.precision import autocast_off, compute_dtype
 
 ROUTINGS = ("experts_choose", "tokens_choose", "dropless")
 
@@ -84,12 +83,7 @@ class Router(nn.Module):
         x = x.float()
         if self.training and self.jitter > 0:
             x = x * torch.empty_like(x).uniform_(1 - self.jitter, 1 + self.jitter)
-        no_autocast = (
-            torch.autocast(x.device.type, enabled=False)
-            if x.device.type in ("cpu", "cuda")
-            else contextlib.nullcontext()
-        )
-        with no_autocast:
+        with autocast_off(x):
             return F.linear(x, self.proj.weight.float(), self.proj.bias.float())
 
 
