@@ -188,3 +188,18 @@ def test_routers_can_score_the_residual_stream():
 
     with pytest.raises(ValueError, match="router_input='raw'"):
         RoutedFeedForward(16, 8, 64, router_input="raw")
+
+
+def test_router_scores_in_float32_under_autocast():
+    """The paper's router runs in float32: under bf16 autocast its scores, normalised weights and
+    choices equal the float32 router's (a bf16 matmul of the scores would round them)."""
+    from frugalformers.nn.routed import Router
+
+    torch.manual_seed(0)
+    router = Router(64).eval()
+    x = torch.randn(2, 300, 64)
+    ref_i, ref_w = router(x, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx, w = router(x, 20)
+    assert torch.equal(idx, ref_i)
+    torch.testing.assert_close(w, ref_w, rtol=0, atol=0)

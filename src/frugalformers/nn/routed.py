@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.nn.precision import autocast_off
 
 
 def soft_topk(scores: torch.Tensor, k: float, eps: float = 1.0, iters: int = 50) -> torch.Tensor:
@@ -135,7 +136,8 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, d): what the router scores (the block input, normalised or not: the caller's
         choice); mask (B, n) True for real tokens (padding is never routed first)."""
-        s = torch.matmul(x.float(), self.u.float())  # (B, n)
+        with autocast_off(x):  # float32 scores: under autocast a float32 matmul would still run in bf16
+            s = torch.matmul(x.float(), self.u.float())  # (B, n)
         if mask is not None:
             s = s.masked_fill(~mask.bool(), -1e4)
         k = min(x.shape[1], m * self.train_k_factor) if self.training else m
