@@ -112,7 +112,7 @@ def test_dropless_equals_padded_tokens_choose_when_nothing_is_dropped():
 def test_dropless_grouped_gemm_path_with_an_idle_expert(monkeypatch):
     """The dropless grouped-GEMM path (CUDA's; torch >= 2.9 has a CPU kernel of the same contract)
     equals the per-token loop forward and backward, also when an expert gets no token."""
-    from frugalformers.nn import moe as moe_module
+    from frugalformers.nn import grouped_experts
 
     torch.manual_seed(0)
     moe = MoEFeedForward(16, 24, n_experts=4, routing="dropless", top_k=1).eval()
@@ -121,7 +121,7 @@ def test_dropless_grouped_gemm_path_with_an_idle_expert(monkeypatch):
     x = torch.randn(2, 8, 16, requires_grad=True)
     ref = loop_reference(moe, x)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
-    monkeypatch.setattr(moe_module, "_grouped_mm_ok", lambda h, w: True)
+    monkeypatch.setattr(grouped_experts, "grouped_mm_applies", lambda h, w: True)
     groups = []
     real = torch._grouped_mm
     monkeypatch.setattr(torch, "_grouped_mm", lambda a, b, offs: groups.append(b.shape[0]) or real(a, b, offs=offs))

@@ -151,7 +151,7 @@ def test_autocast_dispatches_bf16_rows_and_returns_the_input_dtype():
 def test_grouped_path_runs_the_touched_experts_only(monkeypatch):
     """The grouped-GEMM dispatch (CUDA's path; torch >= 2.9 has a CPU kernel of the same contract)
     gathers the touched experts' weights, equals the per-token loop, and sends gradient to them only."""
-    from frugalformers.nn import word_experts
+    from frugalformers.nn import grouped_experts
 
     torch.manual_seed(0)
     layer = WordExperts(WordExpertBank(64, 16, 4), skip_top=2)
@@ -159,7 +159,7 @@ def test_grouped_path_runs_the_touched_experts_only(monkeypatch):
     ids = torch.randint(0, 30, (2, 12))
     ctx = MixContext(extras={"word_ids": ids})
     calls = []
-    monkeypatch.setattr(word_experts, "_grouped_mm_applies", lambda h: True)
+    monkeypatch.setattr(grouped_experts, "grouped_mm_applies", lambda h, w: True)
 
     def grouped_mm(a, b, offs, real=torch._grouped_mm):
         calls.append(b.shape[0])

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import autocast_off, compute_dtype
 
@@ -283,30 +284,17 @@ class MoEFeedForward(nn.Module):
             out_sorted = self._run_sorted(h, counts)
         else:  # rows travel to their expert's rank and back (variable splits)
             out_sorted = self.ep.run_sorted(h, counts, self._run_sorted)
-        out = torch.empty_like(out_sorted)
-        out[order] = out_sorted
-        return out
+        return torch.empty_like(out_sorted).index_copy(0, order, out_sorted)  # back to r's order
 
     def _run_sorted(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Rows h (P, d) sorted by expert, counts (E_here,) over the experts held here -> (P, d)."""
         E, d = self.w_in.shape[0], h.shape[1]
-        if self.routing == "dropless" and _grouped_mm_ok(h, self.w_in) and self.w_gate is None:
-            # groups for the experts that have rows only: the backward of a grouped GEMM with an
-            # empty group fails (seen with torch 2.13's CPU kernel), and there is nothing to compute
-            present = counts.nonzero().squeeze(-1)  # (U,)
-            offs = counts.index_select(0, present).cumsum(0).to(torch.int32)  # (U,) end row of each group
-
-            def weights(w: torch.Tensor) -> torch.Tensor:  # (U, ., .) in h's dtype; one pass when all are present
-                return w.to(h.dtype) if present.numel() == E else w.index_select(0, present).to(h.dtype)
-
-            a = torch._grouped_mm(h, weights(self.w_in), offs=offs)  # (P, d_ff)
-            if self.b_in is not None:
-                a = a + self.b_in.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
-            a = self.act(a)
-            out_sorted = torch._grouped_mm(a, weights(self.w_out), offs=offs)  # (P, d)
-            if self.b_out is not None:
-                out_sorted = out_sorted + self.b_out.squeeze(1).to(a.dtype).repeat_interleave(counts, 0)
-            return self.dropout(out_sorted)
+        if self.routing == "dropless" and grouped_experts.grouped_mm_applies(h, self.w_in) and self.w_gate is None:
+            b_in = self.b_in.squeeze(1) if self.b_in is not None else None  # (E, d_ff)
+            b_out = self.b_out.squeeze(1) if self.b_out is not None else None  # (E, d)
+            return self.dropout(
+                grouped_experts.grouped_expert_ffn(h, counts, self.w_in, self.w_out, self.act, b_in, b_out)
+            )
         # padded batched matmul: (E, max_count, d), one bmm per weight matrix
         cmax = int(counts.max()) if counts.numel() else 0
         starts = torch.cumsum(counts, 0) - counts
@@ -315,15 +303,3 @@ class MoEFeedForward(nn.Module):
         rows = e_sorted * max(cmax, 1) + slot  # (P,) row of each token in the flattened (E * max_count) buffer
         buf = h.new_zeros(E * max(cmax, 1), d).index_copy(0, rows, h).reshape(E, max(cmax, 1), d)
         return self.experts(buf).reshape(-1, d).index_select(0, rows)  # (P, d)
-
-
-def _grouped_mm_ok(h: torch.Tensor, w: torch.Tensor) -> bool:
-    """torch._grouped_mm needs CUDA (SM90+ here), bf16 and 16-byte aligned strides."""
-    return (
-        hasattr(torch, "_grouped_mm")
-        and h.is_cuda
-        and h.dtype == torch.bfloat16
-        and torch.cuda.get_device_capability(h.device)[0] >= 9
-        and h.shape[1] % 8 == 0
-        and w.shape[-1] % 8 == 0
-    )

@@ -29,15 +29,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import compute_dtype
 
 KNUTH = 2654435761
-
-
-def _grouped_mm_applies(h: torch.Tensor) -> bool:
-    """torch._grouped_mm takes bf16 rows on CUDA (the tests swap in a CPU reference)."""
-    return h.is_cuda and h.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
 
 
 def expert_of(routing_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -108,13 +104,8 @@ class WordExperts(nn.Module):
     def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
         bank = self.bank
-        if _grouped_mm_applies(h):
-            present = counts.nonzero().squeeze(-1)  # (U,) the experts with rows here, in order
-            offs = counts.index_select(0, present).cumsum(0).to(torch.int32)  # (U,) end row of each group
-            w_in = bank.w_in.index_select(0, present).to(h.dtype)  # (U, d, d_e): touched experts only
-            w_out = bank.w_out.index_select(0, present).to(h.dtype)  # (U, d_e, d)
-            a = bank.act(torch._grouped_mm(h, w_in, offs=offs))  # (P, d_e)
-            return torch._grouped_mm(a, w_out, offs=offs)  # (P, d)
+        if grouped_experts.grouped_mm_applies(h, bank.w_in):  # touched experts only
+            return grouped_experts.grouped_expert_ffn(h, counts, bank.w_in, bank.w_out, bank.act)
         expert = torch.arange(counts.numel(), device=h.device).repeat_interleave(counts)  # (P,)
         outs = []
         for s in range(0, h.shape[0], self.chunk):  # gathered weights, memory-bounded
