@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalformers.nn.fused_linear import decode_linear, fuse_linears
+from frugalformers.nn.fused_linear import decode_linear, fuse_linears, project
 from frugalformers.nn.positions import apply_rotary
 
 IMPLS = ("sdpa", "reference")
@@ -333,6 +333,4 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
-        if self.split_k_tiles:
-            return decode_linear(out, self.o.weight, self.o.bias, self.split_k_tiles)
-        return self.o(out)
+        return project(self.o, out, self.split_k_tiles)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalformers.nn.fused_linear import decode_linear, fuse_linears
+from frugalformers.nn.fused_linear import decode_linear, fuse_linears, project
 
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -71,26 +71,15 @@ class FeedForward(nn.Module):
         self._fused_gate_in = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.split_k_tiles:  # decoding with split-K GEMMs
-            return self._decode_forward(x)
-        if self._fused_gate_in is not None:
-            gate, inp = F.linear(x, *self._fused_gate_in).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
-            h = self.act(gate) * inp
-        elif self.w_gate is None:
-            h = self.act(self.w_in(x))  # (B, T, d_ff)
-        else:
-            h = self.act(self.w_gate(x)) * self.w_in(x)  # (B, T, d_ff)
-        return self.w_out(self.dropout(h))
-
-    def _decode_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The same FFN with every GEMM through `decode_linear` (split over K when skinny)."""
-        tiles = self.split_k_tiles
-        if self._fused_gate_in is not None:
+        tiles = self.split_k_tiles  # > 0: decoding with split-K GEMMs
+        if self._fused_gate_in is not None:  # decoding: gate and input as one GEMM
             gate, inp = decode_linear(x, *self._fused_gate_in, tiles).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
             h = self.act(gate) * inp
+        elif self.w_gate is None:
+            h = self.act(project(self.w_in, x, tiles))  # (B, T, d_ff)
         else:
-            h = self.act(decode_linear(x, self.w_in.weight, self.w_in.bias, tiles))  # (B, T, d_ff)
-        return decode_linear(self.dropout(h), self.w_out.weight, self.w_out.bias, tiles)
+            h = self.act(self.w_gate(x)) * self.w_in(x)  # (B, T, d_ff)
+        return project(self.w_out, self.dropout(h), tiles)
 
     def reset_parameters(self, std: float = 0.02) -> None:
         for lin in (self.w_in, self.w_gate, self.w_out):

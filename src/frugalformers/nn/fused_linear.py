@@ -84,6 +84,11 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return F.linear(x, weight, bias)
 
 
+def project(lin: nn.Linear, x: torch.Tensor, target_tiles: int) -> torch.Tensor:
+    """`lin(x)`, or `decode_linear` on its weights while decoding with split-K GEMMs (target_tiles > 0)."""
+    return decode_linear(x, lin.weight, lin.bias, target_tiles) if target_tiles else lin(x)
+
+
 def split_k_tiles(device: torch.device) -> int:
     """Output tiles a decode GEMM should have: two per SM on CUDA (one wave of two blocks per SM);
     on CPU 64, so that the split path runs (and is tested) there too."""
@@ -102,12 +107,12 @@ def set_decoding_fusion(
 
     if grouped_decode not in GROUPED_DECODE:
         raise ValueError(f"grouped_decode={grouped_decode!r} is not one of {GROUPED_DECODE}")
+    tiles = split_k_tiles(next(module.parameters()).device) if enabled and split_k else 0
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
                 m.fuse_projections()
-                device = next(m.parameters()).device
-                m.split_k_tiles = split_k_tiles(device) if split_k else 0
+                m.split_k_tiles = tiles
             else:
                 m.unfuse_projections()
                 m.split_k_tiles = 0
