@@ -235,6 +235,14 @@ class ModelConfig:
     def decoder_layer_ffn(self, i: int) -> str:
         return self.decoder_layer_ffns[i] if self.decoder_layer_ffns is not None else self.decoder_ffn
 
+    def routes_words(self) -> bool:
+        """MoWE layers in the (encoder) stack: they read the input words' routing ids."""
+        return "word_experts" in (self.layer_ffns or (self.ffn,))
+
+    def routes_decoder_words(self) -> bool:
+        """MoWE layers in a T5 decoder: routed by the decoder inputs' causal routing ids."""
+        return self.family == "t5" and "word_experts" in (self.decoder_layer_ffns or (self.decoder_ffn,))
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -190,11 +190,7 @@ def _generate_t5(
     step = compiled_step(model.decode_step, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    if (
-        decoder_word_id is None
-        and getattr(model.config, "decoder_layer_ffns", None)
-        and ("word_experts" in model.config.decoder_layer_ffns)
-    ):
+    if decoder_word_id is None and model.config.routes_decoder_words():
         raise ValueError("this model has MoWE decoder layers: pass decoder_word_id (e.g. tok.causal_word_ids)")
     # each row's decoder inputs so far (only MoWE decoders need them: a host copy per step)
     history = [[int(x)] for x in tok.tolist()] if decoder_word_id is not None else None

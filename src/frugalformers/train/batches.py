@@ -145,20 +145,6 @@ class PretrainBatches:
         return self.batch_size * self.seq_len
 
 
-def uses_word_ids(model_config) -> bool:
-    """Whether the model (its encoder, for T5) has MoWE layers, which read the input words' routing ids."""
-    return "word_experts" in set(model_config.layer_ffns or (model_config.ffn,))
-
-
-def decoder_ffns(model_config) -> tuple[str, ...]:
-    return model_config.decoder_layer_ffns or (model_config.decoder_ffn,)
-
-
-def uses_decoder_word_ids(model_config) -> bool:
-    """Whether the T5 decoder has MoWE layers (routed by `Tokenizer.causal_word_ids`)."""
-    return model_config.family == "t5" and "word_experts" in decoder_ffns(model_config)
-
-
 def decoder_word_ids(tok: Tokenizer, targets: list[list[int]], length: int) -> torch.Tensor:
     """Routing ids of the decoder inputs (the targets shifted right behind the start token, which
     is special and so unrouted), causal: `Tokenizer.causal_word_ids`. (B, length), 0-padded."""
@@ -179,8 +165,8 @@ def pretrain_batches(cfg, model_config) -> PretrainBatches:
         d.batch_size,
         cfg.seed,
         model_config.vocab_size,
-        word_ids=uses_word_ids(model_config),
-        decoder_words=uses_decoder_word_ids(model_config),
+        word_ids=model_config.routes_words(),
+        decoder_words=model_config.routes_decoder_words(),
     )
 
 
@@ -194,7 +180,7 @@ class TaskBatches:
 
     def __init__(
         self,
-        family: str,
+        model_config,
         rows: dict[str, list[dict]],
         labels: list[str],
         tok: Tokenizer,
@@ -203,9 +189,9 @@ class TaskBatches:
         batch_size: int,
         seed: int,
     ):
-        self.family, self.rows, self.labels, self.tok = family, rows, labels, tok
-        self.word_ids = False  # set by the caller for MoWE models (T5 family)
-        self.decoder_words = False  # set by the caller for T5 models with MoWE decoder layers
+        self.family, self.rows, self.labels, self.tok = model_config.family, rows, labels, tok
+        self.word_ids = model_config.routes_words()  # MoWE: the sources' routing ids too
+        self.decoder_words = model_config.routes_decoder_words()  # MoWE decoder: the decoder inputs' too
         self.label_index = {lab: i for i, lab in enumerate(labels)}
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
         self.encoded = {split: self._encode(r) for split, r in rows.items()}

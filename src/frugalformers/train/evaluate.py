@@ -9,7 +9,7 @@ import torch
 from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import score
 from frugalformers.generate import generate
-from frugalformers.train.batches import TaskBatches, load_tokenizer, uses_decoder_word_ids, uses_word_ids
+from frugalformers.train.batches import TaskBatches, load_tokenizer
 from frugalformers.train.config import RunConfig
 from frugalformers.train.run import resolve_checkpoint, task_predict, task_rows
 
@@ -24,9 +24,7 @@ def evaluate_checkpoint(
     if model.config.family == "bert" and model.config.head == "classify" and model.config.num_labels != len(labels):
         raise ValueError(f"the checkpoint classifies {model.config.num_labels} labels, the task has {len(labels)}")
     tok = load_tokenizer(dataset, tokenizer)
-    batches = TaskBatches(model.config.family, rows, labels, tok, seq_len, 32, 1 if len(rows["train"]) < 32 else 32, 0)
-    batches.word_ids = uses_word_ids(model.config)
-    batches.decoder_words = uses_decoder_word_ids(model.config)
+    batches = TaskBatches(model.config, rows, labels, tok, seq_len, 32, 1 if len(rows["train"]) < 32 else 32, 0)
     with torch.no_grad():
         preds, golds = task_predict(model, batches, split)
     return {
@@ -69,8 +67,8 @@ def generate_text(
         top_p=top_p,
         seed=seed,
         compile=compile,
-        word_ids=[tok.word_ids(i).tolist() for i in ids] if uses_word_ids(model.config) else None,
-        decoder_word_id=(lambda h: int(tok.causal_word_ids(h)[-1])) if uses_decoder_word_ids(model.config) else None,
+        word_ids=[tok.word_ids(i).tolist() for i in ids] if model.config.routes_words() else None,
+        decoder_word_id=(lambda h: int(tok.causal_word_ids(h)[-1])) if model.config.routes_decoder_words() else None,
     )
     return [
         json.dumps({"prompt": p, "output": tok.decode([t for t in o if t != tok.eos_id])})

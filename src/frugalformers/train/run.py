@@ -17,8 +17,6 @@ from frugalformers.train.batches import (
     dataset_folder,
     load_tokenizer,
     pretrain_batches,
-    uses_decoder_word_ids,
-    uses_word_ids,
 )
 from frugalformers.train.config import RunConfig, save_run_config
 from frugalformers.train.trainer import fit, pick_device
@@ -216,10 +214,8 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")
     batches = TaskBatches(
-        model.config.family, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
+        model.config, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
     )
-    batches.word_ids = uses_word_ids(model.config)
-    batches.decoder_words = uses_decoder_word_ids(model.config)
 
     def evaluate(m) -> dict:
         preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
