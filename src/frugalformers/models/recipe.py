@@ -180,18 +180,20 @@ def _moe(config, i: int, stack: str) -> nn.Module:
     )
 
 
+def _windowed(cls, config, stack: str, *extra) -> nn.Module:
+    """A local-window attention `cls(d_model, n_heads, radius, *extra, ...)` with the stack's
+    attention settings (no attention dropout: the windowed paths take none)."""
+    kw = attention_kwargs(config, stack)
+    kw.pop("dropout")
+    return cls(kw.pop("d_model"), kw.pop("n_heads"), config.options.get("local_radius", 127), *extra, **kw)
+
+
 @register_mixer("local_attention")
 def _local(config, i: int, stack: str) -> nn.Module:
     """LongT5-style local attention, radius 127 (options: local_radius)."""
     from frugalformers.nn.local_attention import LocalAttention
 
-    kw = attention_kwargs(config, stack)
-    return LocalAttention(
-        kw.pop("d_model"),
-        kw.pop("n_heads"),
-        config.options.get("local_radius", 127),
-        **{k: v for k, v in kw.items() if k != "dropout"},
-    )
+    return _windowed(LocalAttention, config, stack)
 
 
 @register_mixer("transient_global")
@@ -200,14 +202,7 @@ def _transient_global(config, i: int, stack: str) -> nn.Module:
     (options: local_radius, global_block). Its relative biases belong to the T5 stack."""
     from frugalformers.nn.transient_global import TransientGlobalAttention
 
-    kw = attention_kwargs(config, stack)
-    return TransientGlobalAttention(
-        kw.pop("d_model"),
-        kw.pop("n_heads"),
-        config.options.get("local_radius", 127),
-        config.options.get("global_block", 16),
-        **{k: v for k, v in kw.items() if k != "dropout"},
-    )
+    return _windowed(TransientGlobalAttention, config, stack, config.options.get("global_block", 16))
 
 
 @register_mixer("routed_attention")
