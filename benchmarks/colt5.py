@@ -46,7 +46,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, step_fns
+from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,14 +76,6 @@ def hf_encoder(kind: str, smoke: bool):
     cfg = transformers.T5Config(**shape, feed_forward_proj="gated-gelu")
     cfg._attn_implementation = "sdpa"
     return transformers.T5EncoderModel(cfg)
-
-
-def compiled(model, compile: bool):
-    """`torch.compile(model)` with static shapes (one graph per length), or the model itself."""
-    if not compile:
-        return model
-    torch._dynamo.reset()
-    return torch.compile(model, dynamic=False)
 
 
 def encoder_rows(seqs, device, autocast, warmup, repeats, smoke, modes, skip=(), compile=False):

@@ -38,7 +38,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, step_fns
+from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
 from frugalformers.nn.mixing import FourierMixing
@@ -148,8 +148,7 @@ def main(argv=None) -> int:
             label, model = build(name, T, device, args.smoke)
             model = model.to(device)
             if args.compile:
-                torch._dynamo.reset()  # a fresh static-shape graph per model and length
-                model = torch.compile(model, dynamic=False)
+                model = compiled(model)
             infer, train = step_fns(model, ids, autocast)
             for mode, fn in (("train", train), ("inference", infer)):
                 if args.profile:
@@ -171,10 +170,10 @@ def main(argv=None) -> int:
             if device == "cuda":
                 torch.cuda.empty_cache()
     if args.profile:
-        compiled = " --compile" if args.compile else ""
+        compile_flag = " --compile" if args.compile else ""
         md = profiles_markdown(
             f"FNet vs BERT: where the time goes ({'torch.compile' if args.compile else 'eager'})",
-            f"python benchmarks/fnet.py{compiled} --profile --seq {' '.join(map(str, args.seq))}",
+            f"python benchmarks/fnet.py{compile_flag} --profile --seq {' '.join(map(str, args.seq))}",
             profiles,
             f"bf16 autocast, {args.tokens} tokens per batch; train = forward + loss + backward + fused AdamW.",
         )

@@ -42,6 +42,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
+from frugalformers.bench.steps import compiled
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
@@ -97,10 +98,8 @@ def decode_step_time(
     def forward(ids, pos):
         return model(ids, input_pos=pos).logits
 
-    if compile:
-        torch._dynamo.reset()  # a fresh compile per model and shape (no recompile limit, no stale guards)
     mode = "max-autotune-no-cudagraphs" if compile == "autotune" else None  # we capture the graph ourselves
-    fn = torch.compile(forward, dynamic=False, mode=mode) if compile else forward
+    fn = compiled(forward, bool(compile), mode)  # a fresh compile per model and shape
 
     def step():
         return fn(ids, pos)

@@ -36,7 +36,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast
+from frugalformers.bench.steps import bf16_autocast, compiled
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.moe import MoEFeedForward
 
@@ -57,9 +57,7 @@ def hf_switch(d: int, d_ff: int, E: int, tokens: int):
 
 def fwd_bwd(mod, x, autocast, returns_aux: bool, compile: bool):
     """One forward + backward of `mod` on x (compiled with dynamic=False when asked)."""
-    if compile:  # dense and MoE alike; data-dependent routing shapes graph-break where they must
-        torch._dynamo.reset()
-        mod = torch.compile(mod, dynamic=False)
+    mod = compiled(mod, compile)  # dense and MoE alike; data-dependent routing shapes graph-break where they must
 
     def step():
         with autocast():

@@ -27,7 +27,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, step_fns
+from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 
 HERE = Path(__file__).resolve().parent
@@ -50,9 +50,7 @@ def model_rows(seq, tokens, device, autocast, warmup, repeats, smoke, compile=Fa
             model = to_hf_model(model)
             model.config._attn_implementation = "sdpa"
         model = model.to(device)
-        if compile:
-            torch._dynamo.reset()
-            model = torch.compile(model, dynamic=False)
+        model = compiled(model, compile)
         infer, train = step_fns(model, ids, autocast)
         for mode, fn in (("train", train), ("inference", infer)):
             t = measure(fn, warmup=warmup, repeats=repeats, device=device)
@@ -82,9 +80,7 @@ def model_profiles(seq, tokens, device, autocast, smoke, compile=False):
     for label, preset in (("BERT-Base (ours, sdpa)", "bert"), ("Sparse Mixer Base", "sparse-mixer")):
         torch.manual_seed(0)
         model = build_model(f"{preset}-{'tiny' if smoke else 'base'}", head="base", max_seq_len=seq).to(device)
-        if compile:
-            torch._dynamo.reset()
-            model = torch.compile(model, dynamic=False)
+        model = compiled(model, compile)
         infer, train = step_fns(model, ids, autocast)
         for mode, fn in (("train", train), ("inference", infer)):
             out.append((f"{label}, {mode}, seq {seq} x {B}", profile_step(fn, device)))

@@ -1,4 +1,5 @@
-"""Step closures shared by the benchmark scripts: one inference forward, one training step."""
+"""Step closures shared by the benchmark scripts: one inference forward, one training step, and
+the static-shape compile every `--compile` row uses."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ def bf16_autocast(device: str | torch.device) -> Callable[[], contextlib.Abstrac
         torch.backends.cuda.matmul.allow_tf32 = True
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def compiled(fn, enabled: bool = True, mode: str | None = None):
+    """`torch.compile(fn)` with static shapes and a fresh Dynamo state (one graph per model and
+    length: no recompile limit, no stale guards, no automatic-dynamic graph), or `fn` itself."""
+    if not enabled:
+        return fn
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False, mode=mode)
 
 
 def last_hidden(out) -> torch.Tensor:
