@@ -55,7 +55,7 @@ def generate(
     """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
     routing ids, for encoders with MoWE layers. `decoder_word_id`: for T5 decoders with MoWE
     layers, a function from one row's decoder inputs so far to the routing id of the last one
-    (`lambda h: tok.causal_word_ids(h)[-1]`). `compile`: compile the decode step (see above)."""
+    (`tok.last_word_id`). `compile`: compile the decode step (see above)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -191,7 +191,7 @@ def _generate_t5(
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     if decoder_word_id is None and model.config.routes_decoder_words():
-        raise ValueError("this model has MoWE decoder layers: pass decoder_word_id (e.g. tok.causal_word_ids)")
+        raise ValueError("this model has MoWE decoder layers: pass decoder_word_id (e.g. tok.last_word_id)")
     # each row's decoder inputs so far (only MoWE decoders need them: a host copy per step)
     history = [[int(x)] for x in tok.tolist()] if decoder_word_id is not None else None
     for t in range(max_new):

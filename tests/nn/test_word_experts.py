@@ -101,6 +101,7 @@ def test_causal_word_ids_route_each_word_once_it_is_complete(demo_data):
             assert causal[t] == tok.causal_word_ids(ids[s : t + 1])[-1]
     assert any(e - s > 1 for s, e in zip(starts[:-1], starts[1:]))  # the sentence has multi-piece words
     assert tok.causal_word_ids(ids[:3]).tolist() == causal[:3].tolist()  # left to right: no look-ahead
+    assert [tok.last_word_id(ids[: t + 1]) for t in range(len(ids))] == causal.tolist()  # one step's id
 
 
 def test_decoder_mowe_cached_generation_equals_full_recomputation(demo_data):

@@ -98,6 +98,15 @@ class Tokenizer:
             out[t] = self._span_id(tuple(ids[start : t + 1].tolist()))
         return out
 
+    def last_word_id(self, ids: list[int] | np.ndarray) -> int:
+        """`causal_word_ids(ids)[-1]` without the rest: the routing id of the word prefix that ends
+        at the last token (a generation step needs only that one, and the whole row each step
+        would cost the square of its length)."""
+        start = len(ids) - 1
+        while start > 0 and not self.starts_word[ids[start]]:
+            start -= 1
+        return self._span_id(tuple(int(i) for i in ids[start:]))
+
     def _span_id(self, span: tuple) -> int:
         rid = self._span_cache.get(span)
         if rid is None:

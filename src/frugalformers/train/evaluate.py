@@ -68,7 +68,7 @@ def generate_text(
         seed=seed,
         compile=compile,
         word_ids=[tok.word_ids(i).tolist() for i in ids] if model.config.routes_words() else None,
-        decoder_word_id=(lambda h: int(tok.causal_word_ids(h)[-1])) if model.config.routes_decoder_words() else None,
+        decoder_word_id=tok.last_word_id if model.config.routes_decoder_words() else None,
     )
     return [
         json.dumps({"prompt": p, "output": tok.decode([t for t in o if t != tok.eos_id])})

@@ -165,7 +165,7 @@ def task_predict(model, batches: TaskBatches, split: str, limit: int | None = No
                 batches._source(a, b)[: batches.seq_len - batches.target_len - 1] + [tok.sep_id] for a, b, _, _ in chunk
             ]
         words = [tok.word_ids(p).tolist() for p in prompts] if batches.word_ids else None
-        dec_words = (lambda h, tok=tok: int(tok.causal_word_ids(h)[-1])) if batches.decoder_words else None
+        dec_words = tok.last_word_id if batches.decoder_words else None
         outs = generate(
             model,
             prompts,
