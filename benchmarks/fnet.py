@@ -51,7 +51,8 @@ def build(name: str, T: int, device: str, smoke: bool):
     """(label, model) for one row; HF models get the weights of our matching model."""
     size = "tiny" if smoke else "base"
     if name == "ours-fnet-fft":
-        return "FNet-Base (ours, fft)", build_model(f"fnet-{size}", head="base", max_seq_len=T)
+        m = build_model(f"fnet-{size}", head="base", max_seq_len=T, options={"fourier_impl": "fft"})
+        return "FNet-Base (ours, fft)", m
     if name == "ours-fnet-rfft":
         m = build_model(f"fnet-{size}", head="base", max_seq_len=T, options={"fourier_impl": "rfft"})
         return "FNet-Base (ours, rfft half spectrum)", m
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.seq, args.tokens, args.repeats, args.warmup = [32, 64], 128, 2, 1
-    if args.compile and not args.profile and argv is not None and "--models" not in argv:
+    if args.compile and not args.profile and "--models" not in (argv if argv is not None else sys.argv):
         args.models = ["ours-bert", "ours-fnet-fft", "ours-fnet-rfft", "ours-fnet-dft"]
     autocast = bf16_autocast(device)
 

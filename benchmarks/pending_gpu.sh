@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU measurements written but not yet run, in parts that each fit one 10-minute device call, in
-# the order they matter (a 30-minute budget holds parts 1-3 and most of 4). One H200; run from the
+# the order they matter (a 30-minute budget holds parts 1-3). One H200; run from the
 # repository root with the project (and the carried wheels) on PYTHONPATH:
 #
 #     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4, ...
@@ -33,28 +33,26 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-1)  # fast paths vs references on the GPU; issue 7 compiled (eager CoLT5 ran ~15x off its FLOP floor at 16k:
-    # eager launch overhead at batch 1), ours vs HF LongT5 (which does not compile: timed eager, labelled)
-    run python3 benchmarks/cuda_checks.py                                                           # ~1 min
-    run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
-    ;;
-2)  # issue 6: rfft and half-spectrum dft rows, compiled, and where the time goes
-    run python3 benchmarks/fnet.py --compile --seq 512 8192                         # 2 min
-    run python3 benchmarks/fnet.py --compile --profile --seq 512 8192 \
-        --models ours-bert ours-fnet-fft ours-fnet-dft                              # ~4 min
-    ;;
-3)  # issue 9 (compiled MoE layer and Sparse Mixer, profiles) and issue 8 (MoWE layer and models)
-    run python3 benchmarks/moe.py --compile                                         # ~2 min
+1)  # issue 6 (rfft and half-spectrum dft rows, compiled, and where the time goes) and issue 9's MoE layer
+    run python3 benchmarks/fnet.py --compile --profile --seq 512 --models ours-bert ours-fnet-fft ours-fnet-dft
+    run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
     run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
-    run python3 benchmarks/sparse_mixer.py --compile                                # ~2 min
-    run python3 benchmarks/sparse_mixer.py --compile --profile                      # ~1 min
-    run python3 benchmarks/mowe.py                                                  # ~2 min
-    run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     ;;
-4)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
+2)  # issue 9's models compiled with profiles, issue 8 (MoWE layer and models), issue 7's compiled profile
+    run python3 benchmarks/sparse_mixer.py --compile --repeats 5                    # ~2 min
+    run python3 benchmarks/sparse_mixer.py --compile --profile                      # ~1 min
+    run python3 benchmarks/mowe.py --experts 4096 32768 --repeats 3                 # ~1.5 min
+    run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
+    run python3 benchmarks/colt5.py --compile --profile                             # ~3 min
+    ;;
+3)  # issue 10: the opt-in decode kernels against the default step in the same run, and where its time goes
     # (each compile of the 1B step takes ~30 s: MHA 2, GQA-4 and MQA 5 compiles each here, ~7-8 min)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
         --alts split-K sdpa-grouped flex-grouped both --profile
+    ;;
+4)  # fast paths vs references on the GPU; issue 7 compiled, ours vs HF LongT5 (which does not compile: timed eager)
+    run python3 benchmarks/cuda_checks.py                                                           # ~1 min
+    run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
     ;;
 5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \
@@ -62,8 +60,7 @@ case "${1:-}" in
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;
-6)  # if time remains: issue 7's compiled profile, then its eager grid and plot after the router / bias fixes
-    run python3 benchmarks/colt5.py --compile --profile                             # ~3 min
+6)  # if time remains: issue 7's eager grid and plot after the router / bias fixes
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)

@@ -174,3 +174,34 @@ def test_grouped_path_runs_the_touched_experts_only(monkeypatch):
     y.square().sum().backward()
     has_grad = layer.bank.w_in.grad.flatten(1).abs().sum(1) > 0
     assert torch.equal(has_grad.nonzero().squeeze(-1), touched)
+
+
+def test_grouped_path_splits_more_experts_than_one_call_takes(monkeypatch):
+    """CUDA's grouped GEMM takes at most 1024 groups per call (a 32K-expert bank touches more):
+    the touched experts run as several calls of <= MAX_GROUPS groups, with the same output and
+    gradients as the loop reference (MAX_GROUPS lowered to 3 here so the split happens on CPU)."""
+    from frugalformers.nn import grouped_experts
+
+    torch.manual_seed(0)
+    layer = WordExperts(WordExpertBank(64, 16, 4), skip_top=2)
+    x = torch.randn(2, 12, 16, requires_grad=True)
+    ids = torch.randint(0, 30, (2, 12))
+    ctx = MixContext(extras={"word_ids": ids})
+    ref = layer.reference_forward(x, ids)
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, layer.bank.w_in, layer.bank.w_out))
+    calls = []
+    monkeypatch.setattr(grouped_experts, "grouped_mm_applies", lambda h, w: True)
+    monkeypatch.setattr(grouped_experts, "MAX_GROUPS", 3)
+
+    def grouped_mm(a, b, offs, real=torch._grouped_mm):
+        calls.append(b.shape[0])
+        return real(a, b, offs=offs)
+
+    monkeypatch.setattr(torch, "_grouped_mm", grouped_mm)
+    y = layer(x, ctx)
+    touched = expert_of(ids[ids > 2], 64).unique().numel()
+    assert touched > 6 and max(calls) == 3 and sum(calls) == 2 * touched
+    torch.testing.assert_close(y, ref)
+    g = torch.autograd.grad(y.square().sum(), (x, layer.bank.w_in, layer.bank.w_out))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b)

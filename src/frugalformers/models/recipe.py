@@ -129,7 +129,7 @@ def _fourier(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.mixing import FourierMixing
 
     o = config.options
-    return FourierMixing(impl=o.get("fourier_impl", "fft"), padding=o.get("mixing_padding", "fixed"))
+    return FourierMixing(impl=o.get("fourier_impl", "auto"), padding=o.get("mixing_padding", "fixed"))
 
 
 @register_mixer("linear")

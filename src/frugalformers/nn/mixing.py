@@ -33,11 +33,12 @@ IMPLS = ("fft", "rfft", "dft", "auto")
 PADDING = ("fixed", "masked")
 
 # Sequence lengths up to which `impl="auto"` takes the DFT-as-GEMM path on CUDA. Measured on an H200
-# (benchmarks/fnet.py, mixing sublayer alone, fwd+bwd, bf16 autocast, d_model 768, 32k tokens): the
-# fp32 FFT won at every length from 512 (0.96 vs 1.31 ms) to 8192 (1.14 vs 3.24 ms), so auto never
-# picks the GEMM path there; on CPU the FFT wins too. Those GEMM timings are of the full-spectrum
-# version (twice the FLOPs of the half-spectrum GEMMs now in `mix`): re-measure before moving this.
-DFT_GEMM_MAX_LEN_CUDA = 0
+# in the whole model (benchmarks/fnet.py --compile --seq 512 8192, FNet-Base, bf16 autocast, 32k
+# tokens, RESULTS.md `fnet-analysis`): the half-spectrum GEMMs win at 512 (train 40.3 vs 40.9 ms,
+# inference 12.7 vs 15.0 ms) and lose at 8192 (57.8 vs 43.2 ms, 29.8 vs 15.6 ms: their FLOPs grow with
+# T, the FFT's with log T). Lengths in between were not measured, so the crossover is put at the
+# longest measured win. On CPU the FFT wins at every length.
+DFT_GEMM_MAX_LEN_CUDA = 512
 
 
 def dft_matrices(n: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
