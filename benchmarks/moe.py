@@ -36,7 +36,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, compiled
+from frugalformers.bench.steps import bf16_autocast, compiled, layer_fwd_bwd
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.moe import MoEFeedForward
 
@@ -55,17 +55,11 @@ def hf_switch(d: int, d_ff: int, E: int, tokens: int):
     return st.SwitchTransformersSparseMLP(cfg)
 
 
-def fwd_bwd(mod, x, autocast, returns_aux: bool, compile: bool):
-    """One forward + backward of `mod` on x (compiled with dynamic=False when asked)."""
-    mod = compiled(mod, compile)  # dense and MoE alike; data-dependent routing shapes graph-break where they must
-
-    def step():
-        with autocast():
-            y = mod(x)
-            y = y[0] if returns_aux else y
-        y.float().square().mean().backward()
-
-    return step
+def fwd_bwd(mod, x, autocast, compile: bool):
+    """One forward + backward of `mod` on x (compiled with dynamic=False when asked), gradients
+    dropped first as in training."""
+    # dense and MoE alike; data-dependent routing shapes graph-break where they must
+    return layer_fwd_bwd(compiled(mod, compile), autocast, x)
 
 
 def layer_rows(d, d_ff, tokens, experts_list, device, autocast, warmup, repeats, compile=False):
@@ -78,20 +72,20 @@ def layer_rows(d, d_ff, tokens, experts_list, device, autocast, warmup, repeats,
     dense_ms = {}
     for k in (1, 2):
         dense = FeedForward(d, d_ff * k, "gelu").to(device)
-        dense_ms[k] = time_step(fwd_bwd(dense, x, autocast, False, compile))
+        dense_ms[k] = time_step(fwd_bwd(dense, x, autocast, compile))
         rows.append({"layer": f"dense FFN d_ff {d_ff * k}", "experts": 1, "fwd+bwd ms": dense_ms[k], "vs dense": 1.0})
     for E in experts_list:
         for routing, k in ROUTINGS:
             moe = MoEFeedForward(d, d_ff, n_experts=E, routing=routing, top_k=k, expert_dropout=0.0).to(device)
             label = f"ours {routing} top-{k}"
             try:
-                ms = time_step(fwd_bwd(moe, x, autocast, True, compile))
+                ms = time_step(fwd_bwd(moe, x, autocast, compile))
                 rows.append({"layer": label, "experts": E, "fwd+bwd ms": ms, "vs dense": dense_ms[k] / ms})
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 rows.append({"layer": label, "experts": E, "fwd+bwd ms": f"error {str(e)[:40]}"})
         label = "HF SwitchTransformersSparseMLP top-1"
         try:
-            ms = time_step(fwd_bwd(hf_switch(d, d_ff, E, tokens).to(device), x, autocast, True, compile))
+            ms = time_step(fwd_bwd(hf_switch(d, d_ff, E, tokens).to(device), x, autocast, compile))
             rows.append({"layer": label, "experts": E, "fwd+bwd ms": ms, "vs dense": dense_ms[1] / ms})
         except Exception as e:  # noqa: BLE001 - report what the peer does on this stack
             rows.append({"layer": label, "experts": E, "fwd+bwd ms": f"error {type(e).__name__}: {str(e)[:40]}"})
@@ -104,15 +98,13 @@ def layer_profiles(d, d_ff, tokens, experts_list, device, autocast, compile=Fals
     out = [
         (
             f"dense FFN d_ff {d_ff}",
-            profile_step(fwd_bwd(FeedForward(d, d_ff, "gelu").to(device), x, autocast, False, compile), device),
+            profile_step(fwd_bwd(FeedForward(d, d_ff, "gelu").to(device), x, autocast, compile), device),
         )
     ]
     for E in experts_list:
         for routing in ("experts_choose", "tokens_choose"):
             moe = MoEFeedForward(d, d_ff, n_experts=E, routing=routing, expert_dropout=0.0).to(device)
-            out.append(
-                (f"ours {routing} top-1, {E} experts", profile_step(fwd_bwd(moe, x, autocast, True, compile), device))
-            )
+            out.append((f"ours {routing} top-1, {E} experts", profile_step(fwd_bwd(moe, x, autocast, compile), device)))
     return out
 
 

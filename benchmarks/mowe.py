@@ -45,7 +45,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast
+from frugalformers.bench.steps import bf16_autocast, layer_fwd_bwd
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
 
@@ -72,20 +72,6 @@ def layer_inputs(tokens: int, d: int, device):
     return x, words, MixContext(extras={"word_ids": words}), int((words > 16).sum())
 
 
-def fwd_bwd(mod, autocast, inp, *args):
-    """One forward + backward; gradients are dropped first, as `zero_grad(set_to_none=True)` does in
-    training (accumulating into a 12.9 GB bank gradient would add ~40 GB of traffic per call)."""
-
-    def step():
-        for t in (*mod.parameters(), inp):
-            t.grad = None
-        with autocast():
-            y = mod(inp, *args)
-        y.float().square().mean().backward()
-
-    return step
-
-
 def t5_ffn(d: int, device):
     """The T5.1.1 gated FFN a MoWE layer sits beside (d_ff 2048 at d 768)."""
     return FeedForward(d, 2048 if d == 768 else 4 * d, "gelu_new", gated=True, bias=False).to(device)
@@ -94,11 +80,11 @@ def t5_ffn(d: int, device):
 def layer_profiles(experts_list, tokens, d, d_e, device, autocast):
     """Kernel time by category: the T5 FFN, then the word-expert layer at each expert count."""
     x, _, ctx, _ = layer_inputs(tokens, d, device)
-    out = [("T5.1.1 FFN (gated)", profile_step(fwd_bwd(t5_ffn(d, device), autocast, x), device))]
+    out = [("T5.1.1 FFN (gated)", profile_step(layer_fwd_bwd(t5_ffn(d, device), autocast, x), device))]
     for E in experts_list:
         torch.manual_seed(0)
         layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
-        out.append((f"MoWE word experts, {E} experts", profile_step(fwd_bwd(layer, autocast, x, ctx), device)))
+        out.append((f"MoWE word experts, {E} experts", profile_step(layer_fwd_bwd(layer, autocast, x, ctx), device)))
         del layer
     return out
 
@@ -108,8 +94,8 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
     x, words, ctx, routed = layer_inputs(tokens, d, device)
     dense = FeedForward(d, d_e, "gelu_new", gated=False, bias=False).to(device)
     xr = torch.randn(1, routed, d, device=device, requires_grad=True)
-    t_dense = measure(fwd_bwd(dense, autocast, xr), warmup=warmup, repeats=repeats, device=device)
-    t_t5 = measure(fwd_bwd(t5_ffn(d, device), autocast, x), warmup=warmup, repeats=repeats, device=device)
+    t_dense = measure(layer_fwd_bwd(dense, autocast, xr), warmup=warmup, repeats=repeats, device=device)
+    t_t5 = measure(layer_fwd_bwd(t5_ffn(d, device), autocast, x), warmup=warmup, repeats=repeats, device=device)
     rows.append({"layer": f"dense {d}->{d_e}->{d}, equal active FLOPs", "experts": 1, "routed tokens": routed,
                  "fwd+bwd ms": t_dense.median_ms, "peak GiB": t_dense.peak_mem_gib})  # fmt: skip
     rows.append({"layer": "T5.1.1 FFN (gated, the FFN MoWE replaces)", "experts": 1, "routed tokens": tokens,
@@ -119,7 +105,7 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
         layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
         touched = int(expert_of(words[words > 16], E).unique().numel())
         try:
-            t = measure(fwd_bwd(layer, autocast, x, ctx), warmup=warmup, repeats=repeats, device=device)
+            t = measure(layer_fwd_bwd(layer, autocast, x, ctx), warmup=warmup, repeats=repeats, device=device)
         except torch.OutOfMemoryError:
             rows.append({"layer": "MoWE word experts", "experts": E, "fwd+bwd ms": "OOM"})
             continue

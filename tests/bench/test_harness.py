@@ -195,3 +195,24 @@ def test_targets_table_reads_the_benchmarks_rows(tmp_path):
                [{"model": "GQA-4", "batch": 32, "ctx": 1024, "ms/step": 0.7, "floor ms": 0.7}])  # fmt: skip
     rows = {(r["issue"], r["target"]): r for r in targets.all_targets(tmp_path)}
     assert rows[(10, "GQA-4 decode step, batch 32, ctx 1k: <= 1.5x its floor")]["measured"] == "1.00 (default)"
+
+
+def test_layer_fwd_bwd_drops_gradients_like_training():
+    """The layer benchmarks' step starts from no gradient each call (zero_grad(set_to_none=True)),
+    so timing two calls never includes accumulating into .grad; a tuple output (MoE) is handled."""
+    import contextlib
+
+    import torch
+
+    from frugalformers.bench.steps import layer_fwd_bwd
+    from frugalformers.nn.moe import MoEFeedForward
+
+    torch.manual_seed(0)
+    layer = MoEFeedForward(8, 16, n_experts=2, min_capacity=1)
+    x = torch.randn(2, 4, 8, requires_grad=True)
+    step = layer_fwd_bwd(layer, contextlib.nullcontext, x)
+    step()
+    once = [p.grad.clone() for p in layer.parameters()]
+    step()
+    for g, p in zip(once, layer.parameters()):
+        torch.testing.assert_close(p.grad, g)  # accumulated, it would be 2 g

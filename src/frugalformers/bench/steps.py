@@ -49,3 +49,21 @@ def step_fns(model: torch.nn.Module, ids: torch.Tensor, autocast) -> tuple[Calla
         opt.zero_grad(set_to_none=True)
 
     return infer, train
+
+
+def layer_fwd_bwd(layer: torch.nn.Module, autocast, inp: torch.Tensor, *args) -> Callable[[], None]:
+    """One forward + backward of a single layer on `inp` (extra forward arguments in `args`; of a
+    tuple output, e.g. an MoE's (y, aux), the first element is differentiated). Gradients are
+    dropped before each step, as `zero_grad(set_to_none=True)` does in training: accumulating into
+    `.grad` would add a read-modify-write of every parameter's gradient per call, which for a layer
+    with many experts is more traffic than its GEMMs."""
+
+    def step():
+        for t in (*layer.parameters(), inp):
+            t.grad = None
+        with autocast():
+            y = layer(inp, *args)
+            y = y[0] if isinstance(y, tuple) else y
+        y.float().square().mean().backward()
+
+    return step
