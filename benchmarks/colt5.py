@@ -198,7 +198,7 @@ def block_cases(n, device, smoke, compile=False):
     fns = []
     for label, mod, inp, amp in cases:
         mod = compiled(mod, compile)
-        label = label + ", compiled" if compile else label
+        label = label + (f", compiled ({compile})" if isinstance(compile, str) else ", compiled") if compile else label
 
         def fn(mod=mod, inp=inp, amp=amp):
             with torch.no_grad(), amp() if amp else torch.autocast(device, enabled=False):
@@ -307,6 +307,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
     p.add_argument("--compile", action="store_true", help="torch.compile every encoder and block, ours and the peers'")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="with --compile: mode reduce-overhead (CUDA graphs; batch 1 is launch-bound)",
+    )
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -314,22 +319,27 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.seq, args.block_seq, args.repeats, args.warmup = [256], 256, 1, 0
+    if args.cuda_graphs and not args.compile:
+        p.error("--cuda-graphs is a compile mode: add --compile")
+    compile = "reduce-overhead" if args.cuda_graphs else args.compile  # what bench.steps.compiled takes
+    suffix = "-compiled" + ("-cudagraphs" if args.cuda_graphs else "") if args.compile else ""
+    flags = (" --compile" if args.compile else "") + (" --cuda-graphs" if args.cuda_graphs else "")
     autocast = bf16_autocast(device)
     if args.profile:
         md = profiles_markdown(
             f"CoLT5: where the time goes{', compiled' if args.compile else ''}",
-            f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}{' --compile' if args.compile else ''}",
-            profiles(args.block_seq, device, autocast, args.smoke, args.compile),
+            f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}{flags}",
+            profiles(args.block_seq, device, autocast, args.smoke, compile),
             "Batch 1, inference; ours and HF under bf16 autocast, colt5-attention in the mode each title names.",
         )
         print(md)
         if not args.smoke:
-            update_results(args.results, "colt5-profile" + ("-compiled" if args.compile else ""), md)
+            update_results(args.results, "colt5-profile" + suffix, md)
         return 0
     enc = encoder_rows(
-        args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models, args.compile
+        args.seq, device, autocast, args.warmup, args.repeats, args.smoke, args.modes, args.skip_models, compile
     )
-    blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke, args.compile)
+    blk = block_rows(args.block_seq, device, args.warmup, args.repeats, args.smoke, compile)
     dec = (
         []
         if args.skip_decode
@@ -340,7 +350,7 @@ def main(argv=None) -> int:
         print(t)
     hw = hardware()
     out = output_dir(args.out, args.smoke, HERE)
-    tag = "colt5-compiled" if args.compile else "colt5"
+    tag = "colt5" + suffix
     write_json(out / f"{tag}.json", {"encoder": enc, "block": blk, "decode": dec}, hardware=hw)
     series = {}
     for r in enc:
@@ -362,13 +372,14 @@ def main(argv=None) -> int:
     cmd = (
         f"python benchmarks/colt5.py --seq {' '.join(map(str, args.seq))}"
         + f" --repeats {args.repeats} --warmup {args.warmup}"
-        + (" --compile" if args.compile else "")
+        + flags
         + (" --skip-decode" if args.skip_decode else "")
         + (f" --skip-models {' '.join(shlex.quote(m) for m in args.skip_models)}" if args.skip_models else "")
     )
     how = "every encoder and block through torch.compile (static shapes), " if args.compile else ""
+    title_how = (", compiled" if args.compile else "") + (" with CUDA graphs" if args.cuda_graphs else "")
     md = (
-        f"## CoLT5 vs LongT5 (transient-global) and the peers{', compiled' if args.compile else ''}\n\n"
+        f"## CoLT5 vs LongT5 (transient-global) and the peers{title_how}\n\n"
         f"Hardware: {hw}  \nCommand: `{cmd}`  \n"
         f"Encoders: batch 1, bf16 autocast, {how}median of {args.repeats}; `LongT5 (ours) ms / this` > 1 means "
         f"faster than our LongT5-TGlobal-Base at the same length (`HF LongT5 ms / this`: than Hugging Face's); the "

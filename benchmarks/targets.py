@@ -85,7 +85,7 @@ def fnet_targets(d: Path) -> list[dict]:
 
 def colt5_targets(d: Path) -> list[dict]:
     out = []
-    for source in ("colt5-compiled.json", "colt5.json"):
+    for source in ("colt5-compiled-cudagraphs.json", "colt5-compiled.json", "colt5.json"):
         data = load(d, source)
         if data is None:
             continue

@@ -17,13 +17,14 @@ def bf16_autocast(device: str | torch.device) -> Callable[[], contextlib.Abstrac
     return contextlib.nullcontext
 
 
-def compiled(fn, enabled: bool = True, mode: str | None = None):
+def compiled(fn, enabled: bool | str = True, mode: str | None = None):
     """`torch.compile(fn)` with static shapes and a fresh Dynamo state (one graph per model and
-    length: no recompile limit, no stale guards, no automatic-dynamic graph), or `fn` itself."""
+    length: no recompile limit, no stale guards, no automatic-dynamic graph), or `fn` itself.
+    `enabled` may name the compile mode itself (e.g. "reduce-overhead": CUDA graphs)."""
     if not enabled:
         return fn
     torch._dynamo.reset()
-    return torch.compile(fn, dynamic=False, mode=mode)
+    return torch.compile(fn, dynamic=False, mode=enabled if isinstance(enabled, str) else mode)
 
 
 def last_hidden(out) -> torch.Tensor:
