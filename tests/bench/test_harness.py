@@ -99,6 +99,22 @@ def test_fnet_benchmark_smoke(tmp_path):
     assert "FNet-Base (ours, fft)" in out and "HF FNetModel" in out and "dft-gemm (bf16)" in out
 
 
+def test_fnet_benchmark_default_models_follow_the_mode():
+    """Without --models a compiled run times ours only (a command-line run once timed every model,
+    Hugging Face's included, and ran out of its GPU time): the default comes from the mode, not from
+    looking for "--models" in an argument list."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import fnet
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert fnet.default_models(compile=True, profile=False) == [
+        "ours-bert", "ours-fnet-fft", "ours-fnet-rfft", "ours-fnet-dft"
+    ]  # fmt: skip
+    assert fnet.default_models(compile=True, profile=True) == ["ours-bert", "ours-fnet-fft"]
+    assert set(fnet.default_models(compile=False, profile=False)) == set(fnet.ALL_MODELS)
+
+
 def test_gqa_decode_benchmark_smoke(tmp_path):
     out = run_smoke("gqa_decode.py", "--out", str(tmp_path))
     assert "GQA-4" in out and "HF generate ms/step" in out
