@@ -127,6 +127,7 @@ def main(argv=None) -> int:
     autocast = bf16_autocast(device)
     tag = "-compiled" if args.compile else ""
     command = f"python benchmarks/moe.py{' --compile' if args.compile else ''}"
+    command += f" --experts {' '.join(map(str, args.experts))}" if args.experts != [8, 16, 64] else ""
     if args.profile:
         experts = [e for e in args.experts if e in (16, 64)] or args.experts
         profiles = layer_profiles(d, d_ff, args.tokens, experts, device, autocast, args.compile)
