@@ -3,8 +3,8 @@
 Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softmax reference
 (fp32 reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks,
 in fp32 and bf16; cached decoding vs a full forward for the decoder family (default step and the
-opt-in decode kernels); the grouped-GEMM dispatch of MoE (dropless) and MoWE; `generate(compile=True)`
-vs eager generation.
+opt-in decode kernels); the grouped-GEMM dispatch of MoE (dropless) and MoWE (also past one call's
+group limit); the Triton decode GEMM in bf16; `generate(compile=True)` vs eager generation.
 
     python benchmarks/cuda_checks.py
     python benchmarks/cuda_checks.py --smoke   # the same checks on the CPU, small (a dry run)
@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     ids = torch.randint(0, 8192, (2, 64), device=dev)
     for options in (
         {},
-        {"split_k": True},
+        {"decode_gemm": "split-k"},
+        {"decode_gemm": "triton"},
         {"grouped_decode": "sdpa"},
         {"grouped_decode": "flex"},
     ):  # the default and the opt-in decode kernels
@@ -121,6 +122,26 @@ def main(argv=None) -> int:
     rows.append(
         {"check": "MoWE grouped GEMM (bf16) vs per-token loop", "dtype": "bfloat16", "rel err": err, "limit": 3e-2}
     )
+    # more touched experts than one grouped-GEMM call takes (MAX_GROUPS): the split path on CUDA
+    d_w, rows_w = (16, 128) if args.smoke else (256, 1024)
+    big = WordExperts(WordExpertBank(32768, d_w, 64), skip_top=16).to(dev)
+    ids = torch.randint(0, 200000, (4, rows_w), device=dev)
+    xw = torch.randn(4, rows_w, d_w, device=dev)
+    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
+        fast = big(xw, MixContext(extras={"word_ids": ids}))
+    ok &= record(rows, "MoWE grouped GEMM, > 512 experts touched", rel(fast, big.reference_forward(xw, ids)), 3e-2,
+                 dtype="bfloat16")  # fmt: skip
+    # the Triton decode GEMM in bf16 (the CPU interpreter has no bf16 dot): 1B-decoder shapes and odd ones
+    from frugalformers.nn.skinny_gemm import skinny_linear
+
+    for M, K, N, has_bias in ((32, 2048, 3072, False), (32, 5632, 2048, False), (1, 2048, 2048, False),
+                              (8, 2048, 11264, False), (5, 520, 100, True)):  # fmt: skip
+        xs = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+        ws = (torch.randn(N, K, device=dev) / K**0.5).to(torch.bfloat16)
+        bs = torch.randn(N, device=dev, dtype=torch.bfloat16) if has_bias else None
+        ref = torch.nn.functional.linear(xs.double(), ws.double(), None if bs is None else bs.double())
+        ok &= record(rows, f"Triton skinny GEMM {M}x{K} @ {K}x{N}" + (" + bias" if has_bias else ""),
+                     rel(skinny_linear(xs, ws, bs), ref), 1e-2, dtype="bfloat16")  # fmt: skip
     # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
     from frugalformers.generate import generate
 

@@ -16,8 +16,14 @@ With `--compile` the step is first compiled (`torch.compile`, static shapes: the
 work between the GEMMs fuses into a few kernels) and then captured, as `generate(compile=True)`
 does; those rows go to the section `gqa-decode-compiled`.
 
+`--alts` times the same step with opt-in decode kernels (ALTS) beside the default one, in the same
+process. `triton-gemm` (`nn/skinny_gemm.py`): expected, before measuring, to bring the GEMMs from
+~40% of the copy bandwidth (cuBLAS at M = 32) toward 80%, i.e. GQA-4 at batch 32, ctx 1k from
+1.39 ms to ~0.9-1.0 ms (floor 0.65 ms); its block sizes are autotuned on the first (warm-up) call.
+
     python benchmarks/gqa_decode.py
     python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384
+    python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --alts triton-gemm sdpa-grouped
     python benchmarks/gqa_decode.py --smoke      # CPU, tiny, eager
 """
 
@@ -47,10 +53,12 @@ from frugalformers.bench.steps import compiled
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
 ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the default step with --alts
-    "split-K": {"split_k": True},
+    "split-K": {"decode_gemm": "split-k"},
+    "triton-gemm": {"decode_gemm": "triton"},
     "sdpa-grouped": {"grouped_decode": "sdpa"},
     "flex-grouped": {"grouped_decode": "flex"},
-    "both": {"split_k": True, "grouped_decode": "sdpa"},
+    "both": {"decode_gemm": "split-k", "grouped_decode": "sdpa"},
+    "triton+sdpa": {"decode_gemm": "triton", "grouped_decode": "sdpa"},
 }
 
 

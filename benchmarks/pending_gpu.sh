@@ -48,9 +48,11 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --compile --cuda-graphs --seq 16384 --skip-decode --repeats 3 --warmup 2
     run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
     ;;
-3)  # issue 10: the grouped decode attention kernels (not timed yet) against the default step
+3)  # issue 10: the Triton decode GEMM (nn/skinny_gemm.py: autotuned on its first call) and the grouped
+    # decode attention kernels (not timed yet) against the default step; cuda_checks first (bf16 kernel)
+    run python3 benchmarks/cuda_checks.py                                           # ~1 min
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts sdpa-grouped flex-grouped --profile
+        --alts triton-gemm triton+sdpa sdpa-grouped flex-grouped --profile
     ;;
 4)  # issue 6: the mixing sublayer alone by length and the 8192 profile (the 2026-11-28 run stopped
     # before them), plus the Hugging Face BERT rows at 8192

@@ -83,15 +83,15 @@ def test_split_k_decoding_equals_plain_decoding():
     torch.manual_seed(0)
     model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=4, n_kv_heads=2, n_layers=2).eval()
     ids = torch.randint(5, 100, (3, 30))  # a prefill of 90 rows: more than SPLIT_K_MAX_ROWS
-    model.setup_cache(3, 40, split_k=True)
-    assert all(layer.mixer.split_k_tiles > 0 and layer.ffn.split_k_tiles > 0 for layer in model.layers)
+    model.setup_cache(3, 40, decode_gemm="split-k")
+    assert all(layer.mixer.decode_gemm > 0 and layer.ffn.decode_gemm > 0 for layer in model.layers)
     with torch.no_grad(), mock.patch.object(fused_linear, "split_k_linear", wraps=fused_linear.split_k_linear) as spy:
         model(ids, input_pos=torch.arange(30))
         assert spy.call_count == 0  # the prefill keeps one GEMM per projection
         steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits for i in range(3)]
         assert spy.call_count == 3 * 2 * 4  # every step: q/k/v, o, gate/up and down of both layers were split
     model.setup_cache(3, 40)
-    assert all(layer.mixer.split_k_tiles == 0 for layer in model.layers)
+    assert all(layer.mixer.decode_gemm == 0 for layer in model.layers)
     with torch.no_grad():
         model(ids, input_pos=torch.arange(30))
         plain = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits for i in range(3)]

@@ -21,16 +21,17 @@ def attach_caches(
     max_len: int,
     dtype: torch.dtype,
     device,
-    split_k: bool = False,
+    decode_gemm: str = "cublas",
     grouped_decode: str = "matmul",
 ) -> None:
     """Caches `(batch, G, max_len, D)` on every layer's mixer; `stack` holds the layers.
 
-    Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `split_k=True`
-    splits the skinny decode GEMMs over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
+    Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `decode_gemm`
+    "triton" runs the skinny decode GEMMs as one Triton kernel each (`nn.skinny_gemm`), "split-k"
+    splits them over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
     grouped kv heads with SDPA on regrouped queries instead of two matmuls, `"flex"` with
     FlexAttention (for compiled decoding)."""
-    set_decoding_fusion(stack, True, split_k, grouped_decode)  # checks the options first
+    set_decoding_fusion(stack, True, decode_gemm, grouped_decode)  # checks the options first
     for layer in layers:
         m = layer.mixer
         m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)

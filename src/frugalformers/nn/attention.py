@@ -237,7 +237,7 @@ class Attention(nn.Module):
         self.v = nn.Linear(d_context, n_kv_heads * head_dim, bias=bias)
         self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
-        self.split_k_tiles = 0  # > 0 while decoding with split-K GEMMs (`nn.fused_linear.decode_linear`)
+        self.decode_gemm: int | str = 0  # while decoding: split-K tiles or "triton" (`nn.fused_linear.decode_linear`)
         self.grouped_decode = "matmul"  # how grouped kv heads are attended while decoding (`grouped_decode_attention`)
 
     def fuse_projections(self) -> None:
@@ -285,7 +285,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self._fused_qkv is not None and context is None and kv is None:  # one GEMM for q, k, v
-            qkv = decode_linear(x, *self._fused_qkv, self.split_k_tiles)  # (B, T, (H + 2G) * D)
+            qkv = decode_linear(x, *self._fused_qkv, self.decode_gemm)  # (B, T, (H + 2G) * D)
             q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
             q = q.reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
             k = k.reshape(B, T, G, D).transpose(1, 2)  # (B, G, T, D)
@@ -333,4 +333,4 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
-        return project(self.o, out, self.split_k_tiles)
+        return project(self.o, out, self.decode_gemm)

@@ -60,7 +60,7 @@ class FeedForward(nn.Module):
         self.w_out = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self._fused_gate_in: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
-        self.split_k_tiles = 0  # > 0 while decoding with split-K GEMMs (`nn.fused_linear.decode_linear`)
+        self.decode_gemm: int | str = 0  # while decoding: split-K tiles or "triton" (`nn.fused_linear.decode_linear`)
 
     def fuse_projections(self) -> None:
         """Gate and input projections as one GEMM (decoding); see `nn.fused_linear`."""
@@ -71,7 +71,7 @@ class FeedForward(nn.Module):
         self._fused_gate_in = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tiles = self.split_k_tiles  # > 0: decoding with split-K GEMMs
+        tiles = self.decode_gemm  # 0, or decoding with another decode GEMM
         if self._fused_gate_in is not None:  # decoding: gate and input as one GEMM
             gate, inp = decode_linear(x, *self._fused_gate_in, tiles).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
             h = self.act(gate) * inp

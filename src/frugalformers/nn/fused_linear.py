@@ -11,9 +11,12 @@ module's state dict keeps its names. `model.to(...)` after fusing gives each par
 storage again; the fused tensor is then stale, which is why callers fuse right before decoding
 (`setup_cache`) and drop the fused tensor afterwards (`clear_cache`).
 
-Split-K (`split_k=True`, opt-in while it is being measured): a decode GEMM has a few rows and N
-outputs, so it has only ~N/128 output tiles, e.g. 16 thread blocks for a 2048-wide projection on
-a GPU with 132 SMs, and cannot stream its weight at full bandwidth. `split_k_linear` cuts K into S
+Decode GEMMs (`decode_gemm`, opt-in while they are measured): "cublas" (default) is `F.linear`;
+"triton" is `nn.skinny_gemm.skinny_linear`, one Triton kernel that streams the weight once; and
+"split-k" (measured slower than the default on an H200, RESULTS.md `gqa-decode-analysis`): a
+decode GEMM has a few rows and N outputs, so it has only ~N/128 output tiles, e.g. 16 thread
+blocks for a 2048-wide projection on a GPU with 132 SMs, and cannot stream its weight at full
+bandwidth. `split_k_linear` cuts K into S
 chunks and runs them as one batched GEMM on views of the input and the weight (no copies, also
 under torch.compile, which passes the strided views to the same extern bmm), then sums the S
 partial products in float32: S times as many thread blocks for the same bytes.
@@ -73,10 +76,19 @@ def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y.to(x.dtype).reshape(*lead, N)  # (..., N)
 
 
-def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target_tiles: int):
-    """`F.linear`, split over K (`split_k_linear`) when `target_tiles` > 0, the GEMM has at most
-    SPLIT_K_MAX_ROWS rows, its N outputs make fewer than `target_tiles` tiles and the weight is
-    contiguous (its chunks are views)."""
+DECODE_GEMMS = ("cublas", "split-k", "triton")
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, how: int | str):
+    """`F.linear` as a decode GEMM. `how`: 0 (plain), "triton" (`skinny_linear`, which itself
+    falls back to `F.linear` where it does not apply), or a split-K tile target > 0: split over K
+    (`split_k_linear`) when the GEMM has at most SPLIT_K_MAX_ROWS rows, its N outputs make fewer
+    than `how` tiles and the weight is contiguous (its chunks are views)."""
+    if how == "triton":
+        from frugalformers.nn.skinny_gemm import skinny_linear
+
+        return skinny_linear(x, weight, bias)
+    target_tiles = how
     if target_tiles and x.numel() // x.shape[-1] <= SPLIT_K_MAX_ROWS and weight.is_contiguous():
         splits = split_k_count(weight.shape[0], weight.shape[1], target_tiles)
         if splits > 1:
@@ -84,9 +96,9 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return F.linear(x, weight, bias)
 
 
-def project(lin: nn.Linear, x: torch.Tensor, target_tiles: int) -> torch.Tensor:
-    """`lin(x)`, or `decode_linear` on its weights while decoding with split-K GEMMs (target_tiles > 0)."""
-    return decode_linear(x, lin.weight, lin.bias, target_tiles) if target_tiles else lin(x)
+def project(lin: nn.Linear, x: torch.Tensor, how: int | str) -> torch.Tensor:
+    """`lin(x)`, or `decode_linear` on its weights while decoding with another decode GEMM (`how`)."""
+    return decode_linear(x, lin.weight, lin.bias, how) if how else lin(x)
 
 
 def split_k_tiles(device: torch.device) -> int:
@@ -98,24 +110,30 @@ def split_k_tiles(device: torch.device) -> int:
 
 
 def set_decoding_fusion(
-    module: nn.Module, enabled: bool, split_k: bool = False, grouped_decode: str = "matmul"
+    module: nn.Module, enabled: bool, decode_gemm: str = "cublas", grouped_decode: str = "matmul"
 ) -> None:
-    """Fuse (or drop the fused tensors of) every block under `module` that supports it; with
-    `split_k`, their decode GEMMs also split over K (`decode_linear`); `grouped_decode` picks how
+    """Fuse (or drop the fused tensors of) every block under `module` that supports it;
+    `decode_gemm` picks their decode GEMMs (DECODE_GEMMS, `decode_linear`); `grouped_decode` how
     attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`)."""
     from frugalformers.nn.attention import GROUPED_DECODE  # (attention imports this module)
 
     if grouped_decode not in GROUPED_DECODE:
         raise ValueError(f"grouped_decode={grouped_decode!r} is not one of {GROUPED_DECODE}")
-    tiles = split_k_tiles(next(module.parameters()).device) if enabled and split_k else 0
+    if decode_gemm not in DECODE_GEMMS:
+        raise ValueError(f"decode_gemm={decode_gemm!r} is not one of {DECODE_GEMMS}")
+    how: int | str = 0  # what each block's `decode_gemm` holds (`decode_linear`)
+    if enabled and decode_gemm == "split-k":
+        how = split_k_tiles(next(module.parameters()).device)
+    elif enabled and decode_gemm == "triton":
+        how = "triton"
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
                 m.fuse_projections()
-                m.split_k_tiles = tiles
+                m.decode_gemm = how
             else:
                 m.unfuse_projections()
-                m.split_k_tiles = 0
+                m.decode_gemm = 0
         if hasattr(m, "grouped_decode"):
             m.grouped_decode = grouped_decode if enabled else "matmul"
 

@@ -1,0 +1,152 @@
+"""Decode GEMMs with a few rows as one Triton kernel that streams the weight once (opt-in, being
+measured: `setup_cache(..., decode_gemm="triton")`, `benchmarks/gqa_decode.py --alts triton-gemm`).
+
+y = x W^T (+ b) for x (M, K) with M <= SKINNY_MAX_ROWS rows (a decode step's batch) and W (N, K)
+contiguous (the `nn.Linear` layout). A decode step is bound by reading the weights: the floor of
+one GEMM is N K 2 bytes over the memory bandwidth. On an H200 at M = 32, cuBLAS streams the 1B
+decoder's weights at ~40% of the measured copy bandwidth (RESULTS.md, `gqa-decode-analysis`), and
+splitting K in PyTorch (`nn.fused_linear.split_k_linear`) made the step slower, not faster.
+
+The kernel: one program per BLOCK_N output columns. BLOCK_N is small (16-64), so a 2048-wide
+projection already has 32-128 programs and K is never split: no partial sums in memory, no second
+pass, the bias added and the output cast in the same program. Each program walks K in BLOCK_K
+steps, loading a (BLOCK_N, BLOCK_K) weight tile and the (BLOCK_M, BLOCK_K) input tile (the input
+is tiny and stays in L2), and accumulates in float32 with `tl.dot`. `num_stages` keeps several
+weight tiles in flight per SM, which is what bandwidth needs. On CUDA the block sizes are
+autotuned per (M, N, K) on the first call (outside CUDA-graph capture: the decode benchmark warms
+the step up first). Under `TRITON_INTERPRET=1` the same kernel runs on CPU tensors with a fixed
+configuration: that is how the tests hold it to `F.linear`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CPU wheel of torch comes without Triton; the GPU image has it
+    triton = None
+
+SKINNY_MAX_ROWS = 64  # more rows than this (a prefill) is a regular GEMM: cuBLAS
+INTERPRET_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 32}  # the fixed configuration of the CPU interpreter
+
+
+INTERPRET = (
+    os.environ.get("TRITON_INTERPRET", "0") == "1"
+)  # Triton's interpreter: CPU tensors (read at import, as Triton does)
+
+
+def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Triton is there, the tensors are on CUDA (or the interpreter runs), at most SKINNY_MAX_ROWS
+    rows, the weight contiguous and a floating dtype both sides share."""
+    return (
+        triton is not None
+        and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
+        and x.numel() // max(x.shape[-1], 1) <= SKINNY_MAX_ROWS
+        and weight.is_contiguous()
+        and x.dtype == weight.dtype
+        and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
+    )
+
+
+if triton is not None:
+
+    @triton.jit
+    def _skinny_kernel(
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        y_ptr,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wn,
+        stride_ym,
+        HAS_BIAS: tl.constexpr,
+        IEEE: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # this program's output columns
+        rm = tl.arange(0, BLOCK_M)  # every row (M <= BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + rk
+            x = tl.load(
+                x_ptr + rm[:, None] * stride_xm + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0
+            )  # (BLOCK_M, BLOCK_K)
+            w = tl.load(
+                w_ptr + rn[:, None] * stride_wn + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < K), other=0.0
+            )  # (BLOCK_N, BLOCK_K)
+            if IEEE:  # float32 inputs: full-precision products, as F.linear without TF32
+                acc += tl.dot(x, tl.trans(w), input_precision="ieee")
+            else:
+                acc += tl.dot(x, tl.trans(w))  # (BLOCK_M, BLOCK_N)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+    def _configs() -> list:
+        """Block sizes and pipelining depths to try; those whose tiles cannot fit shared memory
+        are skipped by the autotuner (OutOfResources)."""
+        return [
+            triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+            for n in (16, 32, 64)
+            for k in (128, 256, 512)
+            for w in (4, 8)
+            for s in (3, 4, 5)
+            if n * k <= 16384 and not (w == 8 and n == 16)
+        ]
+
+    _skinny_kernel_tuned = triton.autotune(configs=_configs(), key=["M", "N", "K", "HAS_BIAS"])(_skinny_kernel)
+
+
+def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None) -> torch.Tensor:
+    """x2 (M, K) contiguous -> (M, N) in x2's dtype."""
+    M, K = x2.shape
+    N = weight.shape[0]
+    y = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
+    block_m = max(16, triton.next_power_of_2(M))  # tl.dot needs >= 16 on every side
+    args = (x2, weight, bias if bias is not None else x2, y, M, N, K, x2.stride(0), weight.stride(0), y.stride(0))
+    flags = {"HAS_BIAS": bias is not None, "IEEE": x2.dtype == torch.float32, "BLOCK_M": block_m}
+    if config is None and not INTERPRET:
+        _skinny_kernel_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)](*args, **flags)
+    else:
+        config = config or INTERPRET_CONFIG
+        _skinny_kernel[(triton.cdiv(N, config["BLOCK_N"]),)](*args, **flags, **config)
+    return y
+
+
+@torch.library.custom_op("frugalformers::skinny_linear", mutates_args=())
+def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """An opaque op for torch.compile (Inductor calls it as it is, inside the compiled step)."""
+    lead, K = x.shape[:-1], x.shape[-1]
+    y = _launch(x.reshape(-1, K).contiguous(), weight, bias, None)  # (M, N)
+    return y.reshape(*lead, weight.shape[0])
+
+
+@_skinny_linear_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def skinny_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, config: dict | None = None
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` by the Triton kernel where `skinny_gemm_applies`, else `F.linear`.
+    Inference only (no backward). `config` ({"BLOCK_N", "BLOCK_K"}) fixes the block sizes instead
+    of autotuning (tests)."""
+    if not skinny_gemm_applies(x, weight):
+        return F.linear(x, weight, bias)
+    if config is not None:
+        lead, K = x.shape[:-1], x.shape[-1]
+        return _launch(x.reshape(-1, K).contiguous(), weight, bias, config).reshape(*lead, weight.shape[0])
+    return _skinny_linear_op(x, weight, bias)

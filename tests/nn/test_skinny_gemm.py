@@ -1,0 +1,110 @@
+"""The Triton decode GEMM (`nn.skinny_gemm`) against `F.linear`, run by Triton's interpreter on CPU
+(`TRITON_INTERPRET=1` is read when Triton is imported, so these checks run in a fresh process).
+The interpreter has no bfloat16 `tl.dot` (triton-lang/triton#11584: it multiplies the raw bits),
+so bfloat16 is checked on the GPU (`benchmarks/cuda_checks.py`); float32 and float16 here."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from frugalformers import build_model
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def run_interpreted(code: str) -> str:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": SRC}
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_kernel_equals_linear_across_shapes_masks_and_dtypes():
+    """Rows below the 16-row tile, N and K that the blocks do not divide, bias or none, fp32 (IEEE
+    products) and fp16; the autotuned entry point and fixed block sizes."""
+    out = run_interpreted(
+        """
+        import torch, torch.nn.functional as F
+        from frugalformers.nn.skinny_gemm import skinny_linear, skinny_gemm_applies, _launch
+        from unittest import mock
+        import frugalformers.nn.skinny_gemm as sg
+        torch.manual_seed(0)
+        cases = [(1, 40, 50, True, None), (3, 100, 33, False, {"BLOCK_N": 16, "BLOCK_K": 64}),
+                 (32, 64, 96, True, {"BLOCK_N": 32, "BLOCK_K": 16}), (64, 48, 20, True, {"BLOCK_N": 64, "BLOCK_K": 32})]
+        for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
+            for M, K, N, has_bias, config in cases:
+                x = torch.randn(M, K).to(dtype)
+                w = (torch.randn(N, K) / K**0.5).to(dtype)
+                b = torch.randn(N).to(dtype) if has_bias else None
+                assert skinny_gemm_applies(x, w)
+                with mock.patch.object(sg, "_launch", wraps=_launch) as spy:
+                    y = skinny_linear(x, w, b, config)
+                assert spy.call_count == 1, "the kernel ran"
+                ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+                err = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+                assert y.dtype == dtype and y.shape == (M, N) and err < tol, (dtype, M, K, N, err)
+        x = torch.randn(2, 3, 64)  # leading dims are kept
+        w = torch.randn(24, 64)
+        torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+        assert not skinny_gemm_applies(torch.randn(65, 64), w)  # a prefill: cuBLAS
+        assert not skinny_gemm_applies(torch.randn(4, 64), w.t().contiguous().t())  # a strided weight
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_triton_decode_gemms_give_the_plain_decode_logits():
+    """A decoder decoding with `decode_gemm="triton"` (every decode projection through the kernel,
+    the prefill's 90 rows through cuBLAS) gives the default decode's logits, step by step."""
+    out = run_interpreted(
+        """
+        import torch
+        from unittest import mock
+        from frugalformers import build_model
+        import frugalformers.nn.skinny_gemm as sg
+        torch.manual_seed(0)
+        model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=2).eval()
+        ids = torch.randint(5, 100, (3, 30))
+        def decode(**options):
+            model.setup_cache(3, 40, **options)
+            with torch.no_grad(), mock.patch.object(sg, "_launch", wraps=sg._launch) as spy:
+                model(ids, input_pos=torch.arange(30))
+                prefill = spy.call_count
+                steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits
+                         for i in range(3)]
+            model.clear_cache()
+            return steps, prefill, spy.call_count
+        fast, prefill, calls = decode(decode_gemm="triton")
+        assert prefill == 0 and calls == 3 * 2 * 4, (prefill, calls)  # q/k/v, o, gate/up, down of 2 layers
+        plain, _, none = decode()
+        assert none == 0
+        for a, b in zip(fast, plain):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_decode_gemm_option_is_checked_and_falls_back_on_cpu():
+    """Without the interpreter a CPU tensor takes F.linear (same logits); a bad option is an error
+    that names the choices."""
+    torch.manual_seed(0)
+    model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=1).eval()
+    with pytest.raises(ValueError, match="decode_gemm='cutlass' is not one of"):
+        model.setup_cache(1, 8, decode_gemm="cutlass")
+    ids = torch.randint(5, 100, (1, 8))
+    with torch.no_grad():
+        full = model(ids).logits
+        model.setup_cache(1, 8, decode_gemm="triton")
+        steps = [model(ids[:, t : t + 1], input_pos=torch.tensor([t])).logits for t in range(8)]
+        model.clear_cache()
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
