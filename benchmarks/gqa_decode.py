@@ -256,13 +256,20 @@ def main(argv=None) -> int:
                     options = {k: v for k, v in ALTS[alt].items() if k != "grouped_decode" or kv < c.n_heads}
                     key = tuple(sorted(options.items()))
                     if key not in timed:
-                        timed[key] = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats,
-                                                      "autotune" if args.compile and args.autotune else args.compile,
-                                                      step_profiles, **options)  # fmt: skip
-                        if step_profiles is not None:
+                        how = "autotune" if args.compile and args.autotune else args.compile
+                        try:
+                            timed[key] = decode_step_time(model, B, ctx, device, device == "cuda", args.repeats, how,
+                                                          step_profiles, **options)  # fmt: skip
+                        except Exception as e:  # noqa: BLE001 - an opt-in kernel that fails is reported in its cell
+                            print(f"{label} {alt}: {type(e).__name__}: {e}", flush=True)
+                            model.clear_cache()
+                            timed[key] = f"error {type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+                        if step_profiles is not None and step_profiles:
                             profiles.append((f"{label}, batch {B}, ctx {ctx}, {alt}", step_profiles.pop()))
                     alt_ms = timed[key]
                     row[f"{alt} ms/step"] = alt_ms
+                    if isinstance(alt_ms, str):
+                        continue
                     row[f"{alt} gain"] = ms / alt_ms
                     row[f"{alt} / floor"] = alt_ms / floor if floor else None
                 if label in args.hf and B == max(args.batch) and ctx == min(args.ctx):

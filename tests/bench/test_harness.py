@@ -232,3 +232,28 @@ def test_layer_fwd_bwd_drops_gradients_like_training():
     step()
     for g, p in zip(once, layer.parameters()):
         torch.testing.assert_close(p.grad, g)  # accumulated, it would be 2 g
+
+
+def test_gqa_decode_reports_a_failing_decode_kernel_in_its_cell(tmp_path, capsys, monkeypatch):
+    """An opt-in decode kernel that raises (e.g. a Triton kernel that does not compile on the GPU)
+    fills its own cells with the error; the default step and the other rows are still timed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gqa_decode
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    real = gqa_decode.decode_step_time
+
+    def failing(model, *args, **options):
+        if options.get("decode_gemm") == "triton":
+            model.setup_cache(1, 8)  # left set up, as a failure half-way would
+            raise RuntimeError("PassManager::run failed")
+        return real(model, *args, **options)
+
+    monkeypatch.setattr(gqa_decode, "decode_step_time", failing)
+    argv = ["--smoke", "--variants", "GQA-4", "--batch", "2", "--ctx", "32", "--alts", "triton-gemm", "sdpa-grouped"]
+    assert gqa_decode.main([*argv, "--out", str(tmp_path), "--hf"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| GQA-4"))
+    assert "error RuntimeError: PassManager::run failed" in row
+    assert row.count("error") == 1  # sdpa-grouped was timed

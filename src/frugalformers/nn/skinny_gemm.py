@@ -21,6 +21,7 @@ configuration: that is how the tests hold it to `F.linear`.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +127,7 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, c
 
 
 @torch.library.custom_op("frugalformers::skinny_linear", mutates_args=())
-def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - the schema inference of older torch reads typing.Optional
     """An opaque op for torch.compile (Inductor calls it as it is, inside the compiled step)."""
     lead, K = x.shape[:-1], x.shape[-1]
     y = _launch(x.reshape(-1, K).contiguous(), weight, bias, None)  # (M, N)
@@ -134,7 +135,7 @@ def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 
 @_skinny_linear_op.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
