@@ -35,24 +35,23 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-1)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
+1)  # issue 10: the Triton decode GEMM (nn/skinny_gemm.py: autotuned on its first call) and the grouped
+    # decode attention kernels (not timed yet) against the default step; cuda_checks first (bf16 kernel)
+    run python3 benchmarks/cuda_checks.py                                           # ~1 min
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
+        --alts triton-gemm triton+sdpa sdpa-grouped flex-grouped --profile
+    ;;
+2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
     # bank gradients), the MoE layer (gradients dropped between timed calls as in training)
     run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 3          # ~2 min
     run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
     run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
-    run python3 benchmarks/cuda_checks.py                                           # ~1 min
     ;;
-2)  # issue 7 compiled: batch 1 at 16k is launch-bound (profile: 10.2 ms of kernels in a 22.9 ms
+3)  # issue 7 compiled: batch 1 at 16k is launch-bound (profile: 10.2 ms of kernels in a 22.9 ms
     # step), so CUDA graphs first, then plain compile
     run python3 benchmarks/colt5.py --compile --cuda-graphs --seq 16384 --skip-decode --repeats 3 --warmup 2
     run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
-    ;;
-3)  # issue 10: the Triton decode GEMM (nn/skinny_gemm.py: autotuned on its first call) and the grouped
-    # decode attention kernels (not timed yet) against the default step; cuda_checks first (bf16 kernel)
-    run python3 benchmarks/cuda_checks.py                                           # ~1 min
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts triton-gemm triton+sdpa sdpa-grouped flex-grouped --profile
     ;;
 4)  # issue 6: the mixing sublayer alone by length and the 8192 profile (the 2026-11-28 run stopped
     # before them), plus the Hugging Face BERT rows at 8192
@@ -62,7 +61,7 @@ case "${1:-}" in
     ;;
 5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \
-        --alts sdpa-grouped flex-grouped
+        --alts triton-gemm triton+sdpa
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;
