@@ -4,7 +4,8 @@ Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softma
 (fp32 reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks,
 in fp32 and bf16; cached decoding vs a full forward for the decoder family (default step and the
 opt-in decode kernels); the grouped-GEMM dispatch of MoE (dropless) and MoWE (also past one call's
-group limit); the Triton decode GEMM in bf16; `generate(compile=True)` vs eager generation.
+group limit); the Triton decode GEMM in bf16; every Fourier mixing implementation, eager and
+compiled; `generate(compile=True)` vs eager generation.
 
     python benchmarks/cuda_checks.py
     python benchmarks/cuda_checks.py --smoke   # the same checks on the CPU, small (a dry run)
@@ -142,6 +143,20 @@ def main(argv=None) -> int:
         ref = torch.nn.functional.linear(xs.double(), ws.double(), None if bs is None else bs.double())
         ok &= record(rows, f"Triton skinny GEMM {M}x{K} @ {K}x{N}" + (" + bias" if has_bias else ""),
                      rel(skinny_linear(xs, ws, bs), ref), 1e-2, dtype="bfloat16")  # fmt: skip
+    # Fourier mixing on the GPU: every implementation, eager and compiled, bf16 autocast, against fp64
+    # (the models' default "auto" takes the DFT GEMMs on CUDA up to 512 tokens)
+    from frugalformers.nn.mixing import FourierMixing
+
+    xf = torch.randn(4, 64 if args.smoke else 512, 64 if args.smoke else 768, device=dev)
+    ref = torch.fft.fft2(xf.double()).real
+    for impl in ("fft", "rfft", "dft", "auto"):
+        for compile_ in (False, True):
+            mix = FourierMixing(impl=impl)
+            fn = torch.compile(mix, dynamic=False) if compile_ else mix
+            with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
+                out = fn(xf)
+            name = f"FourierMixing {impl}{' compiled' if compile_ else ''} (bf16 autocast) vs fp64 fft2"
+            ok &= record(rows, name, rel(out, ref), 1e-2, dtype="bfloat16")
     # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
     from frugalformers.generate import generate
 
