@@ -55,6 +55,10 @@ def test_kernel_equals_linear_across_shapes_masks_and_dtypes():
         torch.testing.assert_close(skinny_linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
         assert not skinny_gemm_applies(torch.randn(65, 64), w)  # a prefill: cuBLAS
         assert not skinny_gemm_applies(torch.randn(4, 64), w.t().contiguous().t())  # a strided weight
+        wg = w.clone().requires_grad_()
+        assert not skinny_gemm_applies(x, wg)  # training: F.linear, which has a backward
+        with torch.no_grad():
+            assert skinny_gemm_applies(x, wg)
         print("ok")
         """
     )

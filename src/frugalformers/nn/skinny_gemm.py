@@ -36,16 +36,17 @@ SKINNY_MAX_ROWS = 64  # more rows than this (a prefill) is a regular GEMM: cuBLA
 INTERPRET_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 32}  # the fixed configuration of the CPU interpreter
 
 
-INTERPRET = (
-    os.environ.get("TRITON_INTERPRET", "0") == "1"
-)  # Triton's interpreter: CPU tensors (read at import, as Triton does)
+# Triton's interpreter runs kernels on CPU tensors; Triton reads the variable at import, so do we
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Triton is there, the tensors are on CUDA (or the interpreter runs), at most SKINNY_MAX_ROWS
-    rows, the weight contiguous and a floating dtype both sides share."""
+    rows, the weight contiguous, a floating dtype both sides share, and no gradient asked for (the
+    kernel has no backward: under autograd the GEMM stays `F.linear`)."""
     return (
         triton is not None
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
         and x.numel() // max(x.shape[-1], 1) <= SKINNY_MAX_ROWS
         and weight.is_contiguous()
