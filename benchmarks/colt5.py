@@ -46,7 +46,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
+from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 
 HERE = Path(__file__).resolve().parent
 
@@ -306,12 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-decode", action="store_true")
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
-    p.add_argument("--compile", action="store_true", help="torch.compile every encoder and block, ours and the peers'")
-    p.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="with --compile: mode reduce-overhead (CUDA graphs; batch 1 is launch-bound)",
-    )
+    add_compile_flags(p, "torch.compile every encoder and block, ours and the peers'")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -319,15 +314,12 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.seq, args.block_seq, args.repeats, args.warmup = [256], 256, 1, 0
-    if args.cuda_graphs and not args.compile:
-        p.error("--cuda-graphs is a compile mode: add --compile")
-    compile = "reduce-overhead" if args.cuda_graphs else args.compile  # what bench.steps.compiled takes
-    suffix = "-compiled" + ("-cudagraphs" if args.cuda_graphs else "") if args.compile else ""
-    flags = (" --compile" if args.compile else "") + (" --cuda-graphs" if args.cuda_graphs else "")
+    setting = compile_setting(p, args)  # batch 1 is launch-bound: --cuda-graphs removes the gaps
+    compile, suffix, flags = setting.how, setting.suffix, setting.flags
     autocast = bf16_autocast(device)
     if args.profile:
         md = profiles_markdown(
-            f"CoLT5: where the time goes{', compiled' if args.compile else ''}",
+            f"CoLT5: where the time goes{setting.title}",
             f"python benchmarks/colt5.py --profile --block-seq {args.block_seq}{flags}",
             profiles(args.block_seq, device, autocast, args.smoke, compile),
             "Batch 1, inference; ours and HF under bf16 autocast, colt5-attention in the mode each title names.",
@@ -363,7 +355,7 @@ def main(argv=None) -> int:
         series,
         "input tokens",
         "encoder inference tokens/s",
-        f"Long-input encoders, batch 1, bf16{', compiled' if args.compile else ''} (the paper's Figure 1 axis)",
+        f"Long-input encoders, batch 1, bf16{setting.title} (the paper's Figure 1 axis)",
         logx=True,
         logy=True,
     )
@@ -377,7 +369,7 @@ def main(argv=None) -> int:
         + (f" --skip-models {' '.join(shlex.quote(m) for m in args.skip_models)}" if args.skip_models else "")
     )
     how = "every encoder and block through torch.compile (static shapes), " if args.compile else ""
-    title_how = (", compiled" if args.compile else "") + (" with CUDA graphs" if args.cuda_graphs else "")
+    title_how = setting.title
     md = (
         f"## CoLT5 vs LongT5 (transient-global) and the peers{title_how}\n\n"
         f"Hardware: {hw}  \nCommand: `{cmd}`  \n"

@@ -38,7 +38,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
+from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
 from frugalformers.nn.mixing import FourierMixing
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         default=None,
         help="default: all; with --compile ours only; with --profile ours-bert and ours-fnet-fft",
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile every model (default models: ours)")
+    add_compile_flags(p, "torch.compile every model (default models: ours)")
     p.add_argument(
         "--profile", action="store_true", help="kernel time by category (default models: ours-bert, ours-fnet-fft)"
     )
@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/)")
     args = p.parse_args(argv)
+    setting = compile_setting(p, args)
     if args.models is None:
         args.models = default_models(args.compile, args.profile)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
@@ -153,8 +154,7 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             label, model = build(name, T, device, args.smoke)
             model = model.to(device)
-            if args.compile:
-                model = compiled(model)
+            model = compiled(model, setting.how)
             infer, train = step_fns(model, ids, autocast)
             for mode, fn in (("train", train), ("inference", infer)):
                 if args.profile:
@@ -176,16 +176,16 @@ def main(argv=None) -> int:
             if device == "cuda":
                 torch.cuda.empty_cache()
     if args.profile:
-        compile_flag = " --compile" if args.compile else ""
+        models = f" --models {' '.join(args.models)}" if args.models != default_models(args.compile, True) else ""
         md = profiles_markdown(
-            f"FNet vs BERT: where the time goes ({'torch.compile' if args.compile else 'eager'})",
-            f"python benchmarks/fnet.py{compile_flag} --profile --seq {' '.join(map(str, args.seq))}",
+            f"FNet vs BERT: where the time goes{setting.title or ', eager'}",
+            f"python benchmarks/fnet.py{setting.flags} --profile --seq {' '.join(map(str, args.seq))}{models}",
             profiles,
             f"bf16 autocast, {args.tokens} tokens per batch; train = forward + loss + backward + fused AdamW.",
         )
         print(md)
         if not args.smoke:
-            update_results(args.results, "fnet-profile" + ("-compiled" if args.compile else ""), md)
+            update_results(args.results, "fnet-profile" + setting.suffix, md)
         return 0
     table = format_table(rows, COLUMNS)
     d = 64 if args.smoke else 768
@@ -196,7 +196,8 @@ def main(argv=None) -> int:
     hw = hardware()
     print(hw)
     out = output_dir(args.out, args.smoke, HERE)
-    write_json(out / ("fnet-compiled.json" if args.compile else "fnet.json"), rows + mix, hardware=hw)
+    tag = "fnet" + setting.suffix
+    write_json(out / f"{tag}.json", rows + mix, hardware=hw)
     if args.smoke:
         return 0
     series = {}
@@ -205,20 +206,20 @@ def main(argv=None) -> int:
             xs, ys = series.setdefault(r["model"], ([], []))
             xs.append(r["seq"])
             ys.append(r["tokens/s"])
-    tag = "fnet-compiled" if args.compile else "fnet"
     plot_lines(
         out / f"{tag}.png",
         series,
         "sequence length",
         "training tokens/s",
-        f"FNet vs BERT training throughput ({'compiled' if args.compile else 'eager'}, bf16, H200)",
+        f"FNet vs BERT training throughput ({setting.title.lstrip(', ') or 'eager'}, bf16, H200)",
         logy=True,
     )
     cmd = "python benchmarks/fnet.py " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:]) if a != args.out and a != "--out"
     )
     md = (
-        f"## FNet vs BERT ({'torch.compile, static shapes' if args.compile else 'eager'})\n\nHardware: {hw}  \n"
+        f"## FNet vs BERT ({setting.title.lstrip(', ') + ', static shapes' if args.compile else 'eager'})\n\n"
+        f"Hardware: {hw}  \n"
         f"Command: `{cmd.strip()}`  \nbf16 autocast, {args.tokens} tokens per batch, median of {args.repeats} after "
         f"{args.warmup} warm-up; train = forward + loss + backward + fused AdamW. `vs our BERT` = our BERT-Base "
         f"time over the row's (>1: faster). Hugging Face models carry the same weights as ours.\n\n{table}\n\n"

@@ -47,17 +47,19 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
     run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
     run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
+    # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)
+    run python3 benchmarks/sparse_mixer.py --compile --cuda-graphs --repeats 5      # ~2 min
     ;;
 3)  # issue 7 compiled: batch 1 at 16k is launch-bound (profile: 10.2 ms of kernels in a 22.9 ms
     # step), so CUDA graphs first, then plain compile
     run python3 benchmarks/colt5.py --compile --cuda-graphs --seq 16384 --skip-decode --repeats 3 --warmup 2
     run python3 benchmarks/colt5.py --compile --seq 16384 --skip-decode --repeats 3 --warmup 2      # ~7 min
     ;;
-4)  # issue 6: the mixing sublayer alone by length and the 8192 profile (the 2026-11-28 run stopped
-    # before them), plus the Hugging Face BERT rows at 8192
+4)  # issue 6: with CUDA graphs for BERT and FNet alike, the mixing sublayer alone by length and the
+    # 8192 profile (the 2026-11-28 run stopped before them)
+    run python3 benchmarks/fnet.py --compile --cuda-graphs --seq 512 2048 8192 --repeats 5 --warmup 2 \
+        --models ours-bert ours-fnet-fft ours-fnet-dft
     run python3 benchmarks/fnet.py --compile --profile --seq 8192 --models ours-bert ours-fnet-fft
-    run python3 benchmarks/fnet.py --compile --seq 512 2048 8192 --repeats 5 --warmup 2 \
-        --models ours-bert ours-fnet-fft ours-fnet-dft hf-bert
     ;;
 5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \

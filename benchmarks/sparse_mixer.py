@@ -27,7 +27,7 @@ from frugalformers.bench import (
     write_json,
 )
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.steps import bf16_autocast, compiled, step_fns
+from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model (section -compiled)")
+    add_compile_flags(p, "torch.compile every model (section -compiled)")
     p.add_argument("--profile", action="store_true", help="kernel time by category instead of the timing table")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -104,20 +104,21 @@ def main(argv=None) -> int:
     if args.smoke:
         seq, args.tokens, args.repeats, args.warmup = 128, 1024, 2, 1
     autocast = bf16_autocast(device)
-    tag = "-compiled" if args.compile else ""
-    command = f"python benchmarks/sparse_mixer.py{' --compile' if args.compile else ''}"
+    setting = compile_setting(p, args)
+    tag = setting.suffix
+    command = f"python benchmarks/sparse_mixer.py{setting.flags}"
     if args.profile:
         md = profiles_markdown(
-            f"Sparse Mixer Base vs BERT-Base: where the time goes{', compiled' if args.compile else ''}",
+            f"Sparse Mixer Base vs BERT-Base: where the time goes{setting.title}",
             command + " --profile",
-            model_profiles(seq, args.tokens, device, autocast, args.smoke, args.compile),
+            model_profiles(seq, args.tokens, device, autocast, args.smoke, setting.how),
             "bf16 autocast; train = forward + loss + backward + fused AdamW.",
         )
         print(md)
         if not args.smoke:
             update_results(args.results, "sparse-mixer-profile" + tag, md)
         return 0
-    models = model_rows(seq, args.tokens, device, autocast, args.warmup, args.repeats, args.smoke, args.compile)
+    models = model_rows(seq, args.tokens, device, autocast, args.warmup, args.repeats, args.smoke, setting.how)
     table, hw = format_table(models), hardware()
     print(table)
     print(hw)
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     )
     if not args.smoke:
         md = (
-            f"## Sparse Mixer vs BERT-Base{', compiled' if args.compile else ''}\n\nHardware: {hw}  \n"
+            f"## Sparse Mixer vs BERT-Base{setting.title}\n\nHardware: {hw}  \n"
             f"Command: `{command}`  \n"
             f"bf16 autocast, {args.tokens} tokens, median of {args.repeats}, seq {seq} (train = forward + loss + "
             f"backward + fused AdamW).\n\n{table}\n"

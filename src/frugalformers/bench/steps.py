@@ -3,8 +3,10 @@ the static-shape compile every `--compile` row uses."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -68,3 +70,37 @@ def layer_fwd_bwd(layer: torch.nn.Module, autocast, inp: torch.Tensor, *args) ->
         y.float().square().mean().backward()
 
     return step
+
+
+@dataclass(frozen=True)
+class CompileSetting:
+    """How a benchmark compiles its models, from `--compile` / `--cuda-graphs`:
+    `how` is what `compiled` takes (False, True or the mode "reduce-overhead"), `suffix` names the
+    RESULTS.md section and files ("", "-compiled", "-compiled-cudagraphs"), `flags` is the command
+    line's part and `title` the section title's ("", ", compiled", ", compiled with CUDA graphs")."""
+
+    how: bool | str
+    suffix: str
+    flags: str
+    title: str
+
+
+def add_compile_flags(p: argparse.ArgumentParser, compile_help: str) -> None:
+    p.add_argument("--compile", action="store_true", help=compile_help)
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="with --compile: torch.compile mode reduce-overhead (CUDA graphs: no launch gaps between kernels), "
+        "for the baseline and ours alike",
+    )
+
+
+def compile_setting(p: argparse.ArgumentParser, args: argparse.Namespace) -> CompileSetting:
+    if args.cuda_graphs and not args.compile:
+        p.error("--cuda-graphs is a compile mode: add --compile")
+    if args.cuda_graphs:
+        return CompileSetting("reduce-overhead", "-compiled-cudagraphs", " --compile --cuda-graphs",
+                              ", compiled with CUDA graphs")  # fmt: skip
+    if args.compile:
+        return CompileSetting(True, "-compiled", " --compile", ", compiled")
+    return CompileSetting(False, "", "", "")
