@@ -33,3 +33,22 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     with pytest.warns(RuntimeWarning, match="compiling the decode step failed.*no C\\+\\+ toolchain"):
         assert generate(model, prompts, 4, compile=True) == eager
+
+
+def test_decode_options_reach_the_cache_and_keep_the_tokens():
+    """generate(decode_options=...) sets up the cache with the opt-in decode kernels (the split-K
+    GEMMs and the grouped attention run on CPU too) and generates the default path's tokens, for a
+    decoder and for T5 (whose decoder's GEMMs are decode GEMMs as well)."""
+    from unittest import mock
+
+    from frugalformers.nn import fused_linear
+
+    torch.manual_seed(0)  # (widths of 512 / 1024: K long enough to split)
+    model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=4, n_kv_heads=2, n_layers=2).eval()
+    prompts = [[5, 6, 7, 8, 9], [11, 12, 13]]
+    options = {"decode_gemm": "split-k", "grouped_decode": "sdpa"}
+    with mock.patch.object(fused_linear, "split_k_linear", wraps=fused_linear.split_k_linear) as spy:
+        assert generate(model, prompts, 6, decode_options=options) == generate(model, prompts, 6)
+    assert spy.call_count > 0
+    t5 = build_model("t5-tiny").eval()
+    assert generate(t5, prompts, 5, eos_id=1, decode_options=options) == generate(t5, prompts, 5, eos_id=1)

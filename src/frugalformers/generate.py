@@ -51,11 +51,14 @@ def generate(
     word_ids: list[list[int]] | None = None,
     compile: bool = False,
     decoder_word_id=None,
+    decode_options: dict | None = None,
 ) -> list[list[int]]:
     """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
     routing ids, for encoders with MoWE layers. `decoder_word_id`: for T5 decoders with MoWE
     layers, a function from one row's decoder inputs so far to the routing id of the last one
-    (`tok.last_word_id`). `compile`: compile the decode step (see above)."""
+    (`tok.last_word_id`). `compile`: compile the decode step (see above). `decode_options`: the
+    opt-in decode kernels `setup_cache` takes, e.g. {"decode_gemm": "triton", "grouped_decode":
+    "sdpa"} (`models.decoding.attach_caches`)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -66,7 +69,15 @@ def generate(
     try:
         if family == "decoder":
             out = _generate_decoder(
-                model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id, compile
+                model,
+                prompts,
+                max_new_tokens,
+                pad_id,
+                device,
+                (temperature, top_k, top_p, gen),
+                eos_id,
+                compile,
+                decode_options or {},
             )
         elif family == "t5":
             out = _generate_t5(
@@ -80,6 +91,7 @@ def generate(
                 word_ids,
                 compile,
                 decoder_word_id,
+                decode_options or {},
             )
         else:
             raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
@@ -133,7 +145,7 @@ def _trim(rows: torch.Tensor, eos_id: int | None) -> list[list[int]]:
     return out
 
 
-def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id, compile=False):
+def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id, compile=False, decode_options=None):
     B, P = len(prompts), max(len(p) for p in prompts)
     S = P + max_new
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
@@ -141,7 +153,7 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id,
     for i, p in enumerate(prompts):  # left padding: every prompt ends at position P - 1
         ids[i, P - len(p) :] = torch.tensor(p, device=device)
         mask[i, P - len(p) : P] = True
-    model.setup_cache(B, S, device=device)
+    model.setup_cache(B, S, device=device, **(decode_options or {}))
     positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)  # (B, P): per-row position ids
     logits = model(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=device)).logits
     last_pos = positions[:, -1]
@@ -170,7 +182,17 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id,
 
 
 def _generate_t5(
-    model, prompts, max_new, pad_id, device, sampling, eos_id, word_ids=None, compile=False, decoder_word_id=None
+    model,
+    prompts,
+    max_new,
+    pad_id,
+    device,
+    sampling,
+    eos_id,
+    word_ids=None,
+    compile=False,
+    decoder_word_id=None,
+    decode_options=None,
 ):
     B, P = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
@@ -185,7 +207,7 @@ def _generate_t5(
             words[i, : len(w)] = torch.tensor(w, device=device)
     memory, _ = model.encode(ids, mask, words)
     kv = model.cross_kv(memory)
-    model.setup_cache(B, max_new, device=device)
+    model.setup_cache(B, max_new, device=device, **(decode_options or {}))
     tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
     step = compiled_step(model.decode_step, device, compile)
     new = []
