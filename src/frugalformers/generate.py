@@ -67,32 +67,11 @@ def generate(
     was_training = model.training
     model.eval()
     try:
+        common = (model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id)
         if family == "decoder":
-            out = _generate_decoder(
-                model,
-                prompts,
-                max_new_tokens,
-                pad_id,
-                device,
-                (temperature, top_k, top_p, gen),
-                eos_id,
-                compile,
-                decode_options or {},
-            )
+            out = _generate_decoder(*common, compile, decode_options or {})
         elif family == "t5":
-            out = _generate_t5(
-                model,
-                prompts,
-                max_new_tokens,
-                pad_id,
-                device,
-                (temperature, top_k, top_p, gen),
-                eos_id,
-                word_ids,
-                compile,
-                decoder_word_id,
-                decode_options or {},
-            )
+            out = _generate_t5(*common, word_ids, compile, decoder_word_id, decode_options or {})
         else:
             raise ValueError(f"family {family!r} does not generate text; use a decoder or T5 model")
     finally:
