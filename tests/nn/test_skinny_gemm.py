@@ -124,8 +124,12 @@ def test_kernel_compiles_for_hopper_with_pipelined_loads():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
-    from frugalformers.nn.skinny_gemm import _configs, _skinny_kernel
+    from frugalformers.nn.skinny_gemm import _configs, _fitting, _skinny_kernel, shared_bytes
 
+    bf16 = torch.empty(0, dtype=torch.bfloat16)
+    fitting = _fitting(_configs(), {"x_ptr": bf16}, BLOCK_M=64)
+    assert 0 < len(fitting) < len(_configs())  # the largest pipelines are left out before compiling
+    assert all(shared_bytes(c, 64, 2) <= 227 * 1024 for c in fitting)
     names = ["x_ptr", "w_ptr", "b_ptr", "y_ptr", "M", "N", "K", "stride_xm", "stride_wn", "stride_ym"]
     aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in ("M",)}  # as the JIT sees it
     configs = {(c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]): c for c in _configs() if c.num_stages == 4}
@@ -140,4 +144,4 @@ def test_kernel_compiles_for_hopper_with_pipelined_loads():
                 options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
             )
             assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2, (block_n, block_k, dtype)
-            assert kernel.metadata.shared >= 3 * (32 + block_n) * block_k * (2 if dtype == "bf16" else 4)
+            assert kernel.metadata.shared == shared_bytes(cfg, 32, 2 if dtype == "bf16" else 4)  # the pruning model

@@ -33,11 +33,19 @@ except ImportError:  # the CPU wheel of torch comes without Triton; the GPU imag
     triton = None
 
 SKINNY_MAX_ROWS = 64  # more rows than this (a prefill) is a regular GEMM: cuBLAS
+SHARED_MEMORY_BYTES = 227 * 1024  # per thread block on sm_90 (H100 / H200)
 INTERPRET_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 32}  # the fixed configuration of the CPU interpreter
 
 
 # Triton's interpreter runs kernels on CPU tensors; Triton reads the variable at import, so do we
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def shared_bytes(config, block_m: int, element_size: int) -> int:
+    """Shared memory a configuration's software pipeline holds: num_stages - 1 buffers of the input
+    and weight tiles (what Triton's compiler allocates for this kernel, checked by a test)."""
+    kw = config.kwargs
+    return (config.num_stages - 1) * (block_m + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
 
 
 def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -96,6 +104,13 @@ if triton is not None:
         out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
+    def _fitting(configs: list, named_args: dict, **kwargs) -> list:
+        """The configurations whose pipelined tiles fit shared memory (the autotuner would otherwise
+        compile and fail them one by one)."""
+        elt = named_args["x_ptr"].element_size()
+        fit = [c for c in configs if shared_bytes(c, kwargs["BLOCK_M"], elt) <= SHARED_MEMORY_BYTES]
+        return fit or configs[:1]
+
     def _configs() -> list:
         """Block sizes and pipelining depths to try; those whose tiles cannot fit shared memory
         are skipped by the autotuner (OutOfResources)."""
@@ -108,7 +123,9 @@ if triton is not None:
             if n * k <= 16384 and not (w == 8 and n == 16)
         ]
 
-    _skinny_kernel_tuned = triton.autotune(configs=_configs(), key=["M", "N", "K", "HAS_BIAS"])(_skinny_kernel)
+    _skinny_kernel_tuned = triton.autotune(
+        configs=_configs(), key=["M", "N", "K", "HAS_BIAS"], prune_configs_by={"early_config_prune": _fitting}
+    )(_skinny_kernel)
 
 
 def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None) -> torch.Tensor:
