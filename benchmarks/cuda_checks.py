@@ -161,12 +161,14 @@ def main(argv=None) -> int:
     from frugalformers.generate import generate
 
     prompts = [[5, 6, 7, 8], [9, 10]]
-    eager = generate(model, prompts, 24)
-    compiled = generate(model, prompts, 24, compile=True)
-    same = eager == compiled
-    ok &= same
-    rows.append({"check": "generate(compile=True) tokens == eager", "heads": "8/2", "dtype": "float32",
-                 "rel err": 0.0 if same else 1.0, "limit": 0.5})  # fmt: skip
+    for options in ({}, {"decode_gemm": "triton"}):  # the Triton decode GEMM inside the compiled, captured step
+        eager = generate(model, prompts, 24, decode_options=options)
+        compiled = generate(model, prompts, 24, compile=True, decode_options=options)
+        same = eager == compiled
+        ok &= same
+        name = "generate(compile=True) tokens == eager" + "".join(f", {k}={v}" for k, v in options.items())
+        rows.append({"check": name, "heads": "8/2", "dtype": "float32", "rel err": 0.0 if same else 1.0,
+                     "limit": 0.5})  # fmt: skip
     print(format_table(rows))
     print(hardware())
     print("ALL OK" if ok else "FAILURES")
