@@ -98,6 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         args.compile,
+        {"decode_gemm": args.decode_gemm, "grouped_decode": args.grouped_decode},
     ):
         print(line)
     return 0
@@ -214,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     g.add_argument(
         "--compile", action="store_true", help="compile the decode step (CUDA graphs on GPU; pays for long outputs)"
+    )
+    g.add_argument(
+        "--decode-gemm",
+        default="cublas",
+        choices=["cublas", "split-k", "triton"],
+        help="decode GEMMs (opt-in kernels, being measured): triton = one Triton kernel per GEMM that streams the "
+        "weight once (CUDA)",
+    )
+    g.add_argument(
+        "--grouped-decode",
+        default="matmul",
+        choices=["matmul", "sdpa", "flex"],
+        help="attention over grouped kv heads while decoding (GQA / MQA models; opt-in kernels, being measured)",
     )
     g.set_defaults(func=_cmd_generate)
     cv = sub.add_parser("convert", help="convert checkpoints: `convert gqa` pools multi-head K/V into groups")

@@ -61,6 +61,10 @@ def test_finetune_eval_generate(tmp_path, demo_data, preset, capsys):
         assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5"]) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
         assert [x["prompt"] for x in lines] == ["the film is", "a"]
+        # the opt-in decode kernels from the command line: the same greedy text
+        opts = ["--decode-gemm", "split-k", "--grouped-decode", "sdpa"]
+        assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5", *opts]) == 0
+        assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
 
 
 def test_finetune_on_a_user_csv(tmp_path, demo_data):

@@ -48,6 +48,7 @@ def generate_text(
     seed: int,
     device: str = "auto",
     compile: bool = False,
+    decode_options: dict | None = None,
 ) -> list[str]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,6 +70,7 @@ def generate_text(
         compile=compile,
         word_ids=[tok.word_ids(i).tolist() for i in ids] if model.config.routes_words() else None,
         decoder_word_id=tok.last_word_id if model.config.routes_decoder_words() else None,
+        decode_options=decode_options,
     )
     return [
         json.dumps({"prompt": p, "output": tok.decode([t for t in o if t != tok.eos_id])})
