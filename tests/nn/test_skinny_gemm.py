@@ -108,7 +108,8 @@ def test_decode_gemm_option_is_checked_and_falls_back_on_cpu():
     ids = torch.randint(5, 100, (1, 8))
     with torch.no_grad():
         full = model(ids).logits
-        model.setup_cache(1, 8, decode_gemm="triton")
+        with pytest.warns(UserWarning, match="decode_gemm='triton' decodes with F.linear here: the model is on cpu"):
+            model.setup_cache(1, 8, decode_gemm="triton")
         steps = [model(ids[:, t : t + 1], input_pos=torch.tensor([t])).logits for t in range(8)]
         model.clear_cache()
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)

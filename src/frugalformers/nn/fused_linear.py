@@ -24,6 +24,8 @@ partial products in float32: S times as many thread blocks for the same bytes.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,6 +128,7 @@ def set_decoding_fusion(
         how = split_k_tiles(next(module.parameters()).device)
     elif enabled and decode_gemm == "triton":
         how = "triton"
+        _warn_if_triton_cannot_run(next(module.parameters()).device)
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
@@ -136,6 +139,15 @@ def set_decoding_fusion(
                 m.decode_gemm = 0
         if hasattr(m, "grouped_decode"):
             m.grouped_decode = grouped_decode if enabled else "matmul"
+
+
+def _warn_if_triton_cannot_run(device: torch.device) -> None:
+    """decode_gemm="triton" off CUDA (or without Triton) decodes with F.linear: same results, said once."""
+    from frugalformers.nn import skinny_gemm
+
+    if skinny_gemm.triton is None or not (device.type == "cuda" or skinny_gemm.INTERPRET):
+        why = "Triton is not installed" if skinny_gemm.triton is None else f"the model is on {device.type}, not CUDA"
+        warnings.warn(f"decode_gemm='triton' decodes with F.linear here: {why}", stacklevel=3)
 
 
 def _is_sharded(m: nn.Module) -> bool:
