@@ -9,10 +9,13 @@
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
 # Every script here first ran on the CPU (`--smoke`, tests/bench), so a failure is a GPU matter.
 # On the device tool each call runs on a fresh copy of the working tree and only $OUT comes back:
-# after every line RESULTS.md and the JSON / PNG files are copied there, and every line runs within
+# after every line RESULTS.md and the JSON / PNG files this part wrote are copied there (the tool
+# returns a limited number of files: copying every JSON lost two on 2026-11-28), and every line runs within
 # the part's deadline (DEADLINE, 570 s); copy them into the tree before the next part (so its
 # RESULTS.md holds the earlier sections). Afterwards `python3 benchmarks/targets.py`
 # turns the JSON rows into the issues' target table (RESULTS.md section `targets`).
+# Lessons of 2026-11-28: a fresh machine takes ~1 min to start and each torch.compile of a Base
+# model ~20-30 s, so time few models per line; start the next call within the 30 s idle window.
 set -uo pipefail
 
 DEADLINE=${DEADLINE:-570}  # seconds this part may use: the device tool stops a call at 600
