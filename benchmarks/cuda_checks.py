@@ -60,17 +60,9 @@ def main(argv=None) -> int:
                         ref = attn(x, key_padding_mask=mask)
                     err = rel(fast, ref)
                     limit = 1e-3 if dtype == torch.float32 else 2e-2  # tf32-free fp32; bf16 operands
-                    ok &= err < limit and bool(torch.isfinite(fast).all())
-                    rows.append(
-                        {
-                            "check": "attention sdpa vs reference",
-                            "heads": f"{H}/{G}",
-                            "causal": causal,
-                            "padded": padded,
-                            "dtype": str(dtype).split(".")[-1],
-                            "rel err": err,
-                            "limit": limit,
-                        }
+                    cols = {"heads": f"{H}/{G}", "causal": causal, "padded": padded, "dtype": str(dtype).split(".")[-1]}
+                    ok &= record(rows, "attention sdpa vs reference", err, limit, **cols) and bool(
+                        torch.isfinite(fast).all()
                     )
     model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
     ids = torch.randint(0, 8192, (2, 64), device=dev)
@@ -90,11 +82,8 @@ def main(argv=None) -> int:
                     steps.append(model(ids[:, t : t + 1], input_pos=torch.tensor([t], device=dev)).logits)
                 model.clear_cache()
             err, limit = rel(torch.cat(steps, 1), full), 1e-3 if dtype == torch.float32 else 3e-2
-            ok &= err < limit
             name = "decoder cached decode vs full" + "".join(f", {k}={v}" for k, v in options.items())
-            rows.append(
-                {"check": name, "heads": "8/2", "dtype": str(dtype).split(".")[-1], "rel err": err, "limit": limit}
-            )
+            ok &= record(rows, name, err, limit, heads="8/2", dtype=str(dtype).split(".")[-1])
     # the grouped-GEMM dispatch (torch._grouped_mm, bf16 rows under autocast) vs the per-token loops
     from frugalformers.models.recipe import MixContext
     from frugalformers.nn.moe import MoEFeedForward
@@ -107,22 +96,14 @@ def main(argv=None) -> int:
         ref = moe(x)[0]  # float32: the padded batched matmul
         with torch.autocast(dev, dtype=torch.bfloat16):
             fast = moe(x)[0]  # bf16 rows: torch._grouped_mm
-    err = rel(fast, ref)
-    ok &= err < 3e-2
-    rows.append(
-        {"check": "MoE dropless grouped GEMM (bf16) vs fp32", "dtype": "bfloat16", "rel err": err, "limit": 3e-2}
-    )
+    ok &= record(rows, "MoE dropless grouped GEMM (bf16) vs fp32", rel(fast, ref), 3e-2, dtype="bfloat16")
     layer = WordExperts(WordExpertBank(4096, 256, 64), skip_top=16).to(dev)
     ids = torch.randint(0, 20000, (2, 64), device=dev)
     xw = torch.randn(2, 64, 256, device=dev)
     with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
         fast = layer(xw, MixContext(extras={"word_ids": ids}))
     ref = layer.reference_forward(xw, ids)
-    err = rel(fast, ref)
-    ok &= err < 3e-2
-    rows.append(
-        {"check": "MoWE grouped GEMM (bf16) vs per-token loop", "dtype": "bfloat16", "rel err": err, "limit": 3e-2}
-    )
+    ok &= record(rows, "MoWE grouped GEMM (bf16) vs per-token loop", rel(fast, ref), 3e-2, dtype="bfloat16")
     # more touched experts than one grouped-GEMM call takes (MAX_GROUPS): the split path on CUDA
     d_w, rows_w = (16, 128) if args.smoke else (256, 1024)
     big = WordExperts(WordExpertBank(32768, d_w, 64), skip_top=16).to(dev)
@@ -164,11 +145,8 @@ def main(argv=None) -> int:
     for options in ({}, {"decode_gemm": "triton"}):  # the Triton decode GEMM inside the compiled, captured step
         eager = generate(model, prompts, 24, decode_options=options)
         compiled = generate(model, prompts, 24, compile=True, decode_options=options)
-        same = eager == compiled
-        ok &= same
         name = "generate(compile=True) tokens == eager" + "".join(f", {k}={v}" for k, v in options.items())
-        rows.append({"check": name, "heads": "8/2", "dtype": "float32", "rel err": 0.0 if same else 1.0,
-                     "limit": 0.5})  # fmt: skip
+        ok &= record(rows, name, 0.0 if eager == compiled else 1.0, 0.5, heads="8/2", dtype="float32")
     print(format_table(rows))
     print(hardware())
     print("ALL OK" if ok else "FAILURES")

@@ -71,15 +71,15 @@ class FeedForward(nn.Module):
         self._fused_gate_in = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tiles = self.decode_gemm  # 0, or decoding with another decode GEMM
+        how = self.decode_gemm  # 0, or decoding with another decode GEMM
         if self._fused_gate_in is not None:  # decoding: gate and input as one GEMM
-            gate, inp = decode_linear(x, *self._fused_gate_in, tiles).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
+            gate, inp = decode_linear(x, *self._fused_gate_in, how).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
             h = self.act(gate) * inp
         elif self.w_gate is None:
-            h = self.act(project(self.w_in, x, tiles))  # (B, T, d_ff)
+            h = self.act(project(self.w_in, x, how))  # (B, T, d_ff)
         else:
             h = self.act(self.w_gate(x)) * self.w_in(x)  # (B, T, d_ff)
-        return project(self.w_out, self.dropout(h), tiles)
+        return project(self.w_out, self.dropout(h), how)
 
     def reset_parameters(self, std: float = 0.02) -> None:
         for lin in (self.w_in, self.w_gate, self.w_out):

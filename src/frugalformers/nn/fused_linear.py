@@ -145,7 +145,7 @@ def _warn_if_triton_cannot_run(device: torch.device) -> None:
     """decode_gemm="triton" off CUDA (or without Triton) decodes with F.linear: same results, said once."""
     from frugalformers.nn import skinny_gemm
 
-    if skinny_gemm.triton is None or not (device.type == "cuda" or skinny_gemm.INTERPRET):
+    if not skinny_gemm.runs_on(device):
         why = "Triton is not installed" if skinny_gemm.triton is None else f"the model is on {device.type}, not CUDA"
         warnings.warn(f"decode_gemm='triton' decodes with F.linear here: {why}", stacklevel=3)
 

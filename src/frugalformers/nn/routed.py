@@ -35,13 +35,18 @@ from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.precision import autocast_off
 
 
-def soft_topk(scores: torch.Tensor, k: float, eps: float = 1.0, iters: int = 50) -> torch.Tensor:
-    """lambda (..., n) in [0, 1] with sum k: entropy-regularised top-k by coordinate descent, float32
-    (or float64 if given). Differentiable through the unrolled iterations."""
+def _solver_scores(scores: torch.Tensor, k: float) -> torch.Tensor:
+    """The scores the solvers work on, float32 (or float64 if given), after checking 0 < k <= n."""
     n = scores.shape[-1]
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in (0, n={n}]")
-    s = scores if scores.dtype == torch.float64 else scores.float()
+    return scores if scores.dtype == torch.float64 else scores.float()
+
+
+def soft_topk(scores: torch.Tensor, k: float, eps: float = 1.0, iters: int = 50) -> torch.Tensor:
+    """lambda (..., n) in [0, 1] with sum k: entropy-regularised top-k by coordinate descent, float32
+    (or float64 if given). Differentiable through the unrolled iterations."""
+    s = _solver_scores(scores, k)
     a = torch.zeros_like(s[..., :1])
     b = torch.zeros_like(s)
     log_k = math.log(k)
@@ -56,10 +61,7 @@ def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.T
     sum k. With the scores sorted descending and the top t saturated (lambda = 1), the rest sum to
     k - t, so a_t = eps * (log(k - t) - logsumexp(s_(t..n-1) / eps)); t is the smallest count for
     which the next score stays unsaturated (s_(t) + a_t <= 0). Differentiable (through the sort)."""
-    n = scores.shape[-1]
-    if not 0 < k <= n:
-        raise ValueError(f"k={k} must be in (0, n={n}]")
-    s = scores if scores.dtype == torch.float64 else scores.float()
+    s = _solver_scores(scores, k)
     a_star = _soft_topk_offset(s.sort(dim=-1, descending=True).values, k, eps)
     return torch.exp((s + a_star) / eps).clamp(max=1.0)
 
@@ -81,10 +83,7 @@ def soft_topk_select(scores: torch.Tensor, k: float, m: int, eps: float = 1.0) -
 
     lambda is non-decreasing in the score, so its top m are the top m scores: the sort that solves
     for a also ranks the tokens, and no second top-k over n is needed."""
-    n = scores.shape[-1]
-    if not 0 < k <= n:
-        raise ValueError(f"k={k} must be in (0, n={n}]")
-    s = scores if scores.dtype == torch.float64 else scores.float()
+    s = _solver_scores(scores, k)
     ranked, order = s.sort(dim=-1, descending=True)  # (..., n)
     a_star = _soft_topk_offset(ranked, k, eps)
     return order[..., :m], torch.exp((ranked[..., :m] + a_star) / eps).clamp(max=1.0)

@@ -48,14 +48,18 @@ def shared_bytes(config, block_m: int, element_size: int) -> int:
     return (config.num_stages - 1) * (block_m + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
 
 
+def runs_on(device: torch.device) -> bool:
+    """Triton is there and can run on `device`: CUDA, or CPU under the interpreter."""
+    return triton is not None and (device.type == "cuda" or (INTERPRET and device.type == "cpu"))
+
+
 def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Triton is there, the tensors are on CUDA (or the interpreter runs), at most SKINNY_MAX_ROWS
-    rows, the weight contiguous, a floating dtype both sides share, and no gradient asked for (the
-    kernel has no backward: under autograd the GEMM stays `F.linear`)."""
+    """Triton runs on x's device (`runs_on`), at most SKINNY_MAX_ROWS rows, the weight contiguous,
+    a floating dtype both sides share, and no gradient asked for (the kernel has no backward: under
+    autograd the GEMM stays `F.linear`)."""
     return (
-        triton is not None
+        runs_on(x.device)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
         and x.numel() // max(x.shape[-1], 1) <= SKINNY_MAX_ROWS
         and weight.is_contiguous()
         and x.dtype == weight.dtype
@@ -112,8 +116,8 @@ if triton is not None:
         return fit or configs[:1]
 
     def _configs() -> list:
-        """Block sizes and pipelining depths to try; those whose tiles cannot fit shared memory
-        are skipped by the autotuner (OutOfResources)."""
+        """Block sizes and pipelining depths to try (`_fitting` drops those whose tiles cannot fit
+        shared memory at the call's row count)."""
         return [
             triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
             for n in (16, 32, 64)
@@ -128,10 +132,11 @@ if triton is not None:
     )(_skinny_kernel)
 
 
-def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None) -> torch.Tensor:
-    """x2 (M, K) contiguous -> (M, N) in x2's dtype."""
-    M, K = x2.shape
-    N = weight.shape[0]
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None) -> torch.Tensor:
+    """x (..., K) -> (..., N) in x's dtype; `config` None autotunes (CUDA)."""
+    *lead, K = x.shape
+    x2 = x.reshape(-1, K).contiguous()  # (M, K)
+    M, N = x2.shape[0], weight.shape[0]
     y = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
     block_m = max(16, triton.next_power_of_2(M))  # tl.dot needs >= 16 on every side
     args = (x2, weight, bias if bias is not None else x2, y, M, N, K, x2.stride(0), weight.stride(0), y.stride(0))
@@ -141,15 +146,13 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, c
     else:
         config = config or INTERPRET_CONFIG
         _skinny_kernel[(triton.cdiv(N, config["BLOCK_N"]),)](*args, **flags, **config)
-    return y
+    return y.reshape(*lead, N)  # (..., N)
 
 
 @torch.library.custom_op("frugalformers::skinny_linear", mutates_args=())
 def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - the schema inference of older torch reads typing.Optional
     """An opaque op for torch.compile (Inductor calls it as it is, inside the compiled step)."""
-    lead, K = x.shape[:-1], x.shape[-1]
-    y = _launch(x.reshape(-1, K).contiguous(), weight, bias, None)  # (M, N)
-    return y.reshape(*lead, weight.shape[0])
+    return _launch(x, weight, bias, None)
 
 
 @_skinny_linear_op.register_fake
@@ -166,6 +169,5 @@ def skinny_linear(
     if not skinny_gemm_applies(x, weight):
         return F.linear(x, weight, bias)
     if config is not None:
-        lead, K = x.shape[:-1], x.shape[-1]
-        return _launch(x.reshape(-1, K).contiguous(), weight, bias, config).reshape(*lead, weight.shape[0])
+        return _launch(x, weight, bias, config)
     return _skinny_linear_op(x, weight, bias)
