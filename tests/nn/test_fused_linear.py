@@ -75,14 +75,14 @@ def test_split_k_count_fills_the_target_tiles_within_limits():
 
 def test_split_k_decoding_equals_plain_decoding():
     """Decode steps with split-K GEMMs give the plain steps' logits (fp32, CPU: the split runs here too);
-    the prefill (more rows than SPLIT_K_MAX_ROWS) keeps one GEMM."""
+    the prefill (more rows than DECODE_MAX_ROWS) keeps one GEMM."""
     from unittest import mock
 
     from frugalformers.nn import fused_linear
 
     torch.manual_seed(0)
     model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=4, n_kv_heads=2, n_layers=2).eval()
-    ids = torch.randint(5, 100, (3, 30))  # a prefill of 90 rows: more than SPLIT_K_MAX_ROWS
+    ids = torch.randint(5, 100, (3, 30))  # a prefill of 90 rows: more than DECODE_MAX_ROWS
     model.setup_cache(3, 40, decode_gemm="split-k")
     assert all(layer.mixer.decode_gemm > 0 and layer.ffn.decode_gemm > 0 for layer in model.layers)
     with torch.no_grad(), mock.patch.object(fused_linear, "split_k_linear", wraps=fused_linear.split_k_linear) as spy:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPLIT_K_MAX_ROWS = 64  # GEMMs with more rows than this (a prefill) keep one plain GEMM
+DECODE_MAX_ROWS = 64  # a GEMM with more rows than this (a prefill) is a regular one: cuBLAS, unsplit
 SPLIT_K_MIN_CHUNK = 256  # K chunks shorter than this stop paying for their partial sums
 
 
@@ -81,17 +81,22 @@ def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 DECODE_GEMMS = ("cublas", "split-k", "triton")
 
 
+def is_decode_gemm(x: torch.Tensor) -> bool:
+    """x (..., K) has at most DECODE_MAX_ROWS rows: a decode step's GEMM, bound by its weight."""
+    return x.numel() // max(x.shape[-1], 1) <= DECODE_MAX_ROWS
+
+
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, how: int | str):
     """`F.linear` as a decode GEMM. `how`: 0 (plain), "triton" (`skinny_linear`, which itself
     falls back to `F.linear` where it does not apply), or a split-K tile target > 0: split over K
-    (`split_k_linear`) when the GEMM has at most SPLIT_K_MAX_ROWS rows, its N outputs make fewer
+    (`split_k_linear`) when it `is_decode_gemm`, its N outputs make fewer
     than `how` tiles and the weight is contiguous (its chunks are views)."""
     if how == "triton":
         from frugalformers.nn.skinny_gemm import skinny_linear
 
         return skinny_linear(x, weight, bias)
     target_tiles = how
-    if target_tiles and x.numel() // x.shape[-1] <= SPLIT_K_MAX_ROWS and weight.is_contiguous():
+    if target_tiles and is_decode_gemm(x) and weight.is_contiguous():
         splits = split_k_count(weight.shape[0], weight.shape[1], target_tiles)
         if splits > 1:
             return split_k_linear(x, weight, bias, splits)

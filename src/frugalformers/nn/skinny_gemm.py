@@ -1,7 +1,7 @@
 """Decode GEMMs with a few rows as one Triton kernel that streams the weight once (opt-in, being
 measured: `setup_cache(..., decode_gemm="triton")`, `benchmarks/gqa_decode.py --alts triton-gemm`).
 
-y = x W^T (+ b) for x (M, K) with M <= SKINNY_MAX_ROWS rows (a decode step's batch) and W (N, K)
+y = x W^T (+ b) for x (M, K) with M <= DECODE_MAX_ROWS rows (a decode step's batch) and W (N, K)
 contiguous (the `nn.Linear` layout). A decode step is bound by reading the weights: the floor of
 one GEMM is N K 2 bytes over the memory bandwidth. On an H200 at M = 32, cuBLAS streams the 1B
 decoder's weights at ~40% of the measured copy bandwidth (RESULTS.md, `gqa-decode-analysis`), and
@@ -26,13 +26,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from frugalformers.nn.fused_linear import is_decode_gemm
+
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the CPU wheel of torch comes without Triton; the GPU image has it
     triton = None
 
-SKINNY_MAX_ROWS = 64  # more rows than this (a prefill) is a regular GEMM: cuBLAS
 SHARED_MEMORY_BYTES = 227 * 1024  # per thread block on sm_90 (H100 / H200)
 INTERPRET_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 32}  # the fixed configuration of the CPU interpreter
 
@@ -54,13 +55,13 @@ def runs_on(device: torch.device) -> bool:
 
 
 def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Triton runs on x's device (`runs_on`), at most SKINNY_MAX_ROWS rows, the weight contiguous,
+    """Triton runs on x's device (`runs_on`), a decode GEMM (`is_decode_gemm`), the weight contiguous,
     a floating dtype both sides share, and no gradient asked for (the kernel has no backward: under
     autograd the GEMM stays `F.linear`)."""
     return (
         runs_on(x.device)
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and x.numel() // max(x.shape[-1], 1) <= SKINNY_MAX_ROWS
+        and is_decode_gemm(x)
         and weight.is_contiguous()
         and x.dtype == weight.dtype
         and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
