@@ -9,8 +9,10 @@ device copy bandwidth) and achieved bandwidth. The same weights run through Hugg
 `LlamaForCausalLM.generate` (greedy, its default cache) for comparison. The cache is filled with
 random values: the cost of a step does not depend on them.
 
-Floor, before measuring (B=32, ctx=1024): weights 1.9 GB (MHA) .. 1.65 GB (MQA); KV 4.3 GB (MHA),
-1.07 GB (GQA-4), 0.27 GB (MQA): ~1.45 / 0.65 / 0.45 ms at ~4.3 TB/s.
+Floor, before measuring (B=32, ctx=1024): weights read 1.77 GB (MHA) .. 1.52 GB (MQA) (the LM head
+reads its whole table, the input embedding only B rows); KV 4.3 GB (MHA), 1.07 GB (GQA-4), 0.27 GB
+(MQA): ~1.43 / 0.62 / 0.42 ms at ~4.3 TB/s. (Runs before 2026-12-01 counted the whole input
+embedding table, 131 MB, as read: their floors are ~0.03 ms higher.)
 
 With `--compile` the step is first compiled (`torch.compile`, static shapes: the elementwise
 work between the GEMMs fuses into a few kernels) and then captured, as `generate(compile=True)`
@@ -151,6 +153,16 @@ def decode_step_time(
     return statistics.median(times)
 
 
+def step_weight_bytes(model, B: int) -> int:
+    """Weight bytes one decode step reads: every parameter once, except the (untied) input embedding
+    table, of which the step gathers B rows only."""
+    embed = model.embed.weight
+    total = sum(t.numel() * t.element_size() for t in model.parameters())
+    if model.lm_head is None:  # tied: the LM head reads the whole table
+        return total
+    return total - embed.numel() * embed.element_size() + B * embed.shape[1] * embed.element_size()
+
+
 def hf_step_time(model, B: int, ctx: int, device: str, new_tokens: int = 32) -> float:
     """Hugging Face generate, ms per decode step: (t(1 + n tokens) - t(1 token)) / n."""
     from frugalformers.convert.hf import to_hf_model
@@ -217,9 +229,9 @@ def main(argv=None) -> int:
         with torch.device(device):
             model = build_model(preset, n_kv_heads=kv, max_seq_len=max(args.ctx) + 64).eval()
         torch.set_default_dtype(default)
-        weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
         c = model.config
         for B in args.batch:
+            weight_bytes = step_weight_bytes(model, B)
             for ctx in args.ctx:
                 kv_bytes = 2 * c.n_layers * B * kv * ctx * c.resolved_head_dim * (2 if device == "cuda" else 4)
                 row = {"model": label, "kv heads": kv, "batch": B, "ctx": ctx}

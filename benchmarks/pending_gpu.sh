@@ -41,8 +41,9 @@ case "${1:-}" in
 1)  # issue 10: the Triton decode GEMM (nn/skinny_gemm.py: autotuned on its first call) and the grouped
     # decode attention kernels (not timed yet) against the default step; cuda_checks first (bf16 kernel)
     run python3 benchmarks/cuda_checks.py                                           # ~1 min
+    run python3 benchmarks/decode_gemm.py                                           # ~1.5 min (autotuning)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts triton-gemm triton+sdpa sdpa-grouped flex-grouped --profile
+        --alts triton-gemm --profile
     ;;
 2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
     # bank gradients), the MoE layer (gradients dropped between timed calls as in training)
