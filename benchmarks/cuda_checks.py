@@ -72,6 +72,8 @@ def main(argv=None) -> int:
         {"decode_gemm": "triton"},
         {"grouped_decode": "sdpa"},
         {"grouped_decode": "flex"},
+        {"grouped_decode": "triton"},
+        {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
     ):  # the default and the opt-in decode kernels
         for dtype in (torch.float32, torch.bfloat16):
             with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
@@ -124,6 +126,24 @@ def main(argv=None) -> int:
         ref = torch.nn.functional.linear(xs.double(), ws.double(), None if bs is None else bs.double())
         ok &= record(rows, f"Triton skinny GEMM {M}x{K} @ {K}x{N}" + (" + bias" if has_bias else ""),
                      rel(skinny_linear(xs, ws, bs), ref), 1e-2, dtype="bfloat16")  # fmt: skip
+    # the Triton decode attention in bf16 at the benchmark's sizes (cache splits and their combine for MQA),
+    # with the causal mask of a step and a padded batch row, against the float32 reference
+    from frugalformers.nn.attention import build_attention_mask, reference_attention
+    from frugalformers.nn.decode_attention import decode_attention
+    from frugalformers.nn.skinny_gemm import runs_on
+
+    shapes = ((4, 16, 4, 1032), (32, 16, 1, 1032), (8, 16, 16, 520)) if not args.smoke else ((2, 8, 2, 64),)
+    for B, H, G, S in shapes if runs_on(torch.device(dev)) else ():  # (a CPU dry run has no Triton to run)
+        q = torch.randn(B, H, 1, 128, device=dev, dtype=torch.bfloat16)
+        kc, vc = (torch.randn(B, G, S, 128, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        keep = torch.ones(B, S, dtype=torch.bool, device=dev)
+        keep[0, : S // 3] = False
+        pos = torch.tensor([S - 9], device=dev)
+        mask = build_attention_mask(keep, None, True, 1, S, torch.float32, dev, pos)
+        for pdl in (False, True):
+            ok &= record(rows, f"Triton decode attention B{B} H{H} G{G} S{S}" + (" pdl" if pdl else ""),
+                         rel(decode_attention(q, kc, vc, mask, 128**-0.5, pdl), reference_attention(
+                             q.float(), kc.float(), vc.float(), mask, 128**-0.5)), 1e-2, dtype="bfloat16")  # fmt: skip
     # Fourier mixing on the GPU: every implementation, eager and compiled, bf16 autocast, against fp64
     # (the models' default "auto" takes the DFT GEMMs on CUDA up to 512 tokens)
     from frugalformers.nn.mixing import FourierMixing
@@ -142,7 +162,8 @@ def main(argv=None) -> int:
     from frugalformers.generate import generate
 
     prompts = [[5, 6, 7, 8], [9, 10]]
-    for options in ({}, {"decode_gemm": "triton"}):  # the Triton decode GEMM inside the compiled, captured step
+    # the Triton decode kernels inside the compiled, captured step (with PDL: Inductor's kernels too)
+    for options in ({}, {"decode_gemm": "triton"}, {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True}):
         eager = generate(model, prompts, 24, decode_options=options)
         compiled = generate(model, prompts, 24, compile=True, decode_options=options)
         name = "generate(compile=True) tokens == eager" + "".join(f", {k}={v}" for k, v in options.items())

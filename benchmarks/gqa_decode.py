@@ -22,6 +22,12 @@ does; those rows go to the section `gqa-decode-compiled`.
 process. `triton-gemm` (`nn/skinny_gemm.py`): expected, before measuring, to bring the GEMMs from
 ~40% of the copy bandwidth (cuBLAS at M = 32) toward 80%, i.e. GQA-4 at batch 32, ctx 1k from
 1.39 ms to ~0.9-1.0 ms (floor 0.65 ms); its block sizes are autotuned on the first (warm-up) call.
+Measured 2026-12-01: it ties cuBLAS (`decode_gemm.py`: both lose ~4 us per GEMM to launch, ramp-up
+and tail). `triton-attn` (`nn/decode_attention.py`, one flash-decoding kernel per layer): expected
+to take GQA-4's attention from 0.47 ms (two batched matmuls around a fused softmax) to ~0.3 ms (85%
+of the bandwidth over its 1.07 GB cache), the step from 1.40 to ~1.25 ms. `triton-all+pdl` (both
+Triton kernels and Inductor's with programmatic dependent launch, `nn/pdl.py`): expected to halve
+the ~4 us gap of each of the step's ~100 kernels, another ~0.2 ms.
 
     python benchmarks/gqa_decode.py
     python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384
@@ -51,6 +57,7 @@ from frugalformers.bench import (
 )
 from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import compiled
+from frugalformers.nn.pdl import inductor_has_pdl, inductor_pdl
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
@@ -61,6 +68,9 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "flex-grouped": {"grouped_decode": "flex"},
     "both": {"decode_gemm": "split-k", "grouped_decode": "sdpa"},
     "triton+sdpa": {"decode_gemm": "triton", "grouped_decode": "sdpa"},
+    "triton-attn": {"grouped_decode": "triton"},
+    "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
+    "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
 }
 
 
@@ -111,8 +121,11 @@ def decode_step_time(
     mode = "max-autotune-no-cudagraphs" if compile == "autotune" else None  # we capture the graph ourselves
     fn = compiled(forward, bool(compile), mode)  # a fresh compile per model and shape
 
+    pdl = bool(decode_options.get("pdl"))
+
     def step():
-        return fn(ids, pos)
+        with inductor_pdl(pdl and bool(compile)):  # Inductor's kernels with PDL too (codegen: first call)
+            return fn(ids, pos)
 
     with torch.no_grad():
         if not graphs:
@@ -265,7 +278,9 @@ def main(argv=None) -> int:
                 )
                 timed = {(): ms}  # effective decode options -> ms (MHA has no grouped path to switch)
                 for alt in args.alts:  # the same step with opt-in decode kernels, in the same process
-                    options = {k: v for k, v in ALTS[alt].items() if k != "grouped_decode" or kv < c.n_heads}
+                    options = {  # MHA has no grouped path to switch, except the Triton kernel (groups of one)
+                        k: v for k, v in ALTS[alt].items() if k != "grouped_decode" or kv < c.n_heads or v == "triton"
+                    }
                     key = tuple(sorted(options.items()))
                     if key not in timed:
                         how = "autotune" if args.compile and args.autotune else args.compile
@@ -293,10 +308,10 @@ def main(argv=None) -> int:
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-    table = format_table(rows, COLUMNS)
+    table = format_table(rows, [col for col in COLUMNS if any(col in r for r in rows)])  # the columns measured
     print(table)
     hw = hardware()
-    print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
+    print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "", f"Inductor PDL: {inductor_has_pdl()}")
     out = output_dir(args.out, args.smoke, HERE)
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files

@@ -98,7 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         args.compile,
-        {"decode_gemm": args.decode_gemm, "grouped_decode": args.grouped_decode},
+        {"decode_gemm": args.decode_gemm, "grouped_decode": args.grouped_decode, "pdl": args.pdl},
     ):
         print(line)
     return 0
@@ -226,8 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--grouped-decode",
         default="matmul",
-        choices=["matmul", "sdpa", "flex"],
-        help="attention over grouped kv heads while decoding (GQA / MQA models; opt-in kernels, being measured)",
+        choices=["matmul", "sdpa", "flex", "triton"],
+        help="attention over the kv cache while decoding (grouped kv heads; triton serves MHA too; opt-in kernels, "
+        "being measured)",
+    )
+    g.add_argument(
+        "--pdl",
+        action="store_true",
+        help="launch the Triton decode kernels (and, with --compile, Inductor's) with programmatic dependent launch "
+        "(Hopper GPUs)",
     )
     g.set_defaults(func=_cmd_generate)
     cv = sub.add_parser("convert", help="convert checkpoints: `convert gqa` pools multi-head K/V into groups")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from frugalformers.nn.pdl import inductor_pdl
+
 
 def sample_next(
     logits: torch.Tensor,
@@ -58,7 +60,7 @@ def generate(
     layers, a function from one row's decoder inputs so far to the routing id of the last one
     (`tok.last_word_id`). `compile`: compile the decode step (see above). `decode_options`: the
     opt-in decode kernels `setup_cache` takes, e.g. {"decode_gemm": "triton", "grouped_decode":
-    "sdpa"} (`models.decoding.attach_caches`)."""
+    "triton", "pdl": True} (`models.decoding.attach_caches`)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -80,8 +82,9 @@ def generate(
     return out
 
 
-def compiled_step(fn, device: torch.device, enabled: bool):
-    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself.
+def compiled_step(fn, device: torch.device, enabled: bool, pdl: bool = False):
+    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself. `pdl`: Inductor's
+    kernels use programmatic dependent launch (`nn.pdl`), as our Triton decode kernels then do.
 
     Eager fallback: compiling happens on the first call; if it fails (no compiler toolchain, a
     backend error), a warning names the error and every step runs eagerly. Errors after a first
@@ -92,14 +95,18 @@ def compiled_step(fn, device: torch.device, enabled: bool):
     compiled = torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
     state = {"tried": False, "eager": False}
 
+    def run(*args, **kwargs):
+        with inductor_pdl(pdl):  # codegen happens inside the first calls
+            return compiled(*args, **kwargs)
+
     def step(*args, **kwargs):
         if state["eager"]:
             return fn(*args, **kwargs)
         if state["tried"]:
-            return compiled(*args, **kwargs)
+            return run(*args, **kwargs)
         state["tried"] = True
         try:
-            return compiled(*args, **kwargs)
+            return run(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compile failure falls back; eager re-raises real errors
             import warnings
 
@@ -136,7 +143,7 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id,
     positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)  # (B, P): per-row position ids
     logits = model(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=device)).logits
     last_pos = positions[:, -1]
-    step = compiled_step(model, device, compile)
+    step = compiled_step(model, device, compile, bool((decode_options or {}).get("pdl")))
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(max_new):
@@ -188,7 +195,7 @@ def _generate_t5(
     kv = model.cross_kv(memory)
     model.setup_cache(B, max_new, device=device, **(decode_options or {}))
     tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
-    step = compiled_step(model.decode_step, device, compile)
+    step = compiled_step(model.decode_step, device, compile, bool((decode_options or {}).get("pdl")))
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     if decoder_word_id is None and model.config.routes_decoder_words():

@@ -3,30 +3,13 @@
 The interpreter has no bfloat16 `tl.dot` (triton-lang/triton#11584: it multiplies the raw bits),
 so bfloat16 is checked on the GPU (`benchmarks/cuda_checks.py`); float32 and float16 here."""
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 import torch
 
 from frugalformers import build_model
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
-
-def run_interpreted(code: str) -> str:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": SRC}
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
-
-
-def test_kernel_equals_linear_across_shapes_masks_and_dtypes():
+def test_kernel_equals_linear_across_shapes_masks_and_dtypes(run_interpreted):
     """Rows below the 16-row tile, N and K that the blocks do not divide, bias or none, fp32 (IEEE
     products) and fp16; the autotuned entry point and fixed block sizes."""
     out = run_interpreted(
@@ -65,7 +48,7 @@ def test_kernel_equals_linear_across_shapes_masks_and_dtypes():
     assert out.strip().endswith("ok")
 
 
-def test_triton_decode_gemms_give_the_plain_decode_logits():
+def test_triton_decode_gemms_give_the_plain_decode_logits(run_interpreted):
     """A decoder decoding with `decode_gemm="triton"` (every decode projection through the kernel,
     the prefill's 90 rows through cuBLAS) gives the default decode's logits, step by step."""
     out = run_interpreted(
@@ -108,7 +91,9 @@ def test_decode_gemm_option_is_checked_and_falls_back_on_cpu():
     ids = torch.randint(5, 100, (1, 8))
     with torch.no_grad():
         full = model(ids).logits
-        with pytest.warns(UserWarning, match="decode_gemm='triton' decodes with F.linear here: the model is on cpu"):
+        with pytest.warns(
+            UserWarning, match="the Triton decode kernels fall back to PyTorch here: the model is on cpu"
+        ):
             model.setup_cache(1, 8, decode_gemm="triton")
         steps = [model(ids[:, t : t + 1], input_pos=torch.tensor([t])).logits for t in range(8)]
         model.clear_cache()
@@ -137,8 +122,9 @@ def test_kernel_compiles_for_hopper_with_pipelined_loads():
     for (block_n, block_k), cfg in sorted(configs.items()):
         for dtype, bias in (("bf16", False), ("bf16", True), ("fp32", False)):
             sig = {n: (f"*{dtype}" if n.endswith("_ptr") else "i32") for n in names}
-            sig.update(dict.fromkeys(["HAS_BIAS", "IEEE", "BLOCK_M", "BLOCK_N", "BLOCK_K"], "constexpr"))
-            consts = {"HAS_BIAS": bias, "IEEE": dtype == "fp32", "BLOCK_M": 32, "BLOCK_N": block_n, "BLOCK_K": block_k}
+            sig.update(dict.fromkeys(["HAS_BIAS", "IEEE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "PDL"], "constexpr"))
+            consts = {"HAS_BIAS": bias, "IEEE": dtype == "fp32", "BLOCK_M": 32, "BLOCK_N": block_n, "BLOCK_K": block_k,
+                      "PDL": False}  # fmt: skip
             kernel = compile(
                 ASTSource(fn=_skinny_kernel, signature=sig, constexprs=consts, attrs=aligned),
                 target=GPUTarget("cuda", 90, 32),

@@ -23,6 +23,7 @@ def attach_caches(
     device,
     decode_gemm: str = "cublas",
     grouped_decode: str = "matmul",
+    pdl: bool = False,
 ) -> None:
     """Caches `(batch, G, max_len, D)` on every layer's mixer; `stack` holds the layers.
 
@@ -30,8 +31,10 @@ def attach_caches(
     "triton" runs the skinny decode GEMMs as one Triton kernel each (`nn.skinny_gemm`), "split-k"
     splits them over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
     grouped kv heads with SDPA on regrouped queries instead of two matmuls, `"flex"` with
-    FlexAttention (for compiled decoding)."""
-    set_decoding_fusion(stack, True, decode_gemm, grouped_decode)  # checks the options first
+    FlexAttention (for compiled decoding), `"triton"` with one flash-decoding Triton kernel
+    (`nn.decode_attention`); `pdl` launches the Triton kernels with programmatic dependent launch
+    (Hopper; with `generate(compile=True)` Inductor's kernels too, `nn.pdl`)."""
+    set_decoding_fusion(stack, True, decode_gemm, grouped_decode, pdl)  # checks the options first
     for layer in layers:
         m = layer.mixer
         m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)

@@ -100,7 +100,7 @@ def build_attention_mask(
     return mask
 
 
-GROUPED_DECODE = ("matmul", "sdpa", "flex")
+GROUPED_DECODE = ("matmul", "sdpa", "flex", "triton")
 
 
 def grouped_decode_attention(
@@ -110,6 +110,7 @@ def grouped_decode_attention(
     mask: torch.Tensor | None,
     scale: float,
     impl: str = "matmul",
+    pdl: bool = False,
 ) -> torch.Tensor:
     """Attention for a few query positions against a long cache, reading each kv head once.
 
@@ -121,7 +122,11 @@ def grouped_decode_attention(
     - `impl="sdpa"`: `F.scaled_dot_product_attention` on the regrouped heads (the kernel MHA decoding
       uses, with no expansion; opt-in while it is being measured);
     - `impl="flex"`: FlexAttention with `enable_gqa` and the mask as a score modification (compiled,
-      its decoding kernel splits the cache over thread blocks; eager it is a slow reference; opt-in).
+      its decoding kernel splits the cache over thread blocks; eager it is a slow reference; opt-in);
+    - `impl="triton"`: one flash-decoding Triton kernel (`nn.decode_attention`: a program per batch
+      row, kv head and cache split, online softmax, one read of the cache; `pdl` launches it with
+      programmatic dependent launch); where it does not apply (no Triton, CPU, an untiled head
+      dim, autograd) the matmul path runs (opt-in).
     """
     if impl not in GROUPED_DECODE:
         raise ValueError(f"impl={impl!r} is not a grouped decode path; use one of {GROUPED_DECODE}")
@@ -129,6 +134,11 @@ def grouped_decode_attention(
     G, S = k.shape[1], k.shape[2]
     if impl == "flex":
         return _flex_decode(q, k, v, mask, scale)
+    if impl == "triton":
+        from frugalformers.nn.decode_attention import decode_attention, decode_attention_applies
+
+        if decode_attention_applies(q, k):
+            return decode_attention(q, k, v, mask, scale, pdl)
     r = H // G
     qg = q.reshape(B, G, r * T, D)  # (B, G, r*T, D): head h = g*r + j, rows ordered (j, t)
     m = None
@@ -239,6 +249,7 @@ class Attention(nn.Module):
         self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
         self.decode_gemm: int | str = 0  # while decoding: split-K tiles or "triton" (`nn.fused_linear.decode_linear`)
         self.grouped_decode = "matmul"  # how grouped kv heads are attended while decoding (`grouped_decode_attention`)
+        self.decode_pdl = False  # while decoding: our Triton decode kernels use programmatic dependent launch
 
     def fuse_projections(self) -> None:
         """q, k, v as one GEMM for self-attention (decoding); see `nn.fused_linear`."""
@@ -312,11 +323,19 @@ class Attention(nn.Module):
         if self.impl == "reference":
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
             out = reference_attention(q, k, v, mask, self.scale, dropout_p)
-        elif kv_cache is not None and T <= 4 and self.n_kv_heads != self.n_heads and dropout_p == 0.0:
+        elif (
+            kv_cache is not None
+            and T <= 4
+            and (self.n_kv_heads != self.n_heads or self.grouped_decode == "triton")
+            and dropout_p == 0.0
+        ):
             # decoding with grouped kv heads: one pass over each cached kv head for its whole query group
-            # (SDPA with a mask and enable_gqa expands K/V; for MHA, measured on an H200, SDPA is ~10% faster)
+            # (SDPA with a mask and enable_gqa expands K/V; for MHA, measured on an H200, SDPA is ~10%
+            # faster than the matmul path; the Triton kernel serves MHA too, as groups of one)
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
-            out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.grouped_decode)
+            out = grouped_decode_attention(
+                q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.grouped_decode, self.decode_pdl
+            )
         else:
             simple_causal = causal and key_padding_mask is None and attn_bias is None and q_pos is None and T == S
             mask = None

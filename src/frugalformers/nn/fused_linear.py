@@ -88,13 +88,14 @@ def is_decode_gemm(x: torch.Tensor) -> bool:
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, how: int | str):
     """`F.linear` as a decode GEMM. `how`: 0 (plain), "triton" (`skinny_linear`, which itself
-    falls back to `F.linear` where it does not apply), or a split-K tile target > 0: split over K
+    falls back to `F.linear` where it does not apply; "triton+pdl" launches it with programmatic
+    dependent launch), or a split-K tile target > 0: split over K
     (`split_k_linear`) when it `is_decode_gemm`, its N outputs make fewer
     than `how` tiles and the weight is contiguous (its chunks are views)."""
-    if how == "triton":
+    if how in ("triton", "triton+pdl"):
         from frugalformers.nn.skinny_gemm import skinny_linear
 
-        return skinny_linear(x, weight, bias)
+        return skinny_linear(x, weight, bias, pdl=how == "triton+pdl")
     target_tiles = how
     if target_tiles and is_decode_gemm(x) and weight.is_contiguous():
         splits = split_k_count(weight.shape[0], weight.shape[1], target_tiles)
@@ -117,11 +118,13 @@ def split_k_tiles(device: torch.device) -> int:
 
 
 def set_decoding_fusion(
-    module: nn.Module, enabled: bool, decode_gemm: str = "cublas", grouped_decode: str = "matmul"
+    module: nn.Module, enabled: bool, decode_gemm: str = "cublas", grouped_decode: str = "matmul", pdl: bool = False
 ) -> None:
     """Fuse (or drop the fused tensors of) every block under `module` that supports it;
     `decode_gemm` picks their decode GEMMs (DECODE_GEMMS, `decode_linear`); `grouped_decode` how
-    attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`)."""
+    attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`); `pdl`
+    launches our Triton decode kernels (decode_gemm "triton", grouped_decode "triton") with
+    programmatic dependent launch (`nn.pdl`)."""
     from frugalformers.nn.attention import GROUPED_DECODE  # (attention imports this module)
 
     if grouped_decode not in GROUPED_DECODE:
@@ -132,8 +135,14 @@ def set_decoding_fusion(
     if enabled and decode_gemm == "split-k":
         how = split_k_tiles(next(module.parameters()).device)
     elif enabled and decode_gemm == "triton":
-        how = "triton"
+        how = "triton+pdl" if pdl else "triton"
+    if enabled and "triton" in (decode_gemm, grouped_decode):
         _warn_if_triton_cannot_run(next(module.parameters()).device)
+    if enabled and pdl and "triton" not in (decode_gemm, grouped_decode):
+        raise ValueError(
+            f"pdl=True launches our Triton decode kernels, but decode_gemm={decode_gemm!r} and "
+            f"grouped_decode={grouped_decode!r} use none: pass decode_gemm='triton' or grouped_decode='triton'"
+        )
     for m in module.modules():
         if hasattr(m, "fuse_projections"):
             if enabled and not _is_sharded(m):
@@ -144,15 +153,17 @@ def set_decoding_fusion(
                 m.decode_gemm = 0
         if hasattr(m, "grouped_decode"):
             m.grouped_decode = grouped_decode if enabled else "matmul"
+            m.decode_pdl = bool(enabled and pdl)
 
 
 def _warn_if_triton_cannot_run(device: torch.device) -> None:
-    """decode_gemm="triton" off CUDA (or without Triton) decodes with F.linear: same results, said once."""
+    """The Triton decode kernels off CUDA (or without Triton) fall back to F.linear and the matmul
+    attention: same results, said once."""
     from frugalformers.nn import skinny_gemm
 
     if not skinny_gemm.runs_on(device):
         why = "Triton is not installed" if skinny_gemm.triton is None else f"the model is on {device.type}, not CUDA"
-        warnings.warn(f"decode_gemm='triton' decodes with F.linear here: {why}", stacklevel=3)
+        warnings.warn(f"the Triton decode kernels fall back to PyTorch here: {why}", stacklevel=3)
 
 
 def _is_sharded(m: nn.Module) -> bool:

@@ -71,6 +71,13 @@ def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _tile_dot(acc, x, w, IEEE: tl.constexpr):
+        """acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, BLOCK_K) @ w (BLOCK_N, BLOCK_K)^T in float32."""
+        if IEEE:  # float32 inputs: full-precision products, as F.linear without TF32
+            return acc + tl.dot(x, tl.trans(w), input_precision="ieee")
+        return acc + tl.dot(x, tl.trans(w))
+
+    @triton.jit
     def _skinny_kernel(
         x_ptr,
         w_ptr,
@@ -87,12 +94,25 @@ if triton is not None:
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # this program's output columns
         rm = tl.arange(0, BLOCK_M)  # every row (M <= BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        start = 0
+        if PDL:  # launched while the previous kernel drains: fetch the first weight tile, then wait for x
+            tl.extra.cuda.gdc_launch_dependents()
+            w = tl.load(
+                w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=(rn[:, None] < N) & (rk[None, :] < K), other=0.0
+            )
+            tl.extra.cuda.gdc_wait()  # x (and anything else the previous kernel wrote) is visible after this
+            x = tl.load(
+                x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0
+            )
+            acc = _tile_dot(acc, x, w, IEEE)
+            start = BLOCK_K
+        for k0 in range(start, K, BLOCK_K):
             kk = k0 + rk
             x = tl.load(
                 x_ptr + rm[:, None] * stride_xm + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0
@@ -100,10 +120,7 @@ if triton is not None:
             w = tl.load(
                 w_ptr + rn[:, None] * stride_wn + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < K), other=0.0
             )  # (BLOCK_N, BLOCK_K)
-            if IEEE:  # float32 inputs: full-precision products, as F.linear without TF32
-                acc += tl.dot(x, tl.trans(w), input_precision="ieee")
-            else:
-                acc += tl.dot(x, tl.trans(w))  # (BLOCK_M, BLOCK_N)
+            acc = _tile_dot(acc, x, w, IEEE)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         out = y_ptr + rm[:, None] * stride_ym + rn[None, :]
@@ -129,19 +146,25 @@ if triton is not None:
         ]
 
     _skinny_kernel_tuned = triton.autotune(
-        configs=_configs(), key=["M", "N", "K", "HAS_BIAS"], prune_configs_by={"early_config_prune": _fitting}
+        configs=_configs(), key=["M", "N", "K", "HAS_BIAS", "PDL"], prune_configs_by={"early_config_prune": _fitting}
     )(_skinny_kernel)
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None) -> torch.Tensor:
-    """x (..., K) -> (..., N) in x's dtype; `config` None autotunes (CUDA)."""
+def _launch(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: dict | None, pdl: bool = False
+) -> torch.Tensor:
+    """x (..., K) -> (..., N) in x's dtype; `config` None autotunes (CUDA); `pdl` launches with
+    programmatic dependent launch (Hopper; not under the interpreter)."""
     *lead, K = x.shape
     x2 = x.reshape(-1, K).contiguous()  # (M, K)
     M, N = x2.shape[0], weight.shape[0]
     y = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
     block_m = max(16, triton.next_power_of_2(M))  # tl.dot needs >= 16 on every side
     args = (x2, weight, bias if bias is not None else x2, y, M, N, K, x2.stride(0), weight.stride(0), y.stride(0))
-    flags = {"HAS_BIAS": bias is not None, "IEEE": x2.dtype == torch.float32, "BLOCK_M": block_m}
+    pdl = bool(pdl) and not INTERPRET
+    flags = {"HAS_BIAS": bias is not None, "IEEE": x2.dtype == torch.float32, "BLOCK_M": block_m, "PDL": pdl}
+    if pdl:
+        flags["launch_pdl"] = True
     if config is None and not INTERPRET:
         _skinny_kernel_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)](*args, **flags)
     else:
@@ -151,24 +174,30 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, co
 
 
 @torch.library.custom_op("frugalformers::skinny_linear", mutates_args=())
-def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - the schema inference of older torch reads typing.Optional
+def _skinny_linear_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pdl: bool) -> torch.Tensor:  # noqa: UP045 - the schema inference of older torch reads typing.Optional
     """An opaque op for torch.compile (Inductor calls it as it is, inside the compiled step)."""
-    return _launch(x, weight, bias, None)
+    return _launch(x, weight, bias, None, pdl)
 
 
 @_skinny_linear_op.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
+def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pdl: bool) -> torch.Tensor:  # noqa: UP045
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 def skinny_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, config: dict | None = None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    config: dict | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """`F.linear(x, weight, bias)` by the Triton kernel where `skinny_gemm_applies`, else `F.linear`.
     Inference only (no backward). `config` ({"BLOCK_N", "BLOCK_K"}) fixes the block sizes instead
-    of autotuning (tests)."""
+    of autotuning (tests). `pdl`: programmatic dependent launch (Hopper): the kernel starts while
+    the previous one drains and fetches its first weight tile before waiting for it, which is only
+    right while nothing in the step writes the weights (decoding)."""
     if not skinny_gemm_applies(x, weight):
         return F.linear(x, weight, bias)
     if config is not None:
-        return _launch(x, weight, bias, config)
-    return _skinny_linear_op(x, weight, bias)
+        return _launch(x, weight, bias, config, pdl)
+    return _skinny_linear_op(x, weight, bias, pdl)

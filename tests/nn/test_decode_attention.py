@@ -1,0 +1,149 @@
+"""The Triton decode attention (`nn.decode_attention`) against the float32 reference attention, run
+by Triton's interpreter on CPU (fp32 and fp16; the interpreter has no bf16 dot, so bf16 is checked on
+the GPU by `benchmarks/cuda_checks.py`), and compiled for sm_90 with programmatic dependent launch
+by Triton's own compiler (no GPU needed)."""
+
+import re
+
+import pytest
+import torch
+
+from frugalformers import build_model
+
+
+def test_kernel_equals_reference_attention(run_interpreted):
+    """GQA / MQA / MHA groups, 1-3 query positions, cache splits (their combine), a causal step
+    mask, padded rows (one fully masked: the reference's uniform average), a per-head bias, no
+    mask, fp32 and fp16, a cache longer than the tiles divide."""
+    out = run_interpreted(
+        """
+        import torch
+        from frugalformers.nn.attention import build_attention_mask, reference_attention
+        from frugalformers.nn.decode_attention import decode_attention, decode_attention_applies
+        torch.manual_seed(0)
+        cases = [(2, 8, 2, 1, 100, 16, torch.float32, 1, "causal"), (2, 8, 2, 1, 300, 32, torch.float32, 3, "causal"),
+                 (3, 4, 1, 2, 129, 16, torch.float32, 2, "pad"), (2, 8, 8, 1, 70, 16, torch.float16, 1, None),
+                 (1, 6, 2, 3, 64, 16, torch.float32, 1, "bias"), (2, 4, 1, 1, 257, 16, torch.float16, 4, "causal")]
+        for B, H, G, T, S, D, dtype, splits, kind in cases:
+            q = torch.randn(B, H, T, D).to(dtype)
+            k, v = torch.randn(B, G, S, D).to(dtype), torch.randn(B, G, S, D).to(dtype)
+            assert decode_attention_applies(q, k)
+            pos = torch.arange(S - T - 5, S - 5)
+            keep, bias = None, None
+            if kind == "pad":
+                keep = torch.ones(B, S, dtype=torch.bool)
+                keep[1, :40] = False
+                keep[2] = False  # every key of this row masked
+            if kind == "bias":
+                bias = torch.randn(1, H, T, S)
+            mask = None if kind is None else build_attention_mask(keep, bias, True, T, S, torch.float32, "cpu", pos)
+            got = decode_attention(q, k, v, mask, D**-0.5, n_split=splits)
+            ref = reference_attention(q.float(), k.float(), v.float(), mask, D**-0.5)
+            assert got.dtype == dtype and got.shape == q.shape
+            err = ((got.float() - ref).norm() / ref.norm()).item()
+            assert err < (1e-5 if dtype == torch.float32 else 2e-3), (B, H, G, T, S, dtype, splits, kind, err)
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_triton_decode_attention_gives_the_plain_decode_logits(run_interpreted):
+    """A GQA decoder and an MHA decoder decoding with `grouped_decode="triton"` (every step's
+    attention through the kernel, the prefill through SDPA) give the default decode's logits."""
+    out = run_interpreted(
+        """
+        import torch
+        from unittest import mock
+        from frugalformers import build_model
+        import frugalformers.nn.decode_attention as da
+        torch.manual_seed(0)
+        for kv in (2, 4):
+            model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=kv, n_layers=2).eval()
+            ids = torch.randint(5, 100, (3, 30))
+            def decode(**options):
+                model.setup_cache(3, 40, **options)
+                with torch.no_grad(), mock.patch.object(da, "_launch", wraps=da._launch) as spy:
+                    model(ids, input_pos=torch.arange(30))
+                    prefill = spy.call_count
+                    steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits
+                             for i in range(3)]
+                model.clear_cache()
+                return steps, prefill, spy.call_count
+            fast, prefill, calls = decode(grouped_decode="triton", decode_gemm="triton", pdl=True)
+            assert prefill == 0 and calls == 3 * 2, (prefill, calls)  # every step of 2 layers
+            plain, _, none = decode()
+            assert none == 0
+            for a, b in zip(fast, plain):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_pdl_needs_a_triton_kernel_and_falls_back_on_cpu():
+    model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=1).eval()
+    with pytest.raises(ValueError, match="pdl=True launches our Triton decode kernels, but decode_gemm='cublas'"):
+        model.setup_cache(1, 8, pdl=True)
+    ids = torch.randint(5, 100, (1, 8))
+    with torch.no_grad():
+        full = model(ids).logits
+        with pytest.warns(UserWarning, match="fall back to PyTorch here"):
+            model.setup_cache(1, 8, grouped_decode="triton", pdl=True)
+        steps = [model(ids[:, t : t + 1], input_pos=torch.tensor([t])).logits for t in range(8)]
+        model.clear_cache()
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
+    assert {layer.mixer.decode_pdl for layer in model.layers} == {False}
+
+
+def _compile_for_hopper(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 3, aligned=()):
+    """Compile for sm_90; pointers and the integer arguments named in `aligned` are marked divisible
+    by 16, as the JIT marks them at the decode shapes (strides and sizes of 2048, 5632, ...)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    names = [n for n in kernel.arg_names if n not in consts]
+    sig = {n: types.get(n, "i32") for n in names}
+    sig.update(dict.fromkeys(consts, "constexpr"))
+    aligned = {
+        (i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names) if n.endswith("_ptr") or n in aligned
+    }
+    return compile(
+        ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=aligned),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": num_warps, "num_stages": num_stages},
+    )
+
+
+def test_kernels_compile_for_hopper_with_programmatic_dependent_launch():
+    """With PDL the attention and combine kernels wait for the previous kernel (griddepcontrol.wait)
+    and let the next one launch early; without it they carry neither instruction. The decode GEMM
+    with PDL issues its first weight load before the wait and keeps its pipelined loop."""
+    from frugalformers.nn.decode_attention import _combine_kernel, _decode_attention_kernel
+    from frugalformers.nn.skinny_gemm import _skinny_kernel
+
+    ptrs = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "out_ptr")}
+    ptrs.update({"mask_ptr": "*fp32", "part_ptr": "*fp32", "stats_ptr": "*fp32", "scale": "fp32"})
+    aligned = ("S", "s_per_split", "sqb", "sqh", "skb", "skg", "sks", "svb", "svg", "svs", "smb", "sob", "soh")
+    for pdl in (False, True):
+        for split in (False, True):
+            consts = {"HAS_MASK": True, "SPLIT": split, "PDL": pdl, "IEEE": False, "BLOCK_R": 16, "BLOCK_S": 64,
+                      "D": 128}  # fmt: skip
+            kernel = _compile_for_hopper(_decode_attention_kernel, ptrs, consts, aligned=aligned)
+            ptx = kernel.asm["ptx"]
+            assert ("griddepcontrol.wait" in ptx) == pdl and ("griddepcontrol.launch_dependents" in ptx) == pdl
+            assert "mma" in ptx  # the two products on the tensor cores
+            assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # K / V tiles in flight
+        consts = {"PDL": pdl, "BLOCK_R": 16, "D": 128, "SPLITS": 4}
+        types = {"part_ptr": "*fp32", "stats_ptr": "*fp32", "out_ptr": "*bf16"}
+        ptx = _compile_for_hopper(_combine_kernel, types, consts).asm["ptx"]
+        assert ("griddepcontrol.wait" in ptx) == pdl
+    types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")}
+    consts = {"HAS_BIAS": False, "IEEE": False, "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 512, "PDL": True}
+    aligned = ("N", "K", "stride_xm", "stride_wn", "stride_ym")
+    kernel = _compile_for_hopper(_skinny_kernel, types, consts, num_stages=4, aligned=aligned)
+    ptx = kernel.asm["ptx"]
+    wait = ptx.index("griddepcontrol.wait")
+    assert re.search(r"ld\.global|cp\.async", ptx[:wait]), "the first weight tile is fetched before the wait"
+    assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # the loop stays pipelined
