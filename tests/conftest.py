@@ -39,3 +39,28 @@ def _run_interpreted(code: str) -> str:
 @pytest.fixture
 def run_interpreted():
     return _run_interpreted
+
+
+def _compile_for_hopper(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 3, aligned=()):
+    """Compile for sm_90; pointers and the integer arguments named in `aligned` are marked divisible
+    by 16, as the JIT marks them at the decode shapes (strides and sizes of 2048, 5632, ...)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    names = [n for n in kernel.arg_names if n not in consts]
+    sig = {n: types.get(n, "i32") for n in names}
+    sig.update(dict.fromkeys(consts, "constexpr"))
+    aligned = {
+        (i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names) if n.endswith("_ptr") or n in aligned
+    }
+    return compile(
+        ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=aligned),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": num_warps, "num_stages": num_stages},
+    )
+
+
+@pytest.fixture
+def compile_for_hopper():
+    """Triton's own compiler (and the ptxas it ships) building a kernel for sm_90, no GPU needed."""
+    return _compile_for_hopper

@@ -218,13 +218,22 @@ register_preset("colt5-tiny", "tiny CoLT5 for tests: radius 15, 1/8 of the token
 register_preset(
     "mowe-base",
     "MoWE-Base: T5.1.1-Base whose encoder and decoder blocks 5 and 10 are word-expert layers (the paper's 2 + 2) "
-    "sharing one bank of 32768 experts (d_e 64, 3.2B sparse parameters); decoder tokens route by causal word ids",
+    "sharing one bf16 bank of 32768 experts (d_e 64, 3.2B sparse parameters, row-sparse gradients); decoder tokens "
+    "route by causal word ids",
 )(
     lambda: _t5(
         **_T5_BASE,
         layer_ffns=tuple("word_experts" if i in (4, 9) else "dense" for i in range(12)),
         decoder_layer_ffns=tuple("word_experts" if i in (4, 9) else "dense" for i in range(12)),
-        options={"mowe_experts": 32768, "mowe_d_expert": 64, "mowe_skip_top": 16},
+        # a bf16 bank with row-sparse gradients: the layer reads half the bytes and writes the gradient of the
+        # touched experts only (benchmarks/mowe.py); float32 master weights live in the optimizer
+        options={
+            "mowe_experts": 32768,
+            "mowe_d_expert": 64,
+            "mowe_skip_top": 16,
+            "mowe_bank_dtype": "bfloat16",
+            "mowe_sparse_grad": True,
+        },  # fmt: skip
     )
 )
 register_preset(
@@ -252,7 +261,7 @@ register_preset(
         **{**_T5_TINY, "n_layers": 2},
         layer_ffns=("dense", "word_experts"),
         decoder_layer_ffns=("dense", "word_experts"),
-        options={"mowe_experts": 1024, "mowe_d_expert": 16, "mowe_skip_top": 16},
+        options={"mowe_experts": 1024, "mowe_d_expert": 16, "mowe_skip_top": 16, "mowe_sparse_grad": True},
     )
 )
 

@@ -97,26 +97,7 @@ def test_pdl_needs_a_triton_kernel_and_falls_back_on_cpu():
     assert {layer.mixer.decode_pdl for layer in model.layers} == {False}
 
 
-def _compile_for_hopper(kernel, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 3, aligned=()):
-    """Compile for sm_90; pointers and the integer arguments named in `aligned` are marked divisible
-    by 16, as the JIT marks them at the decode shapes (strides and sizes of 2048, 5632, ...)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, compile
-
-    names = [n for n in kernel.arg_names if n not in consts]
-    sig = {n: types.get(n, "i32") for n in names}
-    sig.update(dict.fromkeys(consts, "constexpr"))
-    aligned = {
-        (i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names) if n.endswith("_ptr") or n in aligned
-    }
-    return compile(
-        ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=aligned),
-        target=GPUTarget("cuda", 90, 32),
-        options={"num_warps": num_warps, "num_stages": num_stages},
-    )
-
-
-def test_kernels_compile_for_hopper_with_programmatic_dependent_launch():
+def test_kernels_compile_for_hopper_with_programmatic_dependent_launch(compile_for_hopper):
     """With PDL the attention and combine kernels wait for the previous kernel (griddepcontrol.wait)
     and let the next one launch early; without it they carry neither instruction. The decode GEMM
     with PDL issues its first weight load before the wait and keeps its pipelined loop."""
@@ -130,19 +111,19 @@ def test_kernels_compile_for_hopper_with_programmatic_dependent_launch():
         for split in (False, True):
             consts = {"HAS_MASK": True, "SPLIT": split, "PDL": pdl, "IEEE": False, "BLOCK_R": 16, "BLOCK_S": 64,
                       "D": 128}  # fmt: skip
-            kernel = _compile_for_hopper(_decode_attention_kernel, ptrs, consts, aligned=aligned)
+            kernel = compile_for_hopper(_decode_attention_kernel, ptrs, consts, aligned=aligned)
             ptx = kernel.asm["ptx"]
             assert ("griddepcontrol.wait" in ptx) == pdl and ("griddepcontrol.launch_dependents" in ptx) == pdl
             assert "mma" in ptx  # the two products on the tensor cores
             assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # K / V tiles in flight
         consts = {"PDL": pdl, "BLOCK_R": 16, "D": 128, "SPLITS": 4}
         types = {"part_ptr": "*fp32", "stats_ptr": "*fp32", "out_ptr": "*bf16"}
-        ptx = _compile_for_hopper(_combine_kernel, types, consts).asm["ptx"]
+        ptx = compile_for_hopper(_combine_kernel, types, consts).asm["ptx"]
         assert ("griddepcontrol.wait" in ptx) == pdl
     types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")}
     consts = {"HAS_BIAS": False, "IEEE": False, "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 512, "PDL": True}
     aligned = ("N", "K", "stride_xm", "stride_wn", "stride_ym")
-    kernel = _compile_for_hopper(_skinny_kernel, types, consts, num_stages=4, aligned=aligned)
+    kernel = compile_for_hopper(_skinny_kernel, types, consts, num_stages=4, aligned=aligned)
     ptx = kernel.asm["ptx"]
     wait = ptx.index("griddepcontrol.wait")
     assert re.search(r"ld\.global|cp\.async", ptx[:wait]), "the first weight tile is fetched before the wait"

@@ -4,6 +4,8 @@
 import json
 import shutil
 
+import torch
+
 from frugalformers.cli import main
 
 
@@ -115,3 +117,25 @@ def test_mowe_tiny_pretrains_and_finetunes_with_word_ids(tmp_path, demo_data):
         == 0
     )
     assert "accuracy" in json.loads((ft / "test_metrics.json").read_text())
+
+
+def test_mowe_tiny_pretrains_then_finetunes_on_knowledge_qa_with_frozen_experts(tmp_path, demo_data):
+    """The issue's path: `frugal train --preset mowe-tiny`, then `frugal finetune` on the knowledge
+    dataset's closed-book QA (with the pretraining tokenizer) with the expert bank frozen, as the
+    paper fine-tunes: the bank comes out unchanged, the rest of the model trained."""
+    from frugalformers.checkpoint import read_state
+    from frugalformers.data.datasets import prepare
+    from frugalformers.train.run import resolve_checkpoint
+
+    prepare("knowledge", log=lambda *_: None)
+    pre, ft = tmp_path / "mowe", tmp_path / "qa"
+    common = ["--preset", "mowe-tiny", "--no-progress", "data.batch_size=4", "eval_batches=1"]
+    assert main(["train", *common, "steps=3", "data.seq_len=48", "data.target_len=16", f"out={pre}"]) == 0
+    args = ["steps=3", "data.dataset=knowledge", "data.task=qa", "data.tokenizer=demo/tiny", "data.seq_len=32",
+            "data.target_len=8", "freeze_experts=true", f"init_from={pre}", f"out={ft}"]  # fmt: skip
+    assert main(["finetune", *common, *args]) == 0
+    assert set(json.loads((ft / "test_metrics.json").read_text())) == {"em", "f1"}
+    before, after = (read_state(resolve_checkpoint(str(r)) / "model.safetensors") for r in (pre, ft))
+    bank = [k for k in before if ".bank." in k]
+    assert bank and all(torch.equal(before[k], after[k]) for k in bank)
+    assert any(not torch.equal(before[k], after[k]) for k in before if ".bank." not in k)

@@ -269,14 +269,20 @@ def _word_experts(config, i: int, stack: str) -> nn.Module:
 
 def share_word_expert_bank(model: nn.Module, config) -> None:
     """Give every MoWE layer of `model` the same expert bank (the paper shares one across layers).
-    Options: mowe_experts (default 32768), mowe_d_expert (64)."""
+    Options: mowe_experts (default 32768), mowe_d_expert (64), mowe_bank_dtype ("float32" or
+    "bfloat16"), mowe_sparse_grad (row-sparse bank gradients, default False)."""
     from frugalformers.nn.word_experts import WordExpertBank, WordExperts
 
     layers = [m for m in model.modules() if isinstance(m, WordExperts)]
     if layers:
         o = config.options
         bank = WordExpertBank(
-            o.get("mowe_experts", 32768), config.d_model, o.get("mowe_d_expert", 64), config.activation
+            o.get("mowe_experts", 32768),
+            config.d_model,
+            o.get("mowe_d_expert", 64),
+            config.activation,
+            dtype=o.get("mowe_bank_dtype", "float32"),
+            sparse_grad=o.get("mowe_sparse_grad", False),
         )
         for layer in layers:
             layer.bank = bank

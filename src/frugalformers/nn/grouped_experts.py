@@ -47,12 +47,14 @@ def grouped_expert_ffn(
     act,
     b_in: torch.Tensor | None = None,
     b_out: torch.Tensor | None = None,
+    gather=None,
 ) -> torch.Tensor:
     """h (P, d) sorted by expert, counts (E,) rows per expert -> act(h W_in[e] + b_in[e]) W_out[e]
     + b_out[e] for each row's expert e, (P, d). w_in (E, d, d_ff), w_out (E, d_ff, d), biases
     (E, d_ff) / (E, d). The weights are cast to h's dtype: only the experts with rows are gathered,
     once (the stacks as they are, one pass, when every expert has rows); more than MAX_GROUPS of
-    them run as several grouped GEMMs over consecutive pieces of the gathered stack."""
+    them run as several grouped GEMMs over consecutive pieces of the gathered stack. `gather(w,
+    experts)` takes the rows (default `index_select`; the MoWE bank's gives row-sparse gradients)."""
     present = counts.nonzero().squeeze(-1)  # (U,) the experts with rows, in order
     rows = counts.index_select(0, present)  # (U,) rows per group
     chunks = None
@@ -61,8 +63,10 @@ def grouped_expert_ffn(
         row_counts = torch.stack([r.sum() for r in rows.split(groups)]).tolist()  # one host sync
         chunks = (groups, row_counts)
 
+    take = gather or (lambda w, idx: w.index_select(0, idx))
+
     def weights(w: torch.Tensor) -> torch.Tensor:  # (U, ., .) in h's dtype
-        return w.to(h.dtype) if present.numel() == counts.numel() else w.index_select(0, present).to(h.dtype)
+        return w.to(h.dtype) if present.numel() == counts.numel() else take(w, present).to(h.dtype)
 
     a = _chunked_grouped_mm(h, weights(w_in), rows, chunks)  # (P, d_ff)
     if b_in is not None:

@@ -14,14 +14,25 @@ The hash is Knuth's multiplicative hash modulo E (the paper's hash is not publis
 the frequency-ordered ids over the experts instead of giving consecutive frequent words
 consecutive experts.
 
-Dispatch: routed tokens are sorted by expert; on CUDA with bf16 the experts run as one grouped GEMM
-(`torch._grouped_mm`, a bucket per expert), elsewhere as gathered per-token expert weights in
-chunks (exact, memory-bounded). `reference_forward` is the per-token loop the tests hold both to.
+Dispatch: routed tokens are sorted by expert (the paper's frequency buckets and expert blocks are
+one way to batch a Zipfian load; sorting gives every expert its contiguous rows, and tiles of 16
+rows per expert do the rest). Where Triton runs (CUDA; CPU under the interpreter) the experts are
+three fused kernels that read the bank in place (`nn.word_expert_kernels`: a tile per 16 rows of
+an expert, no gathered weight copy, the weight gradient written once for the touched experts);
+otherwise, on CUDA with bf16, one grouped GEMM over the touched experts' gathered weights
+(`torch._grouped_mm`), and elsewhere gathered per-token expert weights in chunks (exact,
+memory-bounded). `reference_forward` is the per-token loop the tests hold all of them to.
 
-The grouped GEMM runs over the experts the batch touches only: their weights are gathered (and
-cast to bf16) first. Casting the whole float32 bank instead reads all of it every call and sends a
-bank-sized gradient back through the cast (at 32K experts 3.2B parameters, 12.9 GB, while a batch
-of 32k tokens touches about a third of the experts); see `benchmarks/mowe.py` for the byte counts.
+Overflow policy: none is needed. Routing is fixed by word, every routed token is computed by its
+expert however many tokens that expert gets (no capacity, no dropping: a frequent word's expert
+gets more tiles), so the layer is exact and its cost follows the number of routed tokens.
+
+The bank can be stored in bf16 (`dtype`: the forward and backward read half the bytes, which is
+what the layer's speed depends on) and can give a row-sparse gradient (`sparse_grad`: only the
+touched experts' rows, as `nn.Embedding(sparse=True)` does; a 32K-expert bank has 3.2B parameters,
+a dense gradient of it is 6.4-12.9 GB written per step while a 32k-token batch touches a third of
+the experts). `train.row_sparse_adamw` updates such rows lazily, with float32 master weights for a
+bf16 bank. See `benchmarks/mowe.py` for the byte counts.
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ from torch import nn
 from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import compute_dtype
+from frugalformers.nn.word_expert_kernels import fused_applies, word_expert_ffn
+
+BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 KNUTH = 2654435761
 
@@ -42,25 +56,74 @@ def expert_of(routing_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
 
 
 class WordExpertBank(nn.Module):
-    """E experts d -> d_expert -> d, stored stacked: w_in (E, d, d_e), w_out (E, d_e, d).
-    Under expert parallelism (`shard_experts`) only this rank's E / W experts are stored and
-    `ep` holds the placement."""
+    """E experts d -> d_expert -> d, stored stacked: w_in (E, d, d_e), w_out (E, d_e, d), in `dtype`
+    (float32 or bfloat16). `sparse_grad`: their gradients are row-sparse COO tensors over the
+    touched experts (the parameters carry `row_sparse_grad = True` for the optimizer). Under expert
+    parallelism (`shard_experts`) only this rank's E / W experts are stored and `ep` holds the
+    placement."""
 
     expert_param_names = ("w_in", "w_out")
 
-    def __init__(self, n_experts: int, d_model: int, d_expert: int, activation: str = "gelu_new"):
+    def __init__(
+        self,
+        n_experts: int,
+        d_model: int,
+        d_expert: int,
+        activation: str = "gelu_new",
+        dtype: str | torch.dtype = "float32",
+        sparse_grad: bool = False,
+    ):
         super().__init__()
         if n_experts < 1 or d_expert < 1:
             raise ValueError(f"n_experts={n_experts} and d_expert={d_expert} must be positive")
+        if isinstance(dtype, str):
+            if dtype not in BANK_DTYPES:
+                raise ValueError(f"dtype={dtype!r} is not a bank dtype; use one of {sorted(BANK_DTYPES)}")
+            dtype = BANK_DTYPES[dtype]
+        if dtype not in BANK_DTYPES.values():
+            raise ValueError(f"dtype={dtype} is not a bank dtype; use one of {sorted(BANK_DTYPES)}")
         self.n_experts = n_experts
-        self.w_in = nn.Parameter(torch.randn(n_experts, d_model, d_expert) * d_model**-0.5)
-        self.w_out = nn.Parameter(torch.randn(n_experts, d_expert, d_model) * d_expert**-0.5)
+        self.w_in = nn.Parameter((torch.randn(n_experts, d_model, d_expert) * d_model**-0.5).to(dtype))
+        self.w_out = nn.Parameter((torch.randn(n_experts, d_expert, d_model) * d_expert**-0.5).to(dtype))
+        self.activation = activation
         self.act = activation_fn(activation)
         self.ep = None
+        self.sparse_grad = False
+        self.set_sparse_grad(sparse_grad)
+
+    def set_sparse_grad(self, enabled: bool) -> None:
+        """Row-sparse gradients (True) or dense ones; the parameters are marked for the optimizer."""
+        self.sparse_grad = bool(enabled)
+        for p in (self.w_in, self.w_out):
+            p.row_sparse_grad = self.sparse_grad
+
+    def gather(self, w: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """w[experts] (k, ., .) for a bank weight w (E, ., .); its gradient is row-sparse when the
+        bank's is (an embedding lookup of the flattened experts)."""
+        if not self.sparse_grad:
+            return w.index_select(0, experts)
+        return _RowGather.apply(w, experts)
 
     def freeze(self, frozen: bool = True) -> None:
         """Freeze the experts for fine-tuning (the paper: frozen experts fine-tune better)."""
         self.requires_grad_(not frozen)
+
+
+class _RowGather(torch.autograd.Function):
+    """w.index_select(0, rows) whose gradient is row-sparse COO over w (rows may repeat: the
+    gradient is then uncoalesced, as `nn.Embedding(sparse=True)`'s is)."""
+
+    @staticmethod
+    def forward(ctx, w, rows):
+        ctx.shape = w.shape
+        ctx.save_for_backward(rows)
+        return w.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        sparse = torch.sparse_coo_tensor(rows[None], grad, ctx.shape, check_invariants=False)
+        return sparse, None
 
 
 class WordExperts(nn.Module):
@@ -68,10 +131,15 @@ class WordExperts(nn.Module):
 
     takes_context = True
 
-    def __init__(self, bank: WordExpertBank | None, skip_top: int = 16, chunk: int = 4096):
+    IMPLS = ("auto", "unfused")
+
+    def __init__(self, bank: WordExpertBank | None, skip_top: int = 16, chunk: int = 4096, impl: str = "auto"):
         super().__init__()
+        if impl not in self.IMPLS:
+            raise ValueError(f"impl={impl!r} is not a word-expert dispatch; use one of {self.IMPLS}")
         self.bank = bank
         self.skip_top, self.chunk = skip_top, chunk
+        self.impl = impl  # "auto": the fused kernels where they apply; "unfused": grouped GEMM / gathered weights
 
     def routed_mask(self, word_ids: torch.Tensor) -> torch.Tensor:
         return word_ids > self.skip_top  # id 0 (unknown) and the most frequent ids are skipped
@@ -84,8 +152,7 @@ class WordExperts(nn.Module):
         B, T, d = x.shape
         if x.device.type == "meta":  # FLOP counting: every token through one expert (the active cost)
             return self.bank.act(x @ self.bank.w_in[0]) @ self.bank.w_out[0]
-        # rows move (and meet the GEMMs) in the compute dtype: bf16 under autocast, so CUDA takes _grouped_mm
-        flat, ids = x.reshape(B * T, d).to(compute_dtype(x)), word_ids.reshape(B * T)
+        ids = word_ids.reshape(B * T)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
         y = torch.zeros_like(x.reshape(B * T, d))  # in x's dtype: the residual's
@@ -93,7 +160,13 @@ class WordExperts(nn.Module):
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
             counts = torch.bincount(expert, minlength=self.bank.n_experts)  # (E,)
-            ep = self.bank.ep
+            ep, bank = self.bank.ep, self.bank
+            if ep is None and self.impl == "auto" and fused_applies(x, bank.w_in, bank.activation):  # bank in place
+                out = word_expert_ffn(x.reshape(B * T, d), token, counts, bank.w_in, bank.w_out, bank.activation,
+                                      bank.sparse_grad, compute_dtype(x))  # fmt: skip
+                return out.reshape(B, T, d)  # in x's dtype, zero rows where nothing was routed
+            # rows move (and meet the GEMMs) in the compute dtype: bf16 under autocast, so CUDA takes _grouped_mm
+            flat = x.reshape(B * T, d).to(compute_dtype(x))
             if ep is None:
                 out = self._experts(flat.index_select(0, token), counts)
             else:  # rows travel to the rank holding their expert and back
@@ -105,13 +178,14 @@ class WordExperts(nn.Module):
         """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
         bank = self.bank
         if grouped_experts.grouped_mm_applies(h, bank.w_in):  # touched experts only
-            return grouped_experts.grouped_expert_ffn(h, counts, bank.w_in, bank.w_out, bank.act)
+            return grouped_experts.grouped_expert_ffn(h, counts, bank.w_in, bank.w_out, bank.act, gather=bank.gather)
         expert = torch.arange(counts.numel(), device=h.device).repeat_interleave(counts)  # (P,)
         outs = []
         for s in range(0, h.shape[0], self.chunk):  # gathered weights, memory-bounded
             e = expert[s : s + self.chunk]
-            a = bank.act(torch.bmm(h[s : s + self.chunk, None], bank.w_in.index_select(0, e)))  # (c, 1, d_e)
-            outs.append(torch.bmm(a, bank.w_out.index_select(0, e))[:, 0])  # (c, d)
+            w_in, w_out = (bank.gather(w, e).to(h.dtype) for w in (bank.w_in, bank.w_out))  # (c, d, d_e), (c, d_e, d)
+            a = bank.act(torch.bmm(h[s : s + self.chunk, None], w_in))  # (c, 1, d_e)
+            outs.append(torch.bmm(a, w_out)[:, 0])  # (c, d)
         return torch.cat(outs)
 
     def reference_forward(self, x: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
@@ -123,5 +197,5 @@ class WordExperts(nn.Module):
                 rid = int(word_ids[b, t])
                 if rid > self.skip_top:
                     e = int(expert_of(torch.tensor(rid), bank.n_experts))
-                    y[b, t] = bank.act(x[b, t] @ bank.w_in[e]) @ bank.w_out[e]
+                    y[b, t] = bank.act(x[b, t] @ bank.w_in[e].to(x.dtype)) @ bank.w_out[e].to(x.dtype)
         return y

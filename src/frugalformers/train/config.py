@@ -64,6 +64,7 @@ class RunConfig:
     seed: int = 0
     out: str = "runs/default"  # run folder: config.yaml, metrics.jsonl, checkpoints/
     init_from: str | None = None  # fine-tuning: a checkpoint folder (or run folder) to start from
+    freeze_experts: bool = False  # fine-tuning: freeze the MoWE expert bank (the paper: frozen experts do better)
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides on top of the preset
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)

@@ -1,6 +1,7 @@
 """The training loop shared by pretraining and fine-tuning.
 
-AdamW (weight decay on weight matrices only, not on biases, norms or embeddings), warm-up + decay
+AdamW (weight decay on weight matrices only, not on biases, norms or embeddings; a MoWE bank with
+row-sparse gradients updated lazily, `train.row_sparse_adamw`), warm-up + decay
 schedule, gradient accumulation and clipping, bf16 autocast on CUDA / fp32 on CPU, optional
 torch.compile, block aux losses added with `aux_loss_weight` and logged separately, periodic
 evaluation with early stopping, atomic checkpoints with exact resume, NaN / inf steps skipped.
@@ -36,6 +37,7 @@ from frugalformers.dist.state import (
 from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
 from frugalformers.train.config import RunConfig
 from frugalformers.train.logger import MetricsLogger
+from frugalformers.train.row_sparse_adamw import RowSparseAdamW, clip_grad_norm_, is_row_sparse
 from frugalformers.train.schedule import make_scheduler
 
 
@@ -67,13 +69,26 @@ def make_optimizer(
             continue
         (decay if p.dim() >= 2 and "embed" not in name and "position" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
+    # row-sparse parameters (a MoWE bank with sparse_grad) are updated lazily, the rest by AdamW itself
+    opt_class = RowSparseAdamW if any(is_row_sparse(p) for p in decay + no_decay) else torch.optim.AdamW
+    return opt_class(
         groups,
         lr=cfg.optim.lr,
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         eps=cfg.optim.eps,
         fused=fused and device.type == "cuda",
     )
+
+
+def dense_bank_gradients(model: torch.nn.Module, log: Callable[[str], None]) -> None:
+    """Under torchrun the MoWE bank's gradients are dense: DDP and FSDP all-reduce dense gradients
+    only, and expert shards clip by dense norms. Said once when it changes a bank."""
+    from frugalformers.nn.word_experts import WordExpertBank
+
+    for m in model.modules():
+        if isinstance(m, WordExpertBank) and m.sparse_grad:
+            m.set_sparse_grad(False)
+            log("note: the MoWE bank's gradients are dense under torchrun (options.mowe_sparse_grad: one process only)")
 
 
 def expert_load(model: torch.nn.Module) -> dict[str, float]:
@@ -134,6 +149,7 @@ def fit(
             if not shard_experts(model):
                 raise ValueError(f"expert_parallel=true but {cfg.preset!r} has no MoE or MoWE experts to shard")
         batches = RankSlice(batches, env)
+        dense_bank_gradients(model, log)
     wrapped, grad_sync = wrap_for_data_parallel(model, cfg.parallel, env)
     optimizer = make_optimizer(model, cfg, device, fused=cfg.parallel != "fsdp" or not env.distributed)
     scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.steps, cfg.optim.schedule)
@@ -221,6 +237,8 @@ def fit(
             grad_norm = torch.tensor(0.0)
         elif grad_sync is not None:  # expert shards differ per rank: the norm needs their all_reduce
             grad_norm = grad_sync.clip_grad_norm(cfg.optim.grad_clip)
+        elif any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):  # a MoWE bank's rows
+            grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         else:
             grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
         if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):

@@ -1,0 +1,279 @@
+"""The MoWE expert FFN as three Triton kernels that read the bank in place (no gathered copy of the
+touched experts' weights), with an optional row-sparse weight gradient.
+
+A batch of 32k tokens routes ~24k tokens to ~11k of 32K word experts, ~2 tokens each (Zipf). Per
+routed token the layer does 2 x 2 x d x d_e FLOPs on 2 x d x d_e weights, so it is bound by the
+bytes of the touched experts' weights, not by FLOPs (`benchmarks/mowe.py` has the counts). The
+floor of a forward + backward is three passes over those weights: read them (forward), read them
+again (input gradient), write their gradient. The grouped-GEMM path (`nn.grouped_experts`) adds a
+gathered copy of the touched weights (read + write, forward) and, with a dense Parameter, a
+bank-sized gradient (12.9 GB of float32 at 32K experts). Here:
+
+- forward, one program per tile of <= BLOCK_M rows of one expert (the rows sorted by expert; a
+  frequent word's expert gets several tiles, so no program is a straggler): x rows are gathered
+  by token index straight from the layer input, pre = x W_in[e] (float32, saved), y = act(pre)
+  W_out[e] is stored straight into the layer output at the token positions;
+- input gradient, the same tiles: dpre = (dy W_out[e]^T) * act'(pre) (saved, float32), dx = dpre
+  W_in[e]^T into the token positions;
+- weight gradient, one program per (touched expert, block of d): dW_in[e] = x_e^T dpre_e and
+  dW_out[e] = act(pre_e)^T dy_e over that expert's rows, written once into a compact (U, ., .)
+  stack of the touched experts only.
+
+`WordExpertFFN` returns the weight gradient as a row-sparse COO tensor over the bank (indices =
+the touched experts, values = the compact stack, no copy), as `nn.Embedding(sparse=True)` does,
+when the bank asks for it (`WordExpertBank(sparse_grad=True)`; `train.row_sparse_adamw` updates
+those rows lazily); otherwise as the dense gradient (the compact stack scattered into zeros).
+Under `TRITON_INTERPRET=1` the kernels run on CPU tensors (tests, fp32).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from frugalformers.nn.skinny_gemm import runs_on, triton
+
+if triton is not None:
+    import triton.language as tl
+
+ACTIVATION_CODES = {"relu": 0, "gelu": 1, "gelu_new": 2, "silu": 3}
+BLOCK_M = 16  # rows per tile: most experts see 1-2 tokens of a batch; tl.dot needs >= 16
+BLOCK_D = 128  # columns of d per step (and per weight-gradient program)
+
+
+def fused_applies(x: torch.Tensor, w_in: torch.Tensor, activation: str) -> bool:
+    """Triton runs on x's device, the activation has a kernel form, d_e is a power of two in
+    16..256 (one register tile), and the weights are contiguous floating tensors."""
+    d_e = w_in.shape[-1]
+    return (
+        runs_on(x.device)
+        and activation in ACTIVATION_CODES
+        and 16 <= d_e <= 256
+        and d_e & (d_e - 1) == 0
+        and w_in.is_contiguous()
+        and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
+    )
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tanh(z):
+        return 2.0 * tl.sigmoid(2.0 * z) - 1.0
+
+    @triton.jit
+    def _act(x, ACT: tl.constexpr):
+        """relu / gelu (erf) / gelu_new (tanh form) / silu of float32 x."""
+        if ACT == 0:
+            return tl.maximum(x, 0.0)
+        if ACT == 1:
+            return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+        if ACT == 2:
+            return 0.5 * x * (1.0 + _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+        return x * tl.sigmoid(x)
+
+    @triton.jit
+    def _act_grad(x, ACT: tl.constexpr):
+        """d act / dx at float32 x."""
+        if ACT == 0:
+            return tl.where(x > 0, 1.0, 0.0)
+        if ACT == 1:
+            return 0.5 * (1.0 + tl.erf(x * 0.7071067811865476)) + x * tl.exp(-0.5 * x * x) * 0.3989422804014327
+        if ACT == 2:
+            t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+        s = tl.sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+
+    @triton.jit
+    def _in(t, CAST: tl.constexpr):
+        """An operand tile in the compute dtype (CAST 1: bf16, autocast on CUDA; 2: fp16; 0: as loaded)."""
+        if CAST == 1:
+            out = t.to(tl.bfloat16)
+        elif CAST == 2:
+            out = t.to(tl.float16)
+        else:
+            out = t
+        return out
+
+    @triton.jit
+    def _dot(a, b, IEEE: tl.constexpr):
+        if IEEE:
+            return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b)
+
+    @triton.jit
+    def _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M: tl.constexpr):
+        """This program's tile: its expert, its rows (sorted order) and their token positions."""
+        t = tl.program_id(0)
+        u = tl.load(tile_u_ptr + t)
+        e = tl.load(present_ptr + u).to(tl.int64)
+        r1 = tl.load(offs_ptr + u + 1)
+        rows = tl.load(tile_r0_ptr + t) + tl.arange(0, BLOCK_M)
+        ok = rows < r1
+        tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
+        return e, rows, ok, tok
+
+    @triton.jit
+    def _forward_kernel(
+        x_ptr, w_in_ptr, w_out_ptr, y_ptr, pre_ptr, tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, D,
+        ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        e, rows, ok, tok = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        de = tl.arange(0, DE)
+        cols = tl.arange(0, BLOCK_D)
+        pre = tl.zeros((BLOCK_M, DE), tl.float32)
+        for k0 in range(0, D, BLOCK_D):  # pre = x W_in[e]
+            kk = k0 + cols
+            xt = tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=ok[:, None] & (kk < D)[None, :], other=0.0)
+            wt = tl.load(w_in_ptr + (e * D + kk[:, None]) * DE + de[None, :], mask=(kk < D)[:, None], other=0.0)
+            xt = _in(xt, CAST)
+            pre += _dot(xt, wt.to(xt.dtype), IEEE)  # (BLOCK_M, DE)
+        tl.store(pre_ptr + rows[:, None] * DE + de[None, :], pre, mask=ok[:, None])
+        a = _in(_act(pre, ACT).to(x_ptr.dtype.element_ty), CAST)  # in the compute dtype
+        for n0 in range(0, D, BLOCK_D):  # y = act(pre) W_out[e], into the token rows (in y's dtype)
+            nn = n0 + cols
+            wt = tl.load(w_out_ptr + (e * DE + de[:, None]) * D + nn[None, :], mask=(nn < D)[None, :], other=0.0)
+            yt = _dot(a, wt.to(a.dtype), IEEE).to(a.dtype)  # (BLOCK_M, BLOCK_D), rounded as the compute dtype
+            tl.store(y_ptr + tok[:, None] * D + nn[None, :], yt.to(y_ptr.dtype.element_ty),
+                     mask=ok[:, None] & (nn < D)[None, :])  # fmt: skip
+
+    @triton.jit
+    def _input_grad_kernel(
+        dy_ptr, w_in_ptr, w_out_ptr, pre_ptr, dpre_ptr, dx_ptr, tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr,
+        token_ptr, D,
+        ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        e, rows, ok, tok = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        de = tl.arange(0, DE)
+        cols = tl.arange(0, BLOCK_D)
+        da = tl.zeros((BLOCK_M, DE), tl.float32)
+        for n0 in range(0, D, BLOCK_D):  # da = dy W_out[e]^T
+            nn = n0 + cols
+            dyt = tl.load(dy_ptr + tok[:, None] * D + nn[None, :], mask=ok[:, None] & (nn < D)[None, :], other=0.0)
+            wt = tl.load(w_out_ptr + (e * DE + de[:, None]) * D + nn[None, :], mask=(nn < D)[None, :], other=0.0)
+            dyt = _in(dyt, CAST)
+            da += _dot(dyt, tl.trans(wt.to(dyt.dtype)), IEEE)  # (BLOCK_M, DE)
+        pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+        dpre = da * _act_grad(pre, ACT)
+        tl.store(dpre_ptr + rows[:, None] * DE + de[None, :], dpre, mask=ok[:, None])
+        dp = _in(dpre.to(dy_ptr.dtype.element_ty), CAST)  # in the compute dtype
+        for k0 in range(0, D, BLOCK_D):  # dx = dpre W_in[e]^T, into the token rows (in dx's dtype)
+            kk = k0 + cols
+            wt = tl.load(w_in_ptr + (e * D + kk[:, None]) * DE + de[None, :], mask=(kk < D)[:, None], other=0.0)
+            dxt = _dot(dp, tl.trans(wt.to(dp.dtype)), IEEE).to(dp.dtype)  # (BLOCK_M, BLOCK_D)
+            tl.store(dx_ptr + tok[:, None] * D + kk[None, :], dxt.to(dx_ptr.dtype.element_ty),
+                     mask=ok[:, None] & (kk < D)[None, :])  # fmt: skip
+
+    @triton.jit
+    def _weight_grad_kernel(
+        x_ptr, dy_ptr, pre_ptr, dpre_ptr, g_in_ptr, g_out_ptr, offs_ptr, token_ptr, D,
+        ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        u = tl.program_id(0).to(tl.int64)
+        kk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        k_ok = kk < D
+        de = tl.arange(0, DE)
+        r0, r1 = tl.load(offs_ptr + u), tl.load(offs_ptr + u + 1)
+        g_in = tl.zeros((BLOCK_D, DE), tl.float32)
+        g_out = tl.zeros((DE, BLOCK_D), tl.float32)
+        for m0 in range(r0, r1, BLOCK_M):  # over this expert's rows
+            rows = m0 + tl.arange(0, BLOCK_M)
+            ok = rows < r1
+            tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
+            m2 = ok[:, None] & k_ok[None, :]
+            xt = _in(tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)  # (BLOCK_M, BLOCK_D)
+            dyt = _in(tl.load(dy_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)
+            dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+            pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+            a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
+            g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
+            g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
+        tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
+                 mask=k_ok[:, None])  # fmt: skip
+        tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
+                 mask=k_ok[None, :])  # fmt: skip
+
+
+def expert_tiles(counts: torch.Tensor, block_m: int = BLOCK_M):
+    """counts (E,) rows per expert (rows sorted by expert) -> present (U,) touched experts, offs
+    (U + 1,) their row ranges, and per tile of <= block_m rows of one expert its slot u and first
+    row (n_tiles,) each, int32."""
+    present = counts.nonzero().squeeze(-1)  # (U,)
+    rows = counts.index_select(0, present)  # (U,)
+    offs = torch.zeros(present.numel() + 1, dtype=torch.int32, device=counts.device)
+    offs[1:] = rows.cumsum(0)
+    per = (rows + block_m - 1) // block_m  # (U,) tiles per expert
+    tile_u = torch.repeat_interleave(torch.arange(present.numel(), device=counts.device), per)  # (n_tiles,)
+    first = (per.cumsum(0) - per).repeat_interleave(per)  # (n_tiles,) the expert's first tile
+    within = torch.arange(tile_u.numel(), device=counts.device) - first  # (n_tiles,) the tile's index in its expert
+    tile_r0 = offs[:-1].long().index_select(0, tile_u) + within * block_m
+    return present.to(torch.int32), offs, tile_u.to(torch.int32), tile_r0.to(torch.int32)
+
+
+class WordExpertFFN(torch.autograd.Function):
+    """y (N, d) = act(x[t] W_in[e_t]) W_out[e_t] at each routed token t (rows `token`, sorted by
+    expert, `counts` (E,) per expert), 0 at the other rows of x (N, d); y, dx in x's dtype, the
+    products in `compute` (float32 accumulation)."""
+
+    @staticmethod
+    def forward(ctx, x, token, counts, w_in, w_out, activation: str, sparse_grad: bool, compute: torch.dtype):
+        N, D = x.shape
+        DE = w_in.shape[-1]
+        present, offs, tile_u, tile_r0 = expert_tiles(counts)
+        P = token.numel()
+        x = x.contiguous()
+        y = torch.zeros_like(x)  # in x's dtype (the residual's): no cast pass over the layer's output
+        pre = torch.empty(P, DE, dtype=torch.float32, device=x.device)
+        token = token.to(torch.int32)
+        cast = {torch.bfloat16: 1, torch.float16: 2}.get(compute, 0)
+        meta = dict(ACT=ACTIVATION_CODES[activation], IEEE=compute == torch.float32, CAST=cast, DE=DE, BLOCK_M=BLOCK_M,
+                    BLOCK_D=BLOCK_D)  # fmt: skip
+        if tile_u.numel():
+            _forward_kernel[(tile_u.numel(),)](x, w_in, w_out, y, pre, tile_u, tile_r0, offs, present, token, D, **meta)
+        ctx.save_for_backward(x, token, pre, present, offs, tile_u, tile_r0, w_in, w_out)
+        ctx.meta, ctx.sparse_grad = meta, sparse_grad
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, token, pre, present, offs, tile_u, tile_r0, w_in, w_out = ctx.saved_tensors
+        meta = ctx.meta
+        N, D = x.shape
+        dy = dy.contiguous()  # cast tile by tile in the kernels
+        dx = torch.zeros_like(x)
+        dpre = torch.empty_like(pre)
+        U = present.numel()
+        if tile_u.numel():  # dpre (which the weight gradient needs) and dx
+            _input_grad_kernel[(tile_u.numel(),)](dy, w_in, w_out, pre, dpre, dx, tile_u, tile_r0, offs, present,
+                                                  token, D, **meta)  # fmt: skip
+        gw_in = gw_out = None
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:  # a frozen bank skips its gradient kernel
+            g_in = torch.empty((U, *w_in.shape[1:]), dtype=w_in.dtype, device=x.device)
+            g_out = torch.empty((U, *w_out.shape[1:]), dtype=w_out.dtype, device=x.device)
+            if U:
+                _weight_grad_kernel[(U, triton.cdiv(D, BLOCK_D))](x, dy, pre, dpre, g_in, g_out, offs, token, D,
+                                                                 **meta)  # fmt: skip
+            gw_in, gw_out = (_bank_grad(present, g, w, ctx.sparse_grad) for g, w in ((g_in, w_in), (g_out, w_out)))
+        return dx if ctx.needs_input_grad[0] else None, None, None, gw_in, gw_out, None, None, None
+
+
+def _bank_grad(present: torch.Tensor, values: torch.Tensor, weight: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """The gradient of a bank weight (E, ., .) from the touched experts' stack (U, ., .): row-sparse
+    COO (no copy) or dense (scattered into zeros)."""
+    idx = present.long()
+    if sparse:
+        return torch.sparse_coo_tensor(idx[None], values, weight.shape, is_coalesced=True, check_invariants=False)
+    return torch.zeros_like(weight).index_copy_(0, idx, values)
+
+
+def word_expert_ffn(
+    x, token, counts, w_in, w_out, activation: str, sparse_grad: bool = False, compute: torch.dtype | None = None
+) -> torch.Tensor:
+    """x (N, d), token (P,) routed rows sorted by expert, counts (E,) rows per expert -> (N, d) in
+    x's dtype. `compute`: the dtype of the products' operands (default x's; bf16 under autocast),
+    x, the weights and the incoming gradient are cast to it tile by tile inside the kernels."""
+    compute = compute or x.dtype
+    return WordExpertFFN.apply(x, token, counts, w_in, w_out, activation, sparse_grad, compute)
