@@ -33,16 +33,10 @@ def record(rows: list[dict], check: str, err: float, limit: float, **cols) -> bo
     return err < limit
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="run the same checks on the CPU at small sizes (a dry run)")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available() and not args.smoke:
-        print("no CUDA device")
-        return 0
-    dev = "cpu" if args.smoke else "cuda"
-    n = 64 if args.smoke else 1000  # attention check length
-    rows, ok = [], True
+def check_attention(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """SDPA attention vs the explicit-softmax reference: MHA / GQA / MQA, causal, padded, fp32 / bf16."""
+    ok = True
+    n = 64 if smoke else 1000  # attention check length
     for H, G in ((16, 16), (16, 4), (16, 1)):
         for causal in (False, True):
             for padded in (False, True):
@@ -64,7 +58,13 @@ def main(argv=None) -> int:
                     ok &= record(rows, "attention sdpa vs reference", err, limit, **cols) and bool(
                         torch.isfinite(fast).all()
                     )
-    model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
+    return ok
+
+
+def check_decoding(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """Cached decoding vs a full forward, the default step and every opt-in decode kernel."""
+    ok = True
+    model = decoder(dev)
     ids = torch.randint(0, 8192, (2, 64), device=dev)
     for options in (
         {},
@@ -86,6 +86,13 @@ def main(argv=None) -> int:
             err, limit = rel(torch.cat(steps, 1), full), 1e-3 if dtype == torch.float32 else 3e-2
             name = "decoder cached decode vs full" + "".join(f", {k}={v}" for k, v in options.items())
             ok &= record(rows, name, err, limit, heads="8/2", dtype=str(dtype).split(".")[-1])
+    return ok
+
+
+def check_experts(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """The grouped-GEMM dispatch of MoE (dropless) and MoWE (also past one call's group limit), and
+    the fused MoWE kernels in bf16 (output and every gradient, dense and row-sparse)."""
+    ok = True
     # the grouped-GEMM dispatch (torch._grouped_mm, bf16 rows under autocast) vs the per-token loops
     from frugalformers.models.recipe import MixContext
     from frugalformers.nn.moe import MoEFeedForward
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
     ref = layer.reference_forward(xw, ids)
     ok &= record(rows, "MoWE grouped GEMM (bf16) vs per-token loop", rel(fast, ref), 3e-2, dtype="bfloat16")
     # more touched experts than one grouped-GEMM call takes (MAX_GROUPS): the split path on CUDA
-    d_w, rows_w = (16, 128) if args.smoke else (256, 1024)
+    d_w, rows_w = (16, 128) if smoke else (256, 1024)
     big = WordExperts(WordExpertBank(32768, d_w, 64), skip_top=16).to(dev)
     ids = torch.randint(0, 200000, (4, rows_w), device=dev)
     xw = torch.randn(4, rows_w, d_w, device=dev)
@@ -115,6 +122,41 @@ def main(argv=None) -> int:
         fast = big(xw, MixContext(extras={"word_ids": ids}))
     ok &= record(rows, "MoWE grouped GEMM, > 512 experts touched", rel(fast, big.reference_forward(xw, ids)), 3e-2,
                  dtype="bfloat16")  # fmt: skip
+    # the fused kernels (the default where Triton runs) against the unfused path in float32, with
+    # gradients: a bf16 bank with row-sparse gradients (mowe-base) and an fp32 bank with dense ones
+    from frugalformers.nn.word_expert_kernels import fused_applies
+
+    E, d, T = (256, 64, 64) if smoke else (8192, 768, 512)
+    for dtype, sparse in (("bfloat16", True), ("float32", False)):
+        torch.manual_seed(0)
+        with torch.device(dev):
+            fused = WordExperts(WordExpertBank(E, d, 64, dtype=dtype, sparse_grad=sparse), skip_top=16)
+            ref_layer = WordExperts(WordExpertBank(E, d, 64), skip_top=16, impl="unfused")
+        if not fused_applies(xw, fused.bank.w_in, fused.bank.activation):
+            continue  # (a CPU dry run has no Triton to run)
+        with torch.no_grad():
+            ref_layer.bank.w_in.copy_(fused.bank.w_in.float())
+            ref_layer.bank.w_out.copy_(fused.bank.w_out.float())
+        ids = torch.randint(0, 200000, (8, T), device=dev)
+        x1 = torch.randn(8, T, d, device=dev, requires_grad=True)
+        x2 = x1.detach().clone().requires_grad_()
+        g = torch.randn(8, T, d, device=dev)
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            y1 = fused(x1, MixContext(extras={"word_ids": ids}))
+        y2 = ref_layer(x2, MixContext(extras={"word_ids": ids}))  # float32 throughout
+        (y1 * g).sum().backward()
+        (y2 * g).sum().backward()
+        dense = [t.grad.to_dense() if t.grad.is_sparse else t.grad for t in (fused.bank.w_in, fused.bank.w_out)]
+        for what, a, b in (("output", y1, y2), ("dx", x1.grad, x2.grad), ("dW_in", dense[0], ref_layer.bank.w_in.grad),
+                           ("dW_out", dense[1], ref_layer.bank.w_out.grad)):  # fmt: skip
+            name = f"MoWE fused kernels {what}, {dtype} bank{', row-sparse grad' if sparse else ''} vs unfused fp32"
+            ok &= record(rows, name, rel(a.float(), b), 3e-2, dtype="bfloat16")
+    return ok
+
+
+def check_skinny_gemm(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """The Triton decode GEMM in bf16 (the CPU interpreter has no bf16 dot)."""
+    ok = True
     # the Triton decode GEMM in bf16 (the CPU interpreter has no bf16 dot): 1B-decoder shapes and odd ones
     from frugalformers.nn.skinny_gemm import skinny_linear
 
@@ -126,13 +168,19 @@ def main(argv=None) -> int:
         ref = torch.nn.functional.linear(xs.double(), ws.double(), None if bs is None else bs.double())
         ok &= record(rows, f"Triton skinny GEMM {M}x{K} @ {K}x{N}" + (" + bias" if has_bias else ""),
                      rel(skinny_linear(xs, ws, bs), ref), 1e-2, dtype="bfloat16")  # fmt: skip
+    return ok
+
+
+def check_decode_attention(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """The Triton decode attention in bf16 at the benchmark's sizes."""
+    ok = True
     # the Triton decode attention in bf16 at the benchmark's sizes (cache splits and their combine for MQA),
     # with the causal mask of a step and a padded batch row, against the float32 reference
     from frugalformers.nn.attention import build_attention_mask, reference_attention
     from frugalformers.nn.decode_attention import decode_attention
     from frugalformers.nn.skinny_gemm import runs_on
 
-    shapes = ((4, 16, 4, 1032), (32, 16, 1, 1032), (8, 16, 16, 520)) if not args.smoke else ((2, 8, 2, 64),)
+    shapes = ((4, 16, 4, 1032), (32, 16, 1, 1032), (8, 16, 16, 520)) if not smoke else ((2, 8, 2, 64),)
     for B, H, G, S in shapes if runs_on(torch.device(dev)) else ():  # (a CPU dry run has no Triton to run)
         q = torch.randn(B, H, 1, 128, device=dev, dtype=torch.bfloat16)
         kc, vc = (torch.randn(B, G, S, 128, device=dev, dtype=torch.bfloat16) for _ in range(2))
@@ -144,11 +192,17 @@ def main(argv=None) -> int:
             ok &= record(rows, f"Triton decode attention B{B} H{H} G{G} S{S}" + (" pdl" if pdl else ""),
                          rel(decode_attention(q, kc, vc, mask, 128**-0.5, pdl), reference_attention(
                              q.float(), kc.float(), vc.float(), mask, 128**-0.5)), 1e-2, dtype="bfloat16")  # fmt: skip
+    return ok
+
+
+def check_fourier(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """Every Fourier mixing implementation, eager and compiled, bf16 autocast, vs fp64 fft2."""
+    ok = True
     # Fourier mixing on the GPU: every implementation, eager and compiled, bf16 autocast, against fp64
     # (the models' default "auto" takes the DFT GEMMs on CUDA up to 512 tokens)
     from frugalformers.nn.mixing import FourierMixing
 
-    xf = torch.randn(4, 64 if args.smoke else 512, 64 if args.smoke else 768, device=dev)
+    xf = torch.randn(4, 64 if smoke else 512, 64 if smoke else 768, device=dev)
     ref = torch.fft.fft2(xf.double()).real
     for impl in ("fft", "rfft", "dft", "auto"):
         for compile_ in (False, True):
@@ -158,6 +212,13 @@ def main(argv=None) -> int:
                 out = fn(xf)
             name = f"FourierMixing {impl}{' compiled' if compile_ else ''} (bf16 autocast) vs fp64 fft2"
             ok &= record(rows, name, rel(out, ref), 1e-2, dtype="bfloat16")
+    return ok
+
+
+def check_generate(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """generate(compile=True) gives the eager step's greedy tokens, also with the Triton decode kernels."""
+    ok = True
+    model = decoder(dev)
     # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
     from frugalformers.generate import generate
 
@@ -168,6 +229,37 @@ def main(argv=None) -> int:
         compiled = generate(model, prompts, 24, compile=True, decode_options=options)
         name = "generate(compile=True) tokens == eager" + "".join(f", {k}={v}" for k, v in options.items())
         ok &= record(rows, name, 0.0 if eager == compiled else 1.0, 0.5, heads="8/2", dtype="float32")
+    return ok
+
+
+def decoder(dev: str):
+    torch.manual_seed(0)
+    return build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
+
+
+CHECKS = {
+    "attention": check_attention,
+    "decoding": check_decoding,
+    "experts": check_experts,
+    "skinny_gemm": check_skinny_gemm,
+    "decode_attention": check_decode_attention,
+    "fourier": check_fourier,
+    "generate": check_generate,
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="run the same checks on the CPU at small sizes (a dry run)")
+    p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these groups of checks (default: all)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available() and not args.smoke:
+        print("no CUDA device")
+        return 0
+    dev = "cpu" if args.smoke else "cuda"
+    rows, ok = [], True
+    for name in args.only or CHECKS:
+        ok &= CHECKS[name](dev, args.smoke, rows)
     print(format_table(rows))
     print(hardware())
     print("ALL OK" if ok else "FAILURES")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from frugalformers.bench import format_table, hardware, update_results, write_json
 from frugalformers.bench.report import output_dir
+from frugalformers.bench.timing import copy_bandwidth
 from frugalformers.nn import skinny_gemm
 
 HERE = Path(__file__).resolve().parent
@@ -46,22 +47,6 @@ def projection_shapes(d: int, d_ff: int, heads: int, kv: int, head_dim: int, voc
         "down": (d, d_ff),
         "lm_head": (vocab, d),
     }
-
-
-def copy_bandwidth(device: str) -> float:
-    """Bytes per second (read + write) of a 2 GiB device copy, median of 10."""
-    x = torch.empty(2**29, dtype=torch.float32, device=device)
-    y = torch.empty_like(x)
-    times = []
-    for i in range(13):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        if i >= 3:
-            times.append(s.elapsed_time(e) / 1e3)
-    return 2 * x.numel() * 4 / statistics.median(times)
 
 
 def chain_ms(calls, device: str, repeats: int) -> float:

@@ -57,6 +57,7 @@ from frugalformers.bench import (
 )
 from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import compiled
+from frugalformers.bench.timing import copy_bandwidth
 from frugalformers.nn.pdl import inductor_has_pdl, inductor_pdl
 
 HERE = Path(__file__).resolve().parent
@@ -72,25 +73,6 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
     "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
 }
-
-
-def copy_bandwidth(device: str) -> float:
-    """Bytes per second of a large device-to-device copy (read + write)."""
-    x = torch.empty(2**29, dtype=torch.float32, device=device)  # 2 GiB
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) / 1e3)
-    del x, y
-    return 2 * 2**31 / statistics.median(times)
 
 
 def decode_step_time(

@@ -46,8 +46,10 @@ from frugalformers.bench import (
 )
 from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast, layer_fwd_bwd
+from frugalformers.bench.timing import copy_bandwidth
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
+from frugalformers.train.row_sparse_adamw import RowSparseAdamW
 
 HERE = Path(__file__).resolve().parent
 ROUTING_VOCAB = 187_672  # routing ids of the base tokenizer of our corpus (DATA.md)
@@ -77,19 +79,36 @@ def t5_ffn(d: int, device):
     return FeedForward(d, 2048 if d == 768 else 4 * d, "gelu_new", gated=True, bias=False).to(device)
 
 
+# the layer variants timed at each expert count: (label, bank dtype, row-sparse gradient, dispatch)
+VARIANTS = (
+    ("grouped GEMM, fp32 bank, dense grad", "float32", False, "unfused"),
+    ("fused kernels, fp32 bank, dense grad", "float32", False, "auto"),
+    ("fused kernels, bf16 bank, row-sparse grad", "bfloat16", True, "auto"),
+)
+UNFUSED_MAX_EXPERTS = 32768  # the grouped-GEMM path with a dense fp32 gradient: 4K and 32K only (time, memory)
+
+
+def word_expert_layer(E: int, d: int, d_e: int, device, dtype: str, sparse: bool, impl: str) -> WordExperts:
+    torch.manual_seed(0)
+    with torch.device(device):  # built on the device: a 128K-expert bank is 12.9G parameters
+        bank = WordExpertBank(E, d, d_e, dtype=dtype, sparse_grad=sparse)
+    return WordExperts(bank, skip_top=16, impl=impl)
+
+
 def layer_profiles(experts_list, tokens, d, d_e, device, autocast):
-    """Kernel time by category: the T5 FFN, then the word-expert layer at each expert count."""
+    """Kernel time by category: the T5 FFN, then the word-expert layer (mowe-base's bf16 bank with
+    row-sparse gradients) at each expert count."""
     x, _, ctx, _ = layer_inputs(tokens, d, device)
     out = [("T5.1.1 FFN (gated)", profile_step(layer_fwd_bwd(t5_ffn(d, device), autocast, x), device))]
+    label, dtype, sparse, impl = VARIANTS[-1]
     for E in experts_list:
-        torch.manual_seed(0)
-        layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
-        out.append((f"MoWE word experts, {E} experts", profile_step(layer_fwd_bwd(layer, autocast, x, ctx), device)))
+        layer = word_expert_layer(E, d, d_e, device, dtype, sparse, impl)
+        out.append((f"MoWE, {E} experts, {label}", profile_step(layer_fwd_bwd(layer, autocast, x, ctx), device)))
         del layer
     return out
 
 
-def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
+def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats, bandwidth):
     rows = []
     x, words, ctx, routed = layer_inputs(tokens, d, device)
     dense = FeedForward(d, d_e, "gelu_new", gated=False, bias=False).to(device)
@@ -101,30 +120,30 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats):
     rows.append({"layer": "T5.1.1 FFN (gated, the FFN MoWE replaces)", "experts": 1, "routed tokens": tokens,
                  "fwd+bwd ms": t_t5.median_ms, "peak GiB": t_t5.peak_mem_gib})  # fmt: skip
     for E in experts_list:
-        torch.manual_seed(0)
-        layer = WordExperts(WordExpertBank(E, d, d_e).to(device), skip_top=16)
         touched = int(expert_of(words[words > 16], E).unique().numel())
-        try:
-            t = measure(layer_fwd_bwd(layer, autocast, x, ctx), warmup=warmup, repeats=repeats, device=device)
-        except torch.OutOfMemoryError:
-            rows.append({"layer": "MoWE word experts", "experts": E, "fwd+bwd ms": "OOM"})
-            continue
-        touched_bytes = touched * 2 * d * d_e * 2  # bf16 expert weights read (fwd) once
-        rows.append(
-            {
-                "layer": "MoWE word experts",
-                "experts": E,
-                "routed tokens": routed,
-                "experts touched": touched,
-                "fwd+bwd ms": t.median_ms,
-                "vs dense equal FLOPs": t_dense.median_ms / t.median_ms,
-                "vs T5 FFN": t_t5.median_ms / t.median_ms,
-                "touched expert MB": touched_bytes / 1e6,
-                "peak GiB": t.peak_mem_gib,
-            }
-        )
-        print(rows[-1], flush=True)
-        del layer
+        for label, dtype, sparse, impl in VARIANTS:
+            if impl == "unfused" and E > UNFUSED_MAX_EXPERTS:
+                continue
+            layer = word_expert_layer(E, d, d_e, device, dtype, sparse, impl)
+            row = {"layer": f"MoWE: {label}", "experts": E, "routed tokens": routed, "experts touched": touched}
+            try:
+                t = measure(layer_fwd_bwd(layer, autocast, x, ctx), warmup=warmup, repeats=repeats, device=device)
+            except torch.OutOfMemoryError:
+                rows.append({**row, "fwd+bwd ms": "OOM"})
+                del layer
+                torch.cuda.empty_cache()
+                continue
+            # the floor: the touched experts' weights read forward, read again for dx, their gradient written
+            touched_bytes = touched * 2 * d * d_e * layer.bank.w_in.element_size()
+            floor = 3 * touched_bytes / bandwidth * 1e3 if bandwidth else None
+            row.update({"fwd+bwd ms": t.median_ms, "vs dense equal FLOPs": t_dense.median_ms / t.median_ms,
+                        "vs T5 FFN": t_t5.median_ms / t.median_ms, "touched expert MB": touched_bytes / 1e6,
+                        "weights floor ms": floor, "peak GiB": t.peak_mem_gib})  # fmt: skip
+            rows.append(row)
+            print(row, flush=True)
+            del layer
+            if device == "cuda":
+                torch.cuda.empty_cache()
     return rows
 
 
@@ -133,7 +152,8 @@ def model_rows(presets, batch, seq, target, device, autocast, warmup, repeats):
     for label, preset in presets:
         torch.manual_seed(0)
         try:
-            model = build_model(preset, max_seq_len=max(seq, 512)).to(device).train()
+            with torch.device(device):  # built on the device (MoWE-Base's bank: 3.2G parameters)
+                model = build_model(preset, max_seq_len=max(seq, 512)).train()
         except torch.OutOfMemoryError:
             rows.append({"model": label, "ms": "OOM"})
             continue
@@ -144,7 +164,8 @@ def model_rows(presets, batch, seq, target, device, autocast, warmup, repeats):
         if "mowe" in preset:
             kw["word_ids"] = zipf_ids((batch, seq), ROUTING_VOCAB, device)
             kw["decoder_word_ids"] = zipf_ids((batch, target), ROUTING_VOCAB, device, seed=1)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
+        # AdamW; MoWE-Base's row-sparse bank lazily (what `frugal train` uses, train.row_sparse_adamw)
+        opt = RowSparseAdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
 
         def step(model=model, opt=opt, kw=kw):
             with autocast():
@@ -209,26 +230,30 @@ def main(argv=None) -> int:
         if not args.smoke:
             update_results(args.results, "mowe-profile", md)
         return 0
-    layers = layer_rows(args.experts, args.tokens, d, d_e, device, autocast, args.warmup, args.repeats)
+    bandwidth = copy_bandwidth(device) if device == "cuda" else None
+    layers = layer_rows(args.experts, args.tokens, d, d_e, device, autocast, args.warmup, args.repeats, bandwidth)
     models = model_rows(presets, args.batch, seq, target, device, autocast, args.warmup, args.repeats)
     columns = ["layer", "experts", "routed tokens", "experts touched", "fwd+bwd ms", "vs dense equal FLOPs",
-               "vs T5 FFN", "touched expert MB", "peak GiB"]  # fmt: skip
+               "vs T5 FFN", "touched expert MB", "weights floor ms", "peak GiB"]  # fmt: skip
     t1, t2 = format_table(layers, columns), format_table(models)
     print(t1)
     print(t2)
     hw = hardware()
     out = output_dir(args.out, args.smoke, HERE)
-    write_json(out / "mowe.json", {"layer": layers, "model": models}, hardware=hw)
+    write_json(out / "mowe.json", {"layer": layers, "model": models}, hardware=hw, copy_bandwidth=bandwidth)
     if args.smoke:
         return 0
     md = (
         f"## MoWE: word-expert layer and MoWE-Base training\n\nHardware: {hw}  \n"
-        f"Command: `python benchmarks/mowe.py`  \n"
+        f"Command: `python benchmarks/mowe.py --experts {' '.join(map(str, args.experts))} "
+        f"--repeats {args.repeats}`  \n"
         f"bf16 autocast, median of {args.repeats}. Layer: {args.tokens} tokens, Zipf routing ids over a "
         f"{ROUTING_VOCAB:,}-word routing vocabulary, top 16 skipped, experts {d}->{d_e}->{d}; "
-        f"forward + backward.\n\n"
+        f"forward + backward. Weights floor = 3 passes over the touched experts' weights (read forward, read "
+        f"for dx, gradient written) over the measured copy bandwidth"
+        f"{f' ({bandwidth / 1e12:.2f} TB/s)' if bandwidth else ''}.\n\n"
         f"{t1}\n\nTraining step, batch {args.batch} x {seq} input tokens, {target} target tokens, "
-        f"fused AdamW:\n\n{t2}\n"
+        f"fused AdamW (MoWE-Base's row-sparse bf16 bank: lazy AdamW over the touched rows):\n\n{t2}\n"
     )
     update_results(args.results, "mowe", md)
     return 0

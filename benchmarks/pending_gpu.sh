@@ -38,12 +38,13 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-1)  # issue 10: the Triton decode GEMM (nn/skinny_gemm.py: autotuned on its first call) and the grouped
-    # decode attention kernels (not timed yet) against the default step; cuda_checks first (bf16 kernel)
-    run python3 benchmarks/cuda_checks.py                                           # ~1 min
-    run python3 benchmarks/decode_gemm.py                                           # ~1.5 min (autotuning)
+1)  # issues 10 and 8 (2026-12-01): the new kernels' bf16 checks, then the decode step with the Triton
+    # decode attention and with every Triton decode kernel + PDL, then the fused MoWE layer and models
+    run python3 benchmarks/cuda_checks.py --only experts decoding decode_attention        # ~1 min
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts triton-gemm --profile
+        --alts triton-attn triton-all+pdl --hf --profile                                    # ~4 min
+    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~2 min
+    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
     ;;
 2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
     # bank gradients), the MoE layer (gradients dropped between timed calls as in training)

@@ -120,6 +120,13 @@ def test_gqa_decode_benchmark_smoke(tmp_path):
     assert "GQA-4" in out and "HF generate ms/step" in out
 
 
+def test_decode_gemm_and_mowe_benchmarks_smoke(tmp_path):
+    out = run_smoke("decode_gemm.py", "--out", str(tmp_path))
+    assert "step (1 kv)" in out and "triton us" in out
+    out = run_smoke("mowe.py", "--out", str(tmp_path))
+    assert "fused kernels, bf16 bank, row-sparse grad" in out and "MoWE-Base" in out
+
+
 def test_sparse_mixer_benchmark_smoke(tmp_path):
     out = run_smoke("sparse_mixer.py", "--out", str(tmp_path))
     assert "Fast Sparse Mixer Base" in out and "HF BertModel" in out

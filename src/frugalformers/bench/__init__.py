@@ -5,7 +5,7 @@ counted FLOPs and MFU, tables, JSON dumps, RESULTS.md sections and plots. Used b
 from frugalformers.bench.flops import count_flops, flops_per_token, mfu, peak_flops
 from frugalformers.bench.profile import KernelProfile, profile_step, profiles_markdown
 from frugalformers.bench.report import format_table, hardware, plot_lines, update_results, write_json
-from frugalformers.bench.timing import Timing, measure
+from frugalformers.bench.timing import Timing, copy_bandwidth, measure
 
 __all__ = [
     "KernelProfile",
@@ -13,6 +13,7 @@ __all__ = [
     "profiles_markdown",
     "Timing",
     "measure",
+    "copy_bandwidth",
     "count_flops",
     "flops_per_token",
     "mfu",

@@ -62,3 +62,21 @@ def measure(
             times.append((time.perf_counter() - t0) * 1e3)
         peak = None
     return Timing(statistics.median(times), min(times), max(times), repeats, peak)
+
+
+def copy_bandwidth(device: str | torch.device = "cuda") -> float:
+    """Bytes per second (read + written) of a 2 GiB device-to-device copy, median of 10 after 3
+    warm-ups: the memory-bandwidth ceiling the benchmarks' floors divide by."""
+    x = torch.empty(2**29, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    times = []
+    for i in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        y.copy_(x)
+        end.record()
+        end.synchronize()
+        if i >= 3:
+            times.append(start.elapsed_time(end) / 1e3)
+    del x, y
+    return 2 * 2**31 / statistics.median(times)
