@@ -116,7 +116,18 @@ def test_kernels_compile_for_hopper_with_pipelined_weight_loads(compile_for_hopp
         (wk._forward_kernel, {"x_ptr": f32, "w_in_ptr": bf, "w_out_ptr": bf, "y_ptr": f32, "pre_ptr": f32, **tiles}),
         (
             wk._input_grad_kernel,
-            {"dy_ptr": f32, "w_in_ptr": bf, "w_out_ptr": bf, "pre_ptr": f32, "dpre_ptr": f32, "dx_ptr": f32, **tiles},
+            {
+                "dy_ptr": f32,
+                "x_ptr": f32,
+                "w_in_ptr": bf,
+                "w_out_ptr": bf,
+                "pre_ptr": f32,
+                "dpre_ptr": f32,
+                "dx_ptr": f32,
+                "g_in_ptr": bf,
+                "g_out_ptr": bf,
+                **tiles,
+            },
         ),  # fmt: skip
         (
             wk._weight_grad_kernel,
@@ -133,6 +144,7 @@ def test_kernels_compile_for_hopper_with_pipelined_weight_loads(compile_for_hopp
         ),  # fmt: skip
     )
     for kernel, types in kernels:
-        compiled = compile_for_hopper(kernel, types, meta, num_stages=3, aligned=("D",))
+        consts = {**meta, "WGRAD": True} if kernel is wk._input_grad_kernel else meta
+        compiled = compile_for_hopper(kernel, types, consts, num_stages=3, aligned=("D",))
         assert len(re.findall("async_copy_global_to_local", compiled.asm["ttgir"])) >= 2, kernel.fn.__name__
         assert "mma" in compiled.asm["ptx"]

@@ -14,10 +14,12 @@ bank-sized gradient (12.9 GB of float32 at 32K experts). Here:
   by token index straight from the layer input, pre = x W_in[e] (float32, saved), y = act(pre)
   W_out[e] is stored straight into the layer output at the token positions;
 - input gradient, the same tiles: dpre = (dy W_out[e]^T) * act'(pre) (saved, float32), dx = dpre
-  W_in[e]^T into the token positions;
-- weight gradient, one program per (touched expert, block of d): dW_in[e] = x_e^T dpre_e and
-  dW_out[e] = act(pre_e)^T dy_e over that expert's rows, written once into a compact (U, ., .)
-  stack of the touched experts only.
+  W_in[e]^T into the token positions; a tile that holds all its expert's rows (most: a word's
+  few tokens) also writes that expert's weight gradient dW_in[e] = x_e^T dpre_e, dW_out[e] =
+  act(pre_e)^T dy_e from the tiles it has loaded;
+- weight gradient of the experts with several tiles, one program per (expert, block of d), over
+  that expert's rows; every gradient is written once into a compact (U, ., .) stack of the
+  touched experts only.
 
 `WordExpertFFN` returns the weight gradient as a row-sparse COO tensor over the bank (indices =
 the touched experts, values = the compact stack, no copy), as `nn.Embedding(sparse=True)` does,
@@ -103,15 +105,17 @@ if triton is not None:
 
     @triton.jit
     def _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M: tl.constexpr):
-        """This program's tile: its expert, its rows (sorted order) and their token positions."""
+        """This program's tile: its expert's slot u and id e, its rows (sorted order) and their token
+        positions, and whether it is its expert's only tile."""
         t = tl.program_id(0)
-        u = tl.load(tile_u_ptr + t)
+        u = tl.load(tile_u_ptr + t).to(tl.int64)
         e = tl.load(present_ptr + u).to(tl.int64)
         r1 = tl.load(offs_ptr + u + 1)
         rows = tl.load(tile_r0_ptr + t) + tl.arange(0, BLOCK_M)
         ok = rows < r1
         tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
-        return e, rows, ok, tok
+        only = r1 - tl.load(offs_ptr + u) <= BLOCK_M
+        return u, e, rows, ok, tok, only
 
     @triton.jit
     def _forward_kernel(
@@ -119,7 +123,7 @@ if triton is not None:
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        e, rows, ok, tok = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        _, e, rows, ok, tok, _ = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
         de = tl.arange(0, DE)
         cols = tl.arange(0, BLOCK_D)
         pre = tl.zeros((BLOCK_M, DE), tl.float32)
@@ -140,31 +144,44 @@ if triton is not None:
 
     @triton.jit
     def _input_grad_kernel(
-        dy_ptr, w_in_ptr, w_out_ptr, pre_ptr, dpre_ptr, dx_ptr, tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr,
-        token_ptr, D,
+        dy_ptr, x_ptr, w_in_ptr, w_out_ptr, pre_ptr, dpre_ptr, dx_ptr, g_in_ptr, g_out_ptr, tile_u_ptr, tile_r0_ptr,
+        offs_ptr, present_ptr, token_ptr, D,
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
-        BLOCK_D: tl.constexpr,
+        BLOCK_D: tl.constexpr, WGRAD: tl.constexpr,
     ):  # fmt: skip
-        e, rows, ok, tok = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        """dx (and dpre) for a tile; with WGRAD, an expert's only tile (most experts: a word's few
+        tokens) also writes the expert's weight gradient, from the dy / x tiles it loads anyway."""
+        u, e, rows, ok, tok, only = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
         de = tl.arange(0, DE)
         cols = tl.arange(0, BLOCK_D)
+        pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+        a = _in(tl.where(ok[:, None], _act(pre, ACT), 0.0).to(dy_ptr.dtype.element_ty), CAST)  # (BLOCK_M, DE)
+        write_w = WGRAD and only
         da = tl.zeros((BLOCK_M, DE), tl.float32)
-        for n0 in range(0, D, BLOCK_D):  # da = dy W_out[e]^T
+        for n0 in range(0, D, BLOCK_D):  # da = dy W_out[e]^T (and dW_out[e] = act(pre)^T dy)
             nn = n0 + cols
             dyt = tl.load(dy_ptr + tok[:, None] * D + nn[None, :], mask=ok[:, None] & (nn < D)[None, :], other=0.0)
             wt = tl.load(w_out_ptr + (e * DE + de[:, None]) * D + nn[None, :], mask=(nn < D)[None, :], other=0.0)
             dyt = _in(dyt, CAST)
             da += _dot(dyt, tl.trans(wt.to(dyt.dtype)), IEEE)  # (BLOCK_M, DE)
-        pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+            if write_w:
+                g_out = _dot(tl.trans(a), dyt, IEEE)  # (DE, BLOCK_D)
+                tl.store(g_out_ptr + (u * DE + de[:, None]) * D + nn[None, :], g_out.to(g_out_ptr.dtype.element_ty),
+                         mask=(nn < D)[None, :])  # fmt: skip
         dpre = da * _act_grad(pre, ACT)
         tl.store(dpre_ptr + rows[:, None] * DE + de[None, :], dpre, mask=ok[:, None])
         dp = _in(dpre.to(dy_ptr.dtype.element_ty), CAST)  # in the compute dtype
-        for k0 in range(0, D, BLOCK_D):  # dx = dpre W_in[e]^T, into the token rows (in dx's dtype)
+        for k0 in range(0, D, BLOCK_D):  # dx = dpre W_in[e]^T, into the token rows (and dW_in[e] = x^T dpre)
             kk = k0 + cols
             wt = tl.load(w_in_ptr + (e * D + kk[:, None]) * DE + de[None, :], mask=(kk < D)[:, None], other=0.0)
             dxt = _dot(dp, tl.trans(wt.to(dp.dtype)), IEEE).to(dp.dtype)  # (BLOCK_M, BLOCK_D)
             tl.store(dx_ptr + tok[:, None] * D + kk[None, :], dxt.to(dx_ptr.dtype.element_ty),
                      mask=ok[:, None] & (kk < D)[None, :])  # fmt: skip
+            if write_w:
+                xt = tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=ok[:, None] & (kk < D)[None, :], other=0.0)
+                g_in = _dot(tl.trans(_in(xt, CAST)), dp, IEEE)  # (BLOCK_D, DE)
+                tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
+                         mask=(kk < D)[:, None])  # fmt: skip
 
     @triton.jit
     def _weight_grad_kernel(
@@ -172,6 +189,7 @@ if triton is not None:
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):  # fmt: skip
+        """dW of the experts with more than one tile (the others' comes from `_input_grad_kernel`)."""
         u = tl.program_id(0).to(tl.int64)
         kk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         k_ok = kk < D
@@ -179,22 +197,23 @@ if triton is not None:
         r0, r1 = tl.load(offs_ptr + u), tl.load(offs_ptr + u + 1)
         g_in = tl.zeros((BLOCK_D, DE), tl.float32)
         g_out = tl.zeros((DE, BLOCK_D), tl.float32)
-        for m0 in range(r0, r1, BLOCK_M):  # over this expert's rows
-            rows = m0 + tl.arange(0, BLOCK_M)
-            ok = rows < r1
-            tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
-            m2 = ok[:, None] & k_ok[None, :]
-            xt = _in(tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)  # (BLOCK_M, BLOCK_D)
-            dyt = _in(tl.load(dy_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)
-            dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
-            pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
-            a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
-            g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
-            g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
-        tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
-                 mask=k_ok[:, None])  # fmt: skip
-        tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
-                 mask=k_ok[None, :])  # fmt: skip
+        if r1 - r0 > BLOCK_M:  # (an expert's only tile wrote its gradient in the input-gradient kernel)
+            for m0 in range(r0, r1, BLOCK_M):  # over this expert's rows
+                rows = m0 + tl.arange(0, BLOCK_M)
+                ok = rows < r1
+                tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
+                m2 = ok[:, None] & k_ok[None, :]
+                xt = _in(tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)  # fmt: skip
+                dyt = _in(tl.load(dy_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)
+                dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+                pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+                a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
+                g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
+                g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
+            tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
+                     mask=k_ok[:, None])  # fmt: skip
+            tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
+                     mask=k_ok[None, :])  # fmt: skip
 
 
 def expert_tiles(counts: torch.Tensor, block_m: int = BLOCK_M):
@@ -206,8 +225,9 @@ def expert_tiles(counts: torch.Tensor, block_m: int = BLOCK_M):
     offs = torch.zeros(present.numel() + 1, dtype=torch.int32, device=counts.device)
     offs[1:] = rows.cumsum(0)
     per = (rows + block_m - 1) // block_m  # (U,) tiles per expert
-    tile_u = torch.repeat_interleave(torch.arange(present.numel(), device=counts.device), per)  # (n_tiles,)
-    first = (per.cumsum(0) - per).repeat_interleave(per)  # (n_tiles,) the expert's first tile
+    n_tiles = int(per.sum())  # (the one host sync here besides nonzero: both repeats below then need none)
+    tile_u = torch.repeat_interleave(torch.arange(present.numel(), device=counts.device), per, output_size=n_tiles)
+    first = (per.cumsum(0) - per).repeat_interleave(per, output_size=n_tiles)  # (n_tiles,) the expert's first tile
     within = torch.arange(tile_u.numel(), device=counts.device) - first  # (n_tiles,) the tile's index in its expert
     tile_r0 = offs[:-1].long().index_select(0, tile_u) + within * block_m
     return present.to(torch.int32), offs, tile_u.to(torch.int32), tile_r0.to(torch.int32)
@@ -246,14 +266,16 @@ class WordExpertFFN(torch.autograd.Function):
         dx = torch.zeros_like(x)
         dpre = torch.empty_like(pre)
         U = present.numel()
-        if tile_u.numel():  # dpre (which the weight gradient needs) and dx
-            _input_grad_kernel[(tile_u.numel(),)](dy, w_in, w_out, pre, dpre, dx, tile_u, tile_r0, offs, present,
-                                                  token, D, **meta)  # fmt: skip
+        wgrad = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]  # a frozen bank skips its gradient
+        shape = (U, 1, 1) if not wgrad else None
+        g_in = torch.empty(shape or (U, *w_in.shape[1:]), dtype=w_in.dtype, device=x.device)
+        g_out = torch.empty(shape or (U, *w_out.shape[1:]), dtype=w_out.dtype, device=x.device)
+        if tile_u.numel():  # dx, dpre, and the weight gradient of the experts with one tile
+            _input_grad_kernel[(tile_u.numel(),)](dy, x, w_in, w_out, pre, dpre, dx, g_in, g_out, tile_u, tile_r0,
+                                                  offs, present, token, D, WGRAD=wgrad, **meta)  # fmt: skip
         gw_in = gw_out = None
-        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:  # a frozen bank skips its gradient kernel
-            g_in = torch.empty((U, *w_in.shape[1:]), dtype=w_in.dtype, device=x.device)
-            g_out = torch.empty((U, *w_out.shape[1:]), dtype=w_out.dtype, device=x.device)
-            if U:
+        if wgrad:
+            if U:  # the experts with several tiles
                 _weight_grad_kernel[(U, triton.cdiv(D, BLOCK_D))](x, dy, pre, dpre, g_in, g_out, offs, token, D,
                                                                  **meta)  # fmt: skip
             gw_in, gw_out = (_bank_grad(present, g, w, ctx.sparse_grad) for g, w in ((g_in, w_in), (g_out, w_out)))

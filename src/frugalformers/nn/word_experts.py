@@ -159,7 +159,10 @@ class WordExperts(nn.Module):
         if token.numel():
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
-            counts = torch.bincount(expert, minlength=self.bank.n_experts)  # (E,)
+            # (E,) rows per expert; bincount would sync with the host to size its output
+            counts = torch.zeros(self.bank.n_experts, dtype=torch.long, device=x.device).index_add_(
+                0, expert, torch.ones_like(expert)
+            )
             ep, bank = self.bank.ep, self.bank
             if ep is None and self.impl == "auto" and fused_applies(x, bank.w_in, bank.activation):  # bank in place
                 out = word_expert_ffn(x.reshape(B * T, d), token, counts, bank.w_in, bank.w_out, bank.activation,
