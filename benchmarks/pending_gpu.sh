@@ -46,6 +46,13 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~2 min
     run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
     ;;
+1b) # after part 1: the MoWE weight gradient of one-tile experts inside the input-gradient kernel; the other
+    # two kv-head counts of issue 10's table under the corrected floor
+    run python3 benchmarks/cuda_checks.py --only experts                                   # ~1 min
+    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~1 min
+    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 --hf   # ~1.5 min
+    ;;
 2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
     # bank gradients), the MoE layer (gradients dropped between timed calls as in training)
     run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 3          # ~2 min
