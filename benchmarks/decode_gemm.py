@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from frugalformers.bench import format_table, hardware, update_results, write_json
 from frugalformers.bench.report import output_dir
-from frugalformers.bench.timing import copy_bandwidth
+from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
 from frugalformers.nn import skinny_gemm
 
 HERE = Path(__file__).resolve().parent
@@ -65,26 +65,7 @@ def chain_ms(calls, device: str, repeats: int) -> float:
                 run()
                 times.append((time.perf_counter() - t0) * 1e3)
             return statistics.median(times)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):  # warm-up: the Triton autotuner runs here, outside the capture
-                run()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            run()
-        for _ in range(3):
-            graph.replay()
-        times = []
-        for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            graph.replay()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return statistics.median(times)
+        return cuda_graph_ms(run, repeats, warmup=2)  # (the Triton autotuner runs in the warm-up)
 
 
 GEMMS = {

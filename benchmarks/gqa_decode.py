@@ -57,7 +57,7 @@ from frugalformers.bench import (
 )
 from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import compiled
-from frugalformers.bench.timing import copy_bandwidth
+from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
 from frugalformers.nn.pdl import inductor_has_pdl, inductor_pdl
 
 HERE = Path(__file__).resolve().parent
@@ -121,31 +121,14 @@ def decode_step_time(
                 times.append((time.perf_counter() - t0) * 1e3)
             model.clear_cache()
             return statistics.median(times)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
-        for _ in range(5):
-            graph.replay()
-        torch.cuda.synchronize()
-        if profiles is not None:
-            profiles.append(profile_step(graph.replay, device, steps=5))
-        times = []
-        for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            graph.replay()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        del graph
+
+        def profile(graph):
+            if profiles is not None:
+                profiles.append(profile_step(graph.replay, device, steps=5))
+
+        ms = cuda_graph_ms(step, repeats, warmup=3, on_graph=profile)
     model.clear_cache()
-    return statistics.median(times)
+    return ms
 
 
 def step_weight_bytes(model, B: int) -> int:

@@ -64,3 +64,25 @@ def _compile_for_hopper(kernel, types: dict, consts: dict, num_warps: int = 4, n
 def compile_for_hopper():
     """Triton's own compiler (and the ptxas it ships) building a kernel for sm_90, no GPU needed."""
     return _compile_for_hopper
+
+
+# code for `run_interpreted`: decode 3 steps after a 30-token prefill with `options` (setup_cache's
+# decode kernels), counting the calls of `module._launch` in the prefill and in all
+SPY_DECODE = """
+import torch
+from unittest import mock
+
+def spy_decode(model, module, ids, **options):
+    model.setup_cache(ids.shape[0], 40, **options)
+    with torch.no_grad(), mock.patch.object(module, "_launch", wraps=module._launch) as spy:
+        model(ids, input_pos=torch.arange(30))
+        prefill = spy.call_count
+        steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits for i in range(3)]
+    model.clear_cache()
+    return steps, prefill, spy.call_count
+"""
+
+
+@pytest.fixture
+def spy_decode_code():
+    return SPY_DECODE

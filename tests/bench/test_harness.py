@@ -148,7 +148,7 @@ def test_profile_modes_smoke():
     out = run_smoke("colt5.py", "--profile")
     assert "one layer: ours, bf16 autocast" in out and "HF LongT5EncoderModel (tglobal), encoder inference" in out
     out = run_smoke("mowe.py", "--profile")
-    assert "MoWE word experts, 256 experts" in out and "| gather / scatter" in out
+    assert "MoWE, 256 experts, fused kernels, bf16 bank, row-sparse grad" in out and "| gather / scatter" in out
     out = run_smoke("gqa_decode.py", "--profile")
     assert "GQA-4, batch 2, ctx 32" in out and "| GEMM" in out
 

@@ -48,36 +48,26 @@ def test_kernel_equals_reference_attention(run_interpreted):
     assert out.strip().endswith("ok")
 
 
-def test_triton_decode_attention_gives_the_plain_decode_logits(run_interpreted):
+def test_triton_decode_attention_gives_the_plain_decode_logits(run_interpreted, spy_decode_code):
     """A GQA decoder and an MHA decoder decoding with `grouped_decode="triton"` (every step's
     attention through the kernel, the prefill through SDPA) give the default decode's logits."""
     out = run_interpreted(
-        """
-        import torch
-        from unittest import mock
-        from frugalformers import build_model
-        import frugalformers.nn.decode_attention as da
-        torch.manual_seed(0)
-        for kv in (2, 4):
-            model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=kv, n_layers=2).eval()
-            ids = torch.randint(5, 100, (3, 30))
-            def decode(**options):
-                model.setup_cache(3, 40, **options)
-                with torch.no_grad(), mock.patch.object(da, "_launch", wraps=da._launch) as spy:
-                    model(ids, input_pos=torch.arange(30))
-                    prefill = spy.call_count
-                    steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits
-                             for i in range(3)]
-                model.clear_cache()
-                return steps, prefill, spy.call_count
-            fast, prefill, calls = decode(grouped_decode="triton", decode_gemm="triton", pdl=True)
-            assert prefill == 0 and calls == 3 * 2, (prefill, calls)  # every step of 2 layers
-            plain, _, none = decode()
-            assert none == 0
-            for a, b in zip(fast, plain):
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        print("ok")
-        """
+        spy_decode_code
+        + """
+from frugalformers import build_model
+import frugalformers.nn.decode_attention as da
+torch.manual_seed(0)
+for kv in (2, 4):
+    model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=kv, n_layers=2).eval()
+    ids = torch.randint(5, 100, (3, 30))
+    fast, prefill, calls = spy_decode(model, da, ids, grouped_decode="triton", decode_gemm="triton", pdl=True)
+    assert prefill == 0 and calls == 3 * 2, (prefill, calls)  # every step of 2 layers
+    plain, _, none = spy_decode(model, da, ids)
+    assert none == 0
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
     )
     assert out.strip().endswith("ok")
 

@@ -48,35 +48,25 @@ def test_kernel_equals_linear_across_shapes_masks_and_dtypes(run_interpreted):
     assert out.strip().endswith("ok")
 
 
-def test_triton_decode_gemms_give_the_plain_decode_logits(run_interpreted):
+def test_triton_decode_gemms_give_the_plain_decode_logits(run_interpreted, spy_decode_code):
     """A decoder decoding with `decode_gemm="triton"` (every decode projection through the kernel,
     the prefill's 90 rows through cuBLAS) gives the default decode's logits, step by step."""
     out = run_interpreted(
-        """
-        import torch
-        from unittest import mock
-        from frugalformers import build_model
-        import frugalformers.nn.skinny_gemm as sg
-        torch.manual_seed(0)
-        model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=2).eval()
-        ids = torch.randint(5, 100, (3, 30))
-        def decode(**options):
-            model.setup_cache(3, 40, **options)
-            with torch.no_grad(), mock.patch.object(sg, "_launch", wraps=sg._launch) as spy:
-                model(ids, input_pos=torch.arange(30))
-                prefill = spy.call_count
-                steps = [model(ids[:, i : i + 1] * 0 + 7 + i, input_pos=torch.tensor([30 + i])).logits
-                         for i in range(3)]
-            model.clear_cache()
-            return steps, prefill, spy.call_count
-        fast, prefill, calls = decode(decode_gemm="triton")
-        assert prefill == 0 and calls == 3 * 2 * 4, (prefill, calls)  # q/k/v, o, gate/up, down of 2 layers
-        plain, _, none = decode()
-        assert none == 0
-        for a, b in zip(fast, plain):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        print("ok")
-        """
+        spy_decode_code
+        + """
+from frugalformers import build_model
+import frugalformers.nn.skinny_gemm as sg
+torch.manual_seed(0)
+model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=2).eval()
+ids = torch.randint(5, 100, (3, 30))
+fast, prefill, calls = spy_decode(model, sg, ids, decode_gemm="triton")
+assert prefill == 0 and calls == 3 * 2 * 4, (prefill, calls)  # q/k/v, o, gate/up, down of 2 layers
+plain, _, none = spy_decode(model, sg, ids)
+assert none == 0
+for a, b in zip(fast, plain):
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
     )
     assert out.strip().endswith("ok")
 
