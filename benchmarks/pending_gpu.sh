@@ -53,6 +53,11 @@ case "${1:-}" in
     run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 --hf   # ~1.5 min
     ;;
+1c) # after 1b: the MoWE dispatch with one host sync per forward (was three)
+    run python3 benchmarks/cuda_checks.py --only experts                                   # ~0.5 min
+    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~0.5 min
+    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.2 min
+    ;;
 2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
     # bank gradients), the MoE layer (gradients dropped between timed calls as in training)
     run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 3          # ~2 min

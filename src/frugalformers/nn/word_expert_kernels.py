@@ -219,16 +219,18 @@ if triton is not None:
 def expert_tiles(counts: torch.Tensor, block_m: int = BLOCK_M):
     """counts (E,) rows per expert (rows sorted by expert) -> present (U,) touched experts, offs
     (U + 1,) their row ranges, and per tile of <= block_m rows of one expert its slot u and first
-    row (n_tiles,) each, int32."""
-    present = counts.nonzero().squeeze(-1)  # (U,)
+    row (n_tiles,) each, int32. One host sync (U and the tile count together): every size after it
+    is known, so nothing else waits for the GPU."""
+    per_expert = (counts + block_m - 1) // block_m  # (E,) tiles per expert
+    U, n_tiles = torch.stack([(counts > 0).sum(), per_expert.sum()]).tolist()
+    present = torch.argsort((counts == 0).to(torch.int8), stable=True)[:U]  # (U,) the touched experts, in order
     rows = counts.index_select(0, present)  # (U,)
-    offs = torch.zeros(present.numel() + 1, dtype=torch.int32, device=counts.device)
+    offs = torch.zeros(U + 1, dtype=torch.int32, device=counts.device)
     offs[1:] = rows.cumsum(0)
-    per = (rows + block_m - 1) // block_m  # (U,) tiles per expert
-    n_tiles = int(per.sum())  # (the one host sync here besides nonzero: both repeats below then need none)
-    tile_u = torch.repeat_interleave(torch.arange(present.numel(), device=counts.device), per, output_size=n_tiles)
+    per = per_expert.index_select(0, present)  # (U,)
+    tile_u = torch.repeat_interleave(torch.arange(U, device=counts.device), per, output_size=n_tiles)  # (n_tiles,)
     first = (per.cumsum(0) - per).repeat_interleave(per, output_size=n_tiles)  # (n_tiles,) the expert's first tile
-    within = torch.arange(tile_u.numel(), device=counts.device) - first  # (n_tiles,) the tile's index in its expert
+    within = torch.arange(n_tiles, device=counts.device) - first  # (n_tiles,) the tile's index in its expert
     tile_r0 = offs[:-1].long().index_select(0, tile_u) + within * block_m
     return present.to(torch.int32), offs, tile_u.to(torch.int32), tile_r0.to(torch.int32)
 

@@ -153,6 +153,9 @@ class WordExperts(nn.Module):
         if x.device.type == "meta":  # FLOP counting: every token through one expert (the active cost)
             return self.bank.act(x @ self.bank.w_in[0]) @ self.bank.w_out[0]
         ids = word_ids.reshape(B * T)
+        bank = self.bank
+        if bank.ep is None and self.impl == "auto" and fused_applies(x, bank.w_in, bank.activation):
+            return self._fused(x, ids)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
         y = torch.zeros_like(x.reshape(B * T, d))  # in x's dtype: the residual's
@@ -163,11 +166,7 @@ class WordExperts(nn.Module):
             counts = torch.zeros(self.bank.n_experts, dtype=torch.long, device=x.device).index_add_(
                 0, expert, torch.ones_like(expert)
             )
-            ep, bank = self.bank.ep, self.bank
-            if ep is None and self.impl == "auto" and fused_applies(x, bank.w_in, bank.activation):  # bank in place
-                out = word_expert_ffn(x.reshape(B * T, d), token, counts, bank.w_in, bank.w_out, bank.activation,
-                                      bank.sparse_grad, compute_dtype(x))  # fmt: skip
-                return out.reshape(B, T, d)  # in x's dtype, zero rows where nothing was routed
+            ep = self.bank.ep
             # rows move (and meet the GEMMs) in the compute dtype: bf16 under autocast, so CUDA takes _grouped_mm
             flat = x.reshape(B * T, d).to(compute_dtype(x))
             if ep is None:
@@ -176,6 +175,20 @@ class WordExperts(nn.Module):
                 out = ep.run_sorted(flat.index_select(0, token), counts, self._experts)
             y = y.index_copy(0, token, out.to(y.dtype))  # one expert per token: a copy, no atomics
         return y.reshape(B, T, d)
+
+    def _fused(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The fused kernels, the bank read in place (`nn.word_expert_kernels`). Every token is
+        sorted, the skipped ones under a sentinel expert E past the last (so no host sync for the
+        routed count); the tiles cover the routed rows only."""
+        B, T, d = x.shape
+        E = self.bank.n_experts
+        expert = torch.where(self.routed_mask(ids), expert_of(ids, E), E)  # (B*T,) E = not routed
+        token = expert.argsort(stable=True)  # (B*T,) by expert, the skipped tokens last
+        counts = torch.zeros(E + 1, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
+        bank = self.bank
+        out = word_expert_ffn(x.reshape(B * T, d), token, counts[:E], bank.w_in, bank.w_out, bank.activation,
+                              bank.sparse_grad, compute_dtype(x))  # fmt: skip
+        return out.reshape(B, T, d)  # in x's dtype, zero rows where nothing was routed
 
     def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """h (P, d) sorted by expert, counts (E_here,) tokens per expert held here -> (P, d)."""
