@@ -12,18 +12,20 @@ are skipped, as in the paper); experts d 768 -> 64 -> 768. "dense, equal active 
 replaces in T5.1.1-Base. Model rows: a training step (forward with labels, backward, fused AdamW) at
 batch 16 x 512 input tokens, 128 target tokens.
 
-What to expect (before running): a routed token reads its expert's 2 x 768 x 64 weights and spends
-2 x 2 x 768 x 64 FLOPs on them, so the layer is bound by bytes, not FLOPs. Our 32,768 Zipf tokens
-route 24,059 tokens to 10,868 of the 32K experts (4,001 of 4K, 12,065 of 128K). The float32 master
-weights of the touched experts are 10,868 x 393 KB = 4.3 GB: read (and cast to bf16, 2.1 GB) in
-the forward pass, read again for the input gradient, and their gradient is added into a bank-sized
-float32 gradient (12.9 GB at 32K experts: a dense Parameter gets a dense gradient). About 25 GB of
-traffic per forward + backward, ~6 ms at ~4.3 TB/s, against ~1.5 ms for the T5 FFN the layer
-replaces and a few hundredths of a ms for the dense FFN of equal FLOPs, which reads 196 KB once.
-The issue's target (>= 0.5x that dense FFN) is therefore out of reach for any dispatch at these
-sizes; the informative comparisons are the bytes floor and the T5 FFN. (Before the grouped GEMM
-ran on the touched experts only, every call cast the whole 12.9 GB bank and sent a bank-sized bf16
-gradient back through the cast: ~60 GB.)
+Three layer variants per expert count (VARIANTS): the grouped GEMM over gathered weights with an
+fp32 bank and a dense gradient (the path before 2026-12-01), the fused kernels
+(`nn/word_expert_kernels.py`) with the same bank, and the fused kernels with mowe-base's bf16 bank
+and row-sparse gradient. "weights floor ms" is three passes over the touched experts' weights
+(read forward, read for dx, gradient written) at the measured copy bandwidth.
+
+What to expect (before running, 2026-12-01): a routed token reads its expert's 2 x 768 x 64
+weights and spends 2 x 2 x 768 x 64 FLOPs on them, so the layer is bound by bytes. Our 32,768 Zipf
+tokens route 24,059 tokens to 10,868 of the 32K experts (4,001 of 4K, 12,065 of 128K): 2.1 GB of
+bf16 weights, a 1.5 ms floor at 4.25 TB/s for a forward + backward. The dense FFN of equal FLOPs
+reads 196 KB and is bound by its activations and launches (~1 ms), so even a layer at its floor
+would be ~0.7x it; expected for the fused bf16 layer ~2.5-3 ms, ~0.4x. Measured (RESULTS.md
+`mowe`, `mowe-analysis`): 3.65-3.70 ms, 0.23-0.32x across runs, the forward kernel at 93% of the
+bandwidth, ~1.1 ms of host-side launch time around the kernels.
 """
 
 from __future__ import annotations

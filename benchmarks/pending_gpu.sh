@@ -38,30 +38,8 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-1)  # issues 10 and 8 (2026-12-01): the new kernels' bf16 checks, then the decode step with the Triton
-    # decode attention and with every Triton decode kernel + PDL, then the fused MoWE layer and models
-    run python3 benchmarks/cuda_checks.py --only experts decoding decode_attention        # ~1 min
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA \
-        --alts triton-attn triton-all+pdl --hf --profile                                    # ~4 min
-    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~2 min
-    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
-    ;;
-1b) # after part 1: the MoWE weight gradient of one-tile experts inside the input-gradient kernel; the other
-    # two kv-head counts of issue 10's table under the corrected floor
-    run python3 benchmarks/cuda_checks.py --only experts                                   # ~1 min
-    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~1 min
-    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.5 min
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 --hf   # ~1.5 min
-    ;;
-1c) # after 1b: the MoWE dispatch with one host sync per forward (was three)
-    run python3 benchmarks/cuda_checks.py --only experts                                   # ~0.5 min
-    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5                 # ~0.5 min
-    run python3 benchmarks/mowe.py --profile --experts 32768                               # ~0.2 min
-    ;;
-2)  # re-measure what changed after the 2026-11-28 run: MoWE (grouped GEMM split without per-chunk
-    # bank gradients), the MoE layer (gradients dropped between timed calls as in training)
-    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 3          # ~2 min
-    run python3 benchmarks/mowe.py --profile --experts 32768                        # ~0.5 min
+2)  # re-measure what changed after the 2026-11-28 run: the MoE layer (gradients dropped between timed
+    # calls as in training). (The MoWE rows and GQA parts ran on 2026-12-01, RESULTS.md.)
     run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
     run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
     # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)
@@ -88,7 +66,7 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4|5|6" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 2|3|4|5|6" >&2
     exit 2
     ;;
 esac
