@@ -62,9 +62,10 @@ def test_finetune_eval_generate(tmp_path, demo_data, preset, capsys):
         lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
         assert [x["prompt"] for x in lines] == ["the film is", "a"]
         # the opt-in decode kernels from the command line: the same greedy text
-        opts = ["--decode-gemm", "split-k", "--grouped-decode", "sdpa"]
-        assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5", *opts]) == 0
-        assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
+        for opts in (["--decode-gemm", "split-k", "--grouped-decode", "sdpa"],
+                     ["--decode-gemm", "triton", "--grouped-decode", "triton", "--pdl"]):  # fmt: skip
+            assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5", *opts]) == 0
+            assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
 
 
 def test_finetune_on_a_user_csv(tmp_path, demo_data):
