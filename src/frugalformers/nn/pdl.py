@@ -15,32 +15,19 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
-
-def inductor_pdl(enabled: bool):
-    """A context in which Inductor generates (and launches) its Triton kernels with PDL."""
-    if not enabled:
-        return contextlib.nullcontext()
-    try:
-        from torch._inductor import config
-    except ImportError:  # pragma: no cover - every supported torch has Inductor
-        return contextlib.nullcontext()
-    if not hasattr(config.triton, "enable_pdl"):
-        return contextlib.nullcontext()
-    return config.patch({"triton.enable_pdl": True})
-
 
 def inductor_has_pdl() -> bool:
     """Whether this torch's Inductor can generate PDL code at all."""
-    try:
-        from torch._inductor import config
-    except ImportError:  # pragma: no cover
-        return False
+    from torch._inductor import config
+
     return hasattr(config.triton, "enable_pdl")
 
 
-def pdl_supported(device: torch.device | str) -> bool:
-    """PDL needs CUDA compute capability 9.0 or newer."""
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+def inductor_pdl(enabled: bool):
+    """A context in which Inductor generates (and launches) its Triton kernels with PDL; a no-op
+    when disabled or where this torch's Inductor has no such option."""
+    if not (enabled and inductor_has_pdl()):
+        return contextlib.nullcontext()
+    from torch._inductor import config
+
+    return config.patch({"triton.enable_pdl": True})

@@ -55,6 +55,12 @@ def expert_of(routing_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
     return ((routing_ids.long() * KNUTH) % (2**32)) % n_experts
 
 
+def rows_per_expert(expert: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) how many entries of `expert` name each of 0..n-1 (bincount would sync with the host to
+    size its output)."""
+    return torch.zeros(n, dtype=torch.long, device=expert.device).index_add_(0, expert, torch.ones_like(expert))
+
+
 class WordExpertBank(nn.Module):
     """E experts d -> d_expert -> d, stored stacked: w_in (E, d, d_e), w_out (E, d_e, d), in `dtype`
     (float32 or bfloat16). `sparse_grad`: their gradients are row-sparse COO tensors over the
@@ -98,8 +104,8 @@ class WordExpertBank(nn.Module):
             p.row_sparse_grad = self.sparse_grad
 
     def gather(self, w: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-        """w[experts] (k, ., .) for a bank weight w (E, ., .); its gradient is row-sparse when the
-        bank's is (an embedding lookup of the flattened experts)."""
+        """w[experts] (k, ., .) for a bank weight w (E, ., .); its gradient is row-sparse COO when the
+        bank's is (`_RowGather`)."""
         if not self.sparse_grad:
             return w.index_select(0, experts)
         return _RowGather.apply(w, experts)
@@ -162,10 +168,7 @@ class WordExperts(nn.Module):
         if token.numel():
             order = expert.argsort(stable=True)
             token, expert = token[order], expert[order]
-            # (E,) rows per expert; bincount would sync with the host to size its output
-            counts = torch.zeros(self.bank.n_experts, dtype=torch.long, device=x.device).index_add_(
-                0, expert, torch.ones_like(expert)
-            )
+            counts = rows_per_expert(expert, self.bank.n_experts)  # (E,)
             ep = self.bank.ep
             # rows move (and meet the GEMMs) in the compute dtype: bf16 under autocast, so CUDA takes _grouped_mm
             flat = x.reshape(B * T, d).to(compute_dtype(x))
@@ -184,7 +187,7 @@ class WordExperts(nn.Module):
         E = self.bank.n_experts
         expert = torch.where(self.routed_mask(ids), expert_of(ids, E), E)  # (B*T,) E = not routed
         token = expert.argsort(stable=True)  # (B*T,) by expert, the skipped tokens last
-        counts = torch.zeros(E + 1, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
+        counts = rows_per_expert(expert, E + 1)  # (E + 1,): the last counts the skipped tokens
         bank = self.bank
         out = word_expert_ffn(x.reshape(B * T, d), token, counts[:E], bank.w_in, bank.w_out, bank.activation,
                               bank.sparse_grad, compute_dtype(x))  # fmt: skip
