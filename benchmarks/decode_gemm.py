@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from frugalformers.bench import format_table, hardware, update_results, write_json
-from frugalformers.bench.report import output_dir
-from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
+from frugalformers.bench.report import add_output_args, output_dir
+from frugalformers.bench.timing import bench_device, copy_bandwidth, cuda_graph_ms
 from frugalformers.nn import skinny_gemm
 
 HERE = Path(__file__).resolve().parent
@@ -89,12 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=32, help="decode batch M")
     p.add_argument("--kv", type=int, nargs="+", default=[16, 4, 1], help="kv heads of the qkv shapes")
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    device, dtype = bench_device(args.smoke)
     dims = dict(d=2048, d_ff=5632, heads=16, head_dim=128, vocab=32000)
     layers = LAYERS
     if args.smoke:

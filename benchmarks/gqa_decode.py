@@ -70,6 +70,7 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "both": {"decode_gemm": "split-k", "grouped_decode": "sdpa"},
     "triton+sdpa": {"decode_gemm": "triton", "grouped_decode": "sdpa"},
     "triton-attn": {"grouped_decode": "triton"},
+    "matmul-attn": {"grouped_decode": "matmul"},  # the default before "auto" took the Triton kernel on CUDA
     "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
     "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
 }
@@ -280,6 +281,8 @@ def main(argv=None) -> int:
     out = output_dir(args.out, args.smoke, HERE)
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files
+    if args.variants and args.batch != [32]:  # (the targets are at batch 32: other batches apart)
+        subset += "-batch-" + "-".join(map(str, args.batch))
     write_json(out / f"gqa_decode{tag}{subset}.json", rows, hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""

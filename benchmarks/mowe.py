@@ -25,7 +25,10 @@ bf16 weights, a 1.5 ms floor at 4.25 TB/s for a forward + backward. The dense FF
 reads 196 KB and is bound by its activations and launches (~1 ms), so even a layer at its floor
 would be ~0.7x it; expected for the fused bf16 layer ~2.5-3 ms, ~0.4x. Measured (RESULTS.md
 `mowe`, `mowe-analysis`): 3.65-3.70 ms, 0.23-0.32x across runs, the forward kernel at 93% of the
-bandwidth, ~1.1 ms of host-side launch time around the kernels.
+bandwidth, ~1.1 ms of host-side launch time around the kernels. With the routing made on the GPU
+without a host sync (second session, `route_words`): 2.70-2.90 ms, 0.39-0.46x; the row "dense ...,
+CUDA graph" gives the dense layer's GPU time alone (0.53 ms), below the word-expert layer's 1.5 ms
+floor.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from frugalformers.bench import (
 )
 from frugalformers.bench.report import output_dir
 from frugalformers.bench.steps import bf16_autocast, layer_fwd_bwd
-from frugalformers.bench.timing import copy_bandwidth
+from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.word_experts import WordExpertBank, WordExperts, expert_of
 from frugalformers.train.row_sparse_adamw import RowSparseAdamW
@@ -119,6 +122,10 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats, 
     t_t5 = measure(layer_fwd_bwd(t5_ffn(d, device), autocast, x), warmup=warmup, repeats=repeats, device=device)
     rows.append({"layer": f"dense {d}->{d_e}->{d}, equal active FLOPs", "experts": 1, "routed tokens": routed,
                  "fwd+bwd ms": t_dense.median_ms, "peak GiB": t_dense.peak_mem_gib})  # fmt: skip
+    if device == "cuda":  # the same layer replayed from a CUDA graph: its GPU time, without the host's launches
+        graphed = cuda_graph_ms(layer_fwd_bwd(dense, autocast, xr), repeats=max(repeats, 10))
+        rows.append({"layer": f"dense {d}->{d_e}->{d}, equal active FLOPs, CUDA graph", "experts": 1,
+                     "routed tokens": routed, "fwd+bwd ms": graphed})  # fmt: skip
     rows.append({"layer": "T5.1.1 FFN (gated, the FFN MoWE replaces)", "experts": 1, "routed tokens": tokens,
                  "fwd+bwd ms": t_t5.median_ms, "peak GiB": t_t5.peak_mem_gib})  # fmt: skip
     for E in experts_list:
@@ -146,6 +153,28 @@ def layer_rows(experts_list, tokens, d, d_e, device, autocast, warmup, repeats, 
             del layer
             if device == "cuda":
                 torch.cuda.empty_cache()
+    return rows
+
+
+def sweep_rows(tokens, d, d_e, device, autocast, repeats, E: int = 32768):
+    """The 32K-expert layer (mowe-base's bank) under launch options of the input-gradient kernel,
+    the rest as it is: which num_warps / num_stages / BLOCK_D move the weights and their gradient
+    fastest. (Streaming stores for the gradient, cache_modifier ".cs", were tried on 2026-12-01:
+    2.59-2.77 ms against 2.53-2.70 without, so they are not kept.)"""
+    from frugalformers.nn import word_expert_kernels as wk
+
+    x, _, ctx, _ = layer_inputs(tokens, d, device)
+    label, dtype, sparse, impl = VARIANTS[-1]
+    layer = word_expert_layer(E, d, d_e, device, dtype, sparse, impl)
+    default, rows = dict(wk.LAUNCH["input_grad"]), []
+    grid = [(bd, w, st) for bd in (64, 128) for w in (4, 8) for st in (2, 3, 4)]
+    options = [{"num_warps": w, "num_stages": st, "BLOCK_D": bd} for bd, w, st in grid]
+    for opt in options if device == "cuda" else options[:1]:
+        wk.LAUNCH["input_grad"] = opt
+        t = measure(layer_fwd_bwd(layer, autocast, x, ctx), warmup=2, repeats=max(repeats, 10), device=device)
+        rows.append({**opt, "fwd+bwd ms": t.median_ms})
+        print(rows[-1], flush=True)
+    wk.LAUNCH["input_grad"] = default
     return rows
 
 
@@ -201,6 +230,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="kernel time by category of the layers")
+    p.add_argument("--layers-only", action="store_true", help="the layer rows, not the training steps")
+    p.add_argument("--sweep", action="store_true", help="time the layer under input-gradient kernel launch options")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--out", default=None)
@@ -232,9 +263,21 @@ def main(argv=None) -> int:
         if not args.smoke:
             update_results(args.results, "mowe-profile", md)
         return 0
+    if args.sweep:
+        table = format_table(sweep_rows(args.tokens, d, d_e, device, autocast, args.repeats))
+        print(table)
+        if not args.smoke:
+            md = (f"## MoWE: the input-gradient kernel's launch options\n\nHardware: {hardware()}  \n"
+                  f"Command: `python benchmarks/mowe.py --sweep`  \n"
+                  f"The 32K-expert layer (bf16 bank, row-sparse gradient), {args.tokens} Zipf tokens, forward + "
+                  f"backward (median of 10) with each launch option of `_input_grad_kernel`, the rest as it is.\n\n"
+                  f"{table}\n")  # fmt: skip
+            update_results(args.results, "mowe-sweep", md)
+        return 0
     bandwidth = copy_bandwidth(device) if device == "cuda" else None
     layers = layer_rows(args.experts, args.tokens, d, d_e, device, autocast, args.warmup, args.repeats, bandwidth)
-    models = model_rows(presets, args.batch, seq, target, device, autocast, args.warmup, args.repeats)
+    models = [] if args.layers_only else model_rows(presets, args.batch, seq, target, device, autocast, args.warmup,
+                                                    args.repeats)  # fmt: skip
     columns = ["layer", "experts", "routed tokens", "experts touched", "fwd+bwd ms", "vs dense equal FLOPs",
                "vs T5 FFN", "touched expert MB", "weights floor ms", "peak GiB"]  # fmt: skip
     t1, t2 = format_table(layers, columns), format_table(models)
@@ -257,7 +300,7 @@ def main(argv=None) -> int:
         f"{t1}\n\nTraining step, batch {args.batch} x {seq} input tokens, {target} target tokens, "
         f"fused AdamW (MoWE-Base's row-sparse bf16 bank: lazy AdamW over the touched rows):\n\n{t2}\n"
     )
-    update_results(args.results, "mowe", md)
+    update_results(args.results, "mowe-layers" if args.layers_only else "mowe", md)
     return 0
 
 

@@ -225,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--grouped-decode",
-        default="matmul",
-        choices=["matmul", "sdpa", "flex", "triton"],
-        help="attention over the kv cache while decoding (grouped kv heads; triton serves MHA too; opt-in kernels, "
-        "being measured)",
+        default="auto",
+        choices=["auto", "matmul", "sdpa", "flex", "triton"],
+        help="attention over the kv cache while decoding: auto = the flash-decoding Triton kernel on CUDA (it reads "
+        "each kv head once for its query group; MHA too), the matmul path elsewhere",
     )
     g.add_argument(
         "--pdl",

@@ -60,6 +60,8 @@ def test_table_json_and_results_sections(tmp_path):
     table = format_table(rows)
     header = table.splitlines()[0]
     assert "a" in header and "b" in header and "2.50" in table and "| -" in table
+    later = format_table([{"a": 1}, {"a": 2, "flag": True}])  # a key only a later row has gets its column
+    assert "flag" in later.splitlines()[0] and later.splitlines()[2].split("|")[2].strip() == "-"
     write_json(tmp_path / "r.json", rows, hw="x")
     assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["a"] == 1
     res = tmp_path / "RESULTS.md"
@@ -125,6 +127,11 @@ def test_decode_gemm_benchmark_smoke(tmp_path):
     assert "step (1 kv)" in out and "triton us" in out
 
 
+def test_decode_attention_benchmark_smoke(tmp_path):
+    out = run_smoke("decode_attention.py", "--out", str(tmp_path))
+    assert "matmul (default)" in out and (tmp_path / "decode_attention.json").exists()
+
+
 def test_sparse_mixer_benchmark_smoke(tmp_path):
     out = run_smoke("sparse_mixer.py", "--out", str(tmp_path))
     assert "Fast Sparse Mixer Base" in out and "HF BertModel" in out
@@ -172,6 +179,7 @@ def test_distributed_benchmark_command_is_a_real_frugal_train(tmp_path, demo_dat
 def test_mowe_benchmark_smoke(tmp_path):
     out = run_smoke("mowe.py", "--out", str(tmp_path))
     assert "fused kernels, bf16 bank, row-sparse grad" in out and "Switch-Base" in out and "vs dense equal FLOPs" in out
+    assert "num_stages" in run_smoke("mowe.py", "--sweep")
 
 
 def test_cuda_checks_dry_run_on_cpu():

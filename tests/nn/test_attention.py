@@ -189,3 +189,23 @@ def test_grouped_decode_option_is_checked_and_reset():
     assert {layer.mixer.grouped_decode for layer in model.layers} == {"sdpa"}
     model.clear_cache()
     assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}
+
+
+def test_auto_grouped_decode_is_the_triton_kernel_on_cuda_only():
+    """setup_cache's default: the flash-decoding kernel where it is measured faster (CUDA, a layer
+    cache of 16 MB or more), the matmul path for small caches and on CPU (where the Triton kernel
+    would not run); an unknown choice is named."""
+    from frugalformers import build_model
+    from frugalformers.nn.attention import resolve_grouped_decode
+    from frugalformers.nn.skinny_gemm import triton
+
+    assert resolve_grouped_decode("auto", torch.device("cpu")) == "matmul"
+    big, small = 2 * 32 * 4 * 1024 * 128 * 2, 2 * 1 * 4 * 1024 * 128 * 2  # GQA-4 layer caches, batch 32 / 1
+    assert resolve_grouped_decode("auto", torch.device("cuda"), big) == ("triton" if triton is not None else "matmul")
+    assert resolve_grouped_decode("auto", torch.device("cuda"), small) == "matmul"
+    assert resolve_grouped_decode("sdpa", torch.device("cuda")) == "sdpa"
+    with pytest.raises(ValueError, match="grouped_decode='fast' is not one of"):
+        resolve_grouped_decode("fast", torch.device("cpu"))
+    model = build_model("llama-tiny-gqa4")
+    model.setup_cache(1, 8)
+    assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}

@@ -14,7 +14,7 @@ from frugalformers import build_model
 def test_kernel_equals_reference_attention(run_interpreted):
     """GQA / MQA / MHA groups, 1-3 query positions, cache splits (their combine), a causal step
     mask, padded rows (one fully masked: the reference's uniform average), a per-head bias, no
-    mask, fp32 and fp16, a cache longer than the tiles divide."""
+    mask, fp32 and fp16, a cache longer than the tiles divide, cache tiles of 32 / 64 / 128."""
     out = run_interpreted(
         """
         import torch
@@ -24,7 +24,8 @@ def test_kernel_equals_reference_attention(run_interpreted):
         cases = [(2, 8, 2, 1, 100, 16, torch.float32, 1, "causal"), (2, 8, 2, 1, 300, 32, torch.float32, 3, "causal"),
                  (3, 4, 1, 2, 129, 16, torch.float32, 2, "pad"), (2, 8, 8, 1, 70, 16, torch.float16, 1, None),
                  (1, 6, 2, 3, 64, 16, torch.float32, 1, "bias"), (2, 4, 1, 1, 257, 16, torch.float16, 4, "causal")]
-        for B, H, G, T, S, D, dtype, splits, kind in cases:
+        launches = [None, {"BLOCK_S": 32, "num_stages": 4}, None, {"BLOCK_S": 128}, None, {"BLOCK_S": 32}]
+        for (B, H, G, T, S, D, dtype, splits, kind), launch in zip(cases, launches):
             q = torch.randn(B, H, T, D).to(dtype)
             k, v = torch.randn(B, G, S, D).to(dtype), torch.randn(B, G, S, D).to(dtype)
             assert decode_attention_applies(q, k)
@@ -37,7 +38,7 @@ def test_kernel_equals_reference_attention(run_interpreted):
             if kind == "bias":
                 bias = torch.randn(1, H, T, S)
             mask = None if kind is None else build_attention_mask(keep, bias, True, T, S, torch.float32, "cpu", pos)
-            got = decode_attention(q, k, v, mask, D**-0.5, n_split=splits)
+            got = decode_attention(q, k, v, mask, D**-0.5, n_split=splits, launch=launch)
             ref = reference_attention(q.float(), k.float(), v.float(), mask, D**-0.5)
             assert got.dtype == dtype and got.shape == q.shape
             err = ((got.float() - ref).norm() / ref.norm()).item()

@@ -48,10 +48,11 @@ def _fmt(v) -> str:
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A GitHub-markdown table of `rows` (dicts), columns in the given order."""
+    """A GitHub-markdown table of `rows` (dicts), columns in the given order (default: every key of
+    any row, in the order they first appear: a key only later rows have still gets its column)."""
     if not rows:
         return "(no rows)"
-    columns = columns or list(rows[0])
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     return tabulate([[_fmt(r.get(c)) for c in columns] for r in rows], headers=columns, tablefmt="github")
 
 
@@ -111,6 +112,14 @@ def plot_lines(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def add_output_args(p, here: Path) -> None:
+    """The arguments every benchmark takes: --smoke (CPU, tiny), --results (the RESULTS.md to
+    update, default the one in `here`), --out (where the JSON and plots go, `output_dir`)."""
+    p.add_argument("--smoke", action="store_true", help="a CPU dry run at tiny sizes (writes no results)")
+    p.add_argument("--results", default=str(here / "RESULTS.md"))
+    p.add_argument("--out", default=None)
 
 
 def output_dir(out: str | None, smoke: bool, default: Path) -> Path:

@@ -64,6 +64,13 @@ def measure(
     return Timing(statistics.median(times), min(times), max(times), repeats, peak)
 
 
+def bench_device(smoke: bool) -> tuple[str, torch.dtype]:
+    """(device, dtype) a GPU benchmark runs in: CUDA in bf16, or the CPU in float32 for --smoke
+    (or where no GPU is)."""
+    cuda = torch.cuda.is_available() and not smoke
+    return ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+
+
 def copy_bandwidth(device: str | torch.device = "cuda") -> float:
     """Bytes per second (read + written) of a 2 GiB device-to-device copy, median of 10 after 3
     warm-ups: the memory-bandwidth ceiling the benchmarks' floors divide by."""

@@ -22,19 +22,22 @@ def attach_caches(
     dtype: torch.dtype,
     device,
     decode_gemm: str = "cublas",
-    grouped_decode: str = "matmul",
+    grouped_decode: str = "auto",
     pdl: bool = False,
 ) -> None:
     """Caches `(batch, G, max_len, D)` on every layer's mixer; `stack` holds the layers.
 
-    Opt-in decode kernels, being measured (`benchmarks/gqa_decode.py --alts`): `decode_gemm`
-    "triton" runs the skinny decode GEMMs as one Triton kernel each (`nn.skinny_gemm`), "split-k"
-    splits them over K (`nn.fused_linear`); `grouped_decode="sdpa"` attends
-    grouped kv heads with SDPA on regrouped queries instead of two matmuls, `"flex"` with
-    FlexAttention (for compiled decoding), `"triton"` with one flash-decoding Triton kernel
-    (`nn.decode_attention`); `pdl` launches the Triton kernels with programmatic dependent launch
-    (Hopper; with `generate(compile=True)` Inductor's kernels too, `nn.pdl`)."""
-    set_decoding_fusion(stack, True, decode_gemm, grouped_decode, pdl)  # checks the options first
+    Decode kernels (`benchmarks/gqa_decode.py --alts` times them): `decode_gemm` "triton" runs the
+    skinny decode GEMMs as one Triton kernel each (`nn.skinny_gemm`), "split-k" splits them over K
+    (`nn.fused_linear`); `grouped_decode` "auto" (default) attends with one flash-decoding Triton
+    kernel (`nn.decode_attention`) on CUDA when a layer's cache is large enough to gain from it
+    (`nn.attention.resolve_grouped_decode`) and with two matmuls otherwise, "triton" / "matmul" pick
+    one of them, "sdpa" uses SDPA on regrouped queries, "flex" FlexAttention; `pdl` launches the
+    Triton kernels with programmatic dependent launch (Hopper; with `generate(compile=True)`
+    Inductor's kernels too, `nn.pdl`)."""
+    m = layers[0].mixer
+    cache_bytes = 2 * batch * m.n_kv_heads * max_len * m.head_dim * dtype.itemsize  # one layer's K and V
+    set_decoding_fusion(stack, True, decode_gemm, grouped_decode, pdl, cache_bytes)  # checks the options first
     for layer in layers:
         m = layer.mixer
         m.kv_cache = KVCache(batch, m.n_kv_heads, max_len, m.head_dim, dtype, device)

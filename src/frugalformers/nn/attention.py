@@ -103,6 +103,27 @@ def build_attention_mask(
 GROUPED_DECODE = ("matmul", "sdpa", "flex", "triton")
 
 
+AUTO_TRITON_CACHE_BYTES = 16_000_000  # a layer's cache from which "auto" decodes with the Triton kernel
+
+
+def resolve_grouped_decode(choice: str, device: torch.device, cache_bytes: int | None = None) -> str:
+    """A decode attention path of GROUPED_DECODE for `choice` on `device`. "auto" (setup_cache's
+    default) is the Triton kernel on CUDA where Triton runs and a layer's cache (K and V, batch x
+    kv heads x max_len x head dim) holds at least AUTO_TRITON_CACHE_BYTES, the matmul path
+    otherwise. Measured on an H200, compiled steps of the 1B decoder (RESULTS.md `gqa-decode-
+    compiled-*`): from 17 MB per layer the kernel's step is 1.00-1.17x the matmul path's (batch 32,
+    ctx 1k, MHA to MQA; batch 1 at 16k: 1.11x), below it 0.95-1.00x (batch 1 and 8 at 1k)."""
+    if choice == "auto":
+        from frugalformers.nn.skinny_gemm import triton
+
+        on_cuda = triton is not None and torch.device(device).type == "cuda"
+        big = cache_bytes is None or cache_bytes >= AUTO_TRITON_CACHE_BYTES
+        return "triton" if on_cuda and big else "matmul"
+    if choice not in GROUPED_DECODE:
+        raise ValueError(f"grouped_decode={choice!r} is not one of {('auto', *GROUPED_DECODE)}")
+    return choice
+
+
 def grouped_decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -1,13 +1,15 @@
 """Grouped-query decode attention as one Triton kernel (flash-decoding): each kv head is read once
-for its whole query group, in one pass over the cache (opt-in, being measured:
-`setup_cache(..., grouped_decode="triton")`, `benchmarks/gqa_decode.py --alts triton-attn`).
+for its whole query group, in one pass over the cache (`setup_cache`'s default on CUDA for layer
+caches of 16 MB or more, `grouped_decode="auto"`; `benchmarks/decode_attention.py` times it alone,
+`benchmarks/gqa_decode.py --alts triton-attn` in the step).
 
 A decode step attends a few new query positions (T, at most 4) of H heads to a cache of S
 positions of G kv heads. Its floor is reading the cache once: 2 B G S D bytes (GQA paper, Sec. 2:
 the speed-up of fewer kv heads is the smaller cache to load). The matmul path of
 `nn.attention.grouped_decode_attention` reads K, writes and reads (B, H, T, S) float32 scores,
 then reads V, in three kernels; on an H200 at batch 32, context 1k it took 0.47 ms for GQA-4's
-1.07 GB cache (0.25 ms at the copy bandwidth; RESULTS.md `gqa-decode-profile-compiled`).
+1.07 GB cache (0.25 ms at the copy bandwidth; RESULTS.md `gqa-decode-profile-compiled`), this
+kernel 0.33 ms (77% of the bandwidth; MHA 97%; RESULTS.md `decode-attention`).
 
 The kernel: one program per (batch row, kv head, split of the cache). Its rows are the r*T query
 rows of the group (r = H / G; row i is head g*r + i // T at position i % T), padded to 16 for
@@ -15,7 +17,7 @@ rows of the group (r = H / G; row i is head g*r + i // T at position i % T), pad
 sum in float32, FlashAttention's recurrence), adds the additive mask tile of each query row, and
 accumulates P V in float32. When the batch has too few (row, kv head) pairs to fill the GPU (MQA),
 the cache is split into parts whose partial results (unnormalised output, max, sum) a second small
-kernel combines: out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s.
+kernel combines: out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s (`split_count`).
 
 Masks follow `build_attention_mask`: additive float32 logits (B|1, H|1, T, S), masked entries
 finfo.min, so a row whose keys are all masked averages uniformly, as the reference does. With
@@ -56,12 +58,18 @@ def decode_attention_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
     )
 
 
+# launch options of the attention kernel (`benchmarks/decode_attention.py` sweeps them on the GPU)
+LAUNCH = {"BLOCK_S": BLOCK_S, "num_warps": 4, "num_stages": 3}
+
+
 def split_count(pairs: int, S: int, device: torch.device) -> int:
-    """Cache splits per (batch row, kv head): enough programs for two per SM on CUDA, each split
-    at least MIN_SPLIT positions (and a whole number of tiles)."""
+    """Cache splits per (batch row, kv head): only when the pairs alone leave SMs idle, as many as
+    give each SM about one program (and each split at least MIN_SPLIT positions). Measured on an
+    H200 at batch 32 (`benchmarks/decode_attention.py`, RESULTS.md `decode-attention`): a split and
+    its combine cost more than they gain once the pairs fill the SMs (GQA-4's 128 pairs: 20.5 us
+    per layer unsplit, 26.8 us in 3 splits); MQA's 32 pairs are fastest in 4."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
-    want = -(-2 * sms // pairs)
-    return max(1, min(want, S // MIN_SPLIT))
+    return max(1, min(sms // pairs, S // MIN_SPLIT))
 
 
 if triton is not None:
@@ -151,9 +159,12 @@ if triton is not None:
         tl.store(out_ptr + o_off, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=(rows < R)[:, None])
 
 
-def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None) -> torch.Tensor:
+def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None, launch: dict | None = None):
     """q (B, H, T, D), k / v (B, G, S, D) with unit stride over D, additive float mask broadcastable
-    to (B, H, T, S) or None -> (B, H, T, D) in q's dtype."""
+    to (B, H, T, S) or None -> (B, H, T, D) in q's dtype. `launch`: BLOCK_S / num_warps / num_stages
+    of the attention kernel (default LAUNCH)."""
+    opts = {**LAUNCH, **(launch or {})}
+    block_s = opts.pop("BLOCK_S")
     B, H, T, D = q.shape
     G, S = k.shape[1], k.shape[2]
     r = H // G
@@ -163,7 +174,7 @@ def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None) 
     block_r = max(16, triton.next_power_of_2(R))  # tl.dot needs >= 16 rows
     n_split = n_split or split_count(B * G, S, q.device)
     s_per_split = -(-S // n_split)
-    s_per_split = -(-s_per_split // BLOCK_S) * BLOCK_S  # whole tiles
+    s_per_split = -(-s_per_split // block_s) * block_s  # whole tiles
     n_split = -(-S // s_per_split)  # every split non-empty
     split = n_split > 1
     if mask is not None:
@@ -176,19 +187,19 @@ def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None) 
         part = torch.empty(B * G, n_split, block_r, D, dtype=torch.float32, device=q.device)
         stats = torch.empty(B * G, n_split, 2, block_r, dtype=torch.float32, device=q.device)
     pdl = bool(pdl) and not INTERPRET
-    launch = {"launch_pdl": True} if pdl else {}
+    pdl_opt = {"launch_pdl": True} if pdl else {}
     _decode_attention_kernel[(B * G, n_split)](
         q, k, v, mask if mask is not None else q, out, part, stats,
         S, T, R, r, G, s_per_split, n_split, scale,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *m_strides, out.stride(0), out.stride(1), out.stride(2),
         HAS_MASK=mask is not None, SPLIT=split, PDL=pdl, IEEE=q.dtype == torch.float32,
-        BLOCK_R=block_r, BLOCK_S=BLOCK_S, D=D, num_warps=4, num_stages=3, **launch,
+        BLOCK_R=block_r, BLOCK_S=block_s, D=D, **opts, **pdl_opt,
     )  # fmt: skip
     if split:
         _combine_kernel[(B * G,)](
             part, stats, out, T, R, r, G, n_split, out.stride(0), out.stride(1), out.stride(2),
-            PDL=pdl, BLOCK_R=block_r, D=D, SPLITS=triton.next_power_of_2(n_split), num_warps=4, **launch,
+            PDL=pdl, BLOCK_R=block_r, D=D, SPLITS=triton.next_power_of_2(n_split), num_warps=4, **pdl_opt,
         )  # fmt: skip
     return out
 
@@ -219,10 +230,12 @@ def decode_attention(
     scale: float,
     pdl: bool = False,
     n_split: int | None = None,
+    launch: dict | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v for q (B, H, T, D) against a cache k / v (B, G, S, D), query
     head h reading kv head h // (H / G), by the Triton kernel. `n_split` fixes the cache splits
-    (tests); default: enough programs for the GPU. Callers check `decode_attention_applies`."""
-    if n_split is not None:
-        return _launch(q, k, v, mask, scale, pdl, n_split)
+    and `launch` the kernel's options (tests, the sweep); default: enough programs for the GPU and
+    LAUNCH. Callers check `decode_attention_applies`."""
+    if n_split is not None or launch is not None:
+        return _launch(q, k, v, mask, scale, pdl, n_split, launch)
     return _decode_attention_op(q, k, v, mask, float(scale), bool(pdl))

@@ -118,30 +118,37 @@ def split_k_tiles(device: torch.device) -> int:
 
 
 def set_decoding_fusion(
-    module: nn.Module, enabled: bool, decode_gemm: str = "cublas", grouped_decode: str = "matmul", pdl: bool = False
+    module: nn.Module,
+    enabled: bool,
+    decode_gemm: str = "cublas",
+    grouped_decode: str = "auto",
+    pdl: bool = False,
+    cache_bytes: int | None = None,
 ) -> None:
     """Fuse (or drop the fused tensors of) every block under `module` that supports it;
     `decode_gemm` picks their decode GEMMs (DECODE_GEMMS, `decode_linear`); `grouped_decode` how
-    attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`); `pdl`
+    attention with grouped kv heads decodes (`nn.attention.grouped_decode_attention`; "auto": the
+    Triton kernel on CUDA for a layer cache of `cache_bytes` or more, `resolve_grouped_decode`); `pdl`
     launches our Triton decode kernels (decode_gemm "triton", grouped_decode "triton") with
     programmatic dependent launch (`nn.pdl`)."""
-    from frugalformers.nn.attention import GROUPED_DECODE  # (attention imports this module)
+    from frugalformers.nn.attention import resolve_grouped_decode  # (attention imports this module)
 
-    if grouped_decode not in GROUPED_DECODE:
-        raise ValueError(f"grouped_decode={grouped_decode!r} is not one of {GROUPED_DECODE}")
+    device = next(module.parameters()).device
+    asked, grouped_decode = grouped_decode, resolve_grouped_decode(grouped_decode, device, cache_bytes)  # checked
     if decode_gemm not in DECODE_GEMMS:
         raise ValueError(f"decode_gemm={decode_gemm!r} is not one of {DECODE_GEMMS}")
     how: int | str = 0  # what each block's `decode_gemm` holds (`decode_linear`)
     if enabled and decode_gemm == "split-k":
-        how = split_k_tiles(next(module.parameters()).device)
+        how = split_k_tiles(device)
     elif enabled and decode_gemm == "triton":
         how = "triton+pdl" if pdl else "triton"
-    if enabled and "triton" in (decode_gemm, grouped_decode):
-        _warn_if_triton_cannot_run(next(module.parameters()).device)
+    if enabled and "triton" in (decode_gemm, asked):
+        _warn_if_triton_cannot_run(device)
     if enabled and pdl and "triton" not in (decode_gemm, grouped_decode):
         raise ValueError(
             f"pdl=True launches our Triton decode kernels, but decode_gemm={decode_gemm!r} and "
-            f"grouped_decode={grouped_decode!r} use none: pass decode_gemm='triton' or grouped_decode='triton'"
+            f"grouped_decode={asked!r} (on {device.type}: {grouped_decode!r}) use none: pass decode_gemm='triton' or "
+            "grouped_decode='triton'"
         )
     for m in module.modules():
         if hasattr(m, "fuse_projections"):

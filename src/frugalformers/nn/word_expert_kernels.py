@@ -30,6 +30,8 @@ Under `TRITON_INTERPRET=1` the kernels run on CPU tensors (tests, fp32).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from frugalformers.nn.skinny_gemm import runs_on, triton
@@ -40,6 +42,8 @@ if triton is not None:
 ACTIVATION_CODES = {"relu": 0, "gelu": 1, "gelu_new": 2, "silu": 3}
 BLOCK_M = 16  # rows per tile: most experts see 1-2 tokens of a batch; tl.dot needs >= 16
 BLOCK_D = 128  # columns of d per step (and per weight-gradient program)
+# launch options per kernel (`benchmarks/mowe.py --sweep` times the input-gradient kernel's on the GPU)
+LAUNCH = {"forward": {"num_warps": 4, "num_stages": 3}, "input_grad": {"num_warps": 4, "num_stages": 3}}
 
 
 def fused_applies(x: torch.Tensor, w_in: torch.Tensor, activation: str) -> bool:
@@ -104,26 +108,78 @@ if triton is not None:
         return tl.dot(a, b)
 
     @triton.jit
-    def _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M: tl.constexpr):
+    def _route_kernel(ids_ptr, expert_ptr, counts_ptr, N, E, SKIP, BLOCK: tl.constexpr):
+        """expert[i] = hash(ids[i]) % E for a routed token (id > SKIP), E (past the last) otherwise,
+        and counts[e] += 1 for every routed token: `word_experts.expert_of` and `rows_per_expert`
+        in one pass."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = i < N
+        rid = tl.load(ids_ptr + i, mask=ok, other=0).to(tl.int64)
+        routed = ok & (rid > SKIP)
+        h = ((rid * 2654435761) & 0xFFFFFFFF) % E  # Knuth's multiplicative hash, as expert_of
+        e = tl.where(routed, h, E).to(tl.int32)
+        tl.store(expert_ptr + i, e, mask=ok)
+        tl.atomic_add(counts_ptr + e, 1, mask=routed)
+
+    @triton.jit
+    def _prefix_kernel(
+        counts_ptr, offs_ptr, tile_cum_ptr, slot_ptr, present_ptr, multi_ptr, totals_ptr, E,
+        BLOCK_M: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """One program over counts (E,) rows per expert: offs (E + 1,) each expert's first sorted
+        row, tile_cum (E + 1,) its first tile (ceil(rows / BLOCK_M) tiles each), slot (E,) its
+        place among the touched experts, present[slot] = e, multi (E,) the experts with more than
+        one tile (in order), totals = [touched U, tiles, experts with several tiles]."""
+        run_rows = tl.zeros((), tl.int32)
+        run_tiles = tl.zeros((), tl.int32)
+        run_u = tl.zeros((), tl.int32)
+        run_m = tl.zeros((), tl.int32)
+        for e0 in range(0, E, BLOCK):
+            e = e0 + tl.arange(0, BLOCK)
+            ok = e < E
+            c = tl.load(counts_ptr + e, mask=ok, other=0)
+            tiles = (c + BLOCK_M - 1) // BLOCK_M
+            nz = (c > 0).to(tl.int32)
+            tl.store(offs_ptr + e, run_rows + tl.cumsum(c, 0) - c, mask=ok)
+            tl.store(tile_cum_ptr + e, run_tiles + tl.cumsum(tiles, 0) - tiles, mask=ok)
+            slot = run_u + tl.cumsum(nz, 0) - nz
+            tl.store(slot_ptr + e, slot, mask=ok)
+            tl.store(present_ptr + slot, e, mask=ok & (c > 0))
+            many = (c > BLOCK_M).to(tl.int32)
+            tl.store(multi_ptr + run_m + tl.cumsum(many, 0) - many, e, mask=ok & (many > 0))
+            run_m += tl.sum(many, 0)
+            run_rows += tl.sum(c, 0)
+            run_tiles += tl.sum(tiles, 0)
+            run_u += tl.sum(nz, 0)
+        tl.store(offs_ptr + E, run_rows)
+        tl.store(tile_cum_ptr + E, run_tiles)
+        tl.store(totals_ptr, run_u)
+        tl.store(totals_ptr + 1, run_tiles)
+        tl.store(totals_ptr + 2, run_m)
+
+    @triton.jit
+    def _tile_rows(tile_e_ptr, tile_cum_ptr, offs_ptr, slot_ptr, token_ptr, BLOCK_M: tl.constexpr):
         """This program's tile: its expert's slot u and id e, its rows (sorted order) and their token
         positions, and whether it is its expert's only tile."""
         t = tl.program_id(0)
-        u = tl.load(tile_u_ptr + t).to(tl.int64)
-        e = tl.load(present_ptr + u).to(tl.int64)
-        r1 = tl.load(offs_ptr + u + 1)
-        rows = tl.load(tile_r0_ptr + t) + tl.arange(0, BLOCK_M)
+        e = tl.load(tile_e_ptr + t).to(tl.int64)
+        r_lo, r1 = tl.load(offs_ptr + e), tl.load(offs_ptr + e + 1)
+        rows = r_lo + (t - tl.load(tile_cum_ptr + e)) * BLOCK_M + tl.arange(0, BLOCK_M)
         ok = rows < r1
         tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
-        only = r1 - tl.load(offs_ptr + u) <= BLOCK_M
-        return u, e, rows, ok, tok, only
+        u = tl.load(slot_ptr + e).to(tl.int64)
+        return u, e, rows, ok, tok, r1 - r_lo <= BLOCK_M
 
     @triton.jit
     def _forward_kernel(
-        x_ptr, w_in_ptr, w_out_ptr, y_ptr, pre_ptr, tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, D,
+        x_ptr, w_in_ptr, w_out_ptr, y_ptr, pre_ptr, tile_e_ptr, tile_cum_ptr, offs_ptr, slot_ptr, token_ptr,
+        totals_ptr, D,
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        _, e, rows, ok, tok, _ = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        if tl.program_id(0) >= tl.load(totals_ptr + 1):  # past the last tile: the grid is an upper bound
+            return
+        _, e, rows, ok, tok, _ = _tile_rows(tile_e_ptr, tile_cum_ptr, offs_ptr, slot_ptr, token_ptr, BLOCK_M)
         de = tl.arange(0, DE)
         cols = tl.arange(0, BLOCK_D)
         pre = tl.zeros((BLOCK_M, DE), tl.float32)
@@ -144,14 +200,16 @@ if triton is not None:
 
     @triton.jit
     def _input_grad_kernel(
-        dy_ptr, x_ptr, w_in_ptr, w_out_ptr, pre_ptr, dpre_ptr, dx_ptr, g_in_ptr, g_out_ptr, tile_u_ptr, tile_r0_ptr,
-        offs_ptr, present_ptr, token_ptr, D,
+        dy_ptr, x_ptr, w_in_ptr, w_out_ptr, pre_ptr, dpre_ptr, dx_ptr, g_in_ptr, g_out_ptr, tile_e_ptr, tile_cum_ptr,
+        offs_ptr, slot_ptr, token_ptr, totals_ptr, D,
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr, WGRAD: tl.constexpr,
     ):  # fmt: skip
         """dx (and dpre) for a tile; with WGRAD, an expert's only tile (most experts: a word's few
         tokens) also writes the expert's weight gradient, from the dy / x tiles it loads anyway."""
-        u, e, rows, ok, tok, only = _tile_rows(tile_u_ptr, tile_r0_ptr, offs_ptr, present_ptr, token_ptr, BLOCK_M)
+        if tl.program_id(0) >= tl.load(totals_ptr + 1):  # past the last tile: the grid is an upper bound
+            return
+        u, e, rows, ok, tok, only = _tile_rows(tile_e_ptr, tile_cum_ptr, offs_ptr, slot_ptr, token_ptr, BLOCK_M)
         de = tl.arange(0, DE)
         cols = tl.arange(0, BLOCK_D)
         pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
@@ -185,103 +243,146 @@ if triton is not None:
 
     @triton.jit
     def _weight_grad_kernel(
-        x_ptr, dy_ptr, pre_ptr, dpre_ptr, g_in_ptr, g_out_ptr, offs_ptr, token_ptr, D,
+        x_ptr, dy_ptr, pre_ptr, dpre_ptr, g_in_ptr, g_out_ptr, offs_ptr, slot_ptr, multi_ptr, token_ptr, D,
         ACT: tl.constexpr, IEEE: tl.constexpr, CAST: tl.constexpr, DE: tl.constexpr, BLOCK_M: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        """dW of the experts with more than one tile (the others' comes from `_input_grad_kernel`)."""
-        u = tl.program_id(0).to(tl.int64)
+        """dW of the experts with more than one tile (the others' comes from `_input_grad_kernel`): a
+        program per (such expert, block of d)."""
+        e = tl.load(multi_ptr + tl.program_id(0)).to(tl.int64)
+        u = tl.load(slot_ptr + e).to(tl.int64)
         kk = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         k_ok = kk < D
         de = tl.arange(0, DE)
-        r0, r1 = tl.load(offs_ptr + u), tl.load(offs_ptr + u + 1)
+        r0, r1 = tl.load(offs_ptr + e), tl.load(offs_ptr + e + 1)
         g_in = tl.zeros((BLOCK_D, DE), tl.float32)
         g_out = tl.zeros((DE, BLOCK_D), tl.float32)
-        if r1 - r0 > BLOCK_M:  # (an expert's only tile wrote its gradient in the input-gradient kernel)
-            for m0 in range(r0, r1, BLOCK_M):  # over this expert's rows
-                rows = m0 + tl.arange(0, BLOCK_M)
-                ok = rows < r1
-                tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
-                m2 = ok[:, None] & k_ok[None, :]
-                xt = _in(tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)  # fmt: skip
-                dyt = _in(tl.load(dy_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)
-                dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
-                pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
-                a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
-                g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
-                g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
-            tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
-                     mask=k_ok[:, None])  # fmt: skip
-            tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
-                     mask=k_ok[None, :])  # fmt: skip
+        for m0 in range(r0, r1, BLOCK_M):  # over this expert's rows
+            rows = m0 + tl.arange(0, BLOCK_M)
+            ok = rows < r1
+            tok = tl.load(token_ptr + rows, mask=ok, other=0).to(tl.int64)
+            m2 = ok[:, None] & k_ok[None, :]
+            xt = _in(tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)  # fmt: skip
+            dyt = _in(tl.load(dy_ptr + tok[:, None] * D + kk[None, :], mask=m2, other=0.0), CAST)
+            dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+            pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
+            a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
+            g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
+            g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
+        tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
+                 mask=k_ok[:, None])  # fmt: skip
+        tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
+                 mask=k_ok[None, :])  # fmt: skip
 
 
-def expert_tiles(counts: torch.Tensor, block_m: int = BLOCK_M):
-    """counts (E,) rows per expert (rows sorted by expert) -> present (U,) touched experts, offs
-    (U + 1,) their row ranges, and per tile of <= block_m rows of one expert its slot u and first
-    row (n_tiles,) each, int32. One host sync (U and the tile count together): every size after it
-    is known, so nothing else waits for the GPU."""
-    per_expert = (counts + block_m - 1) // block_m  # (E,) tiles per expert
-    U, n_tiles = torch.stack([(counts > 0).sum(), per_expert.sum()]).tolist()
-    present = torch.argsort((counts == 0).to(torch.int8), stable=True)[:U]  # (U,) the touched experts, in order
-    rows = counts.index_select(0, present)  # (U,)
-    offs = torch.zeros(U + 1, dtype=torch.int32, device=counts.device)
-    offs[1:] = rows.cumsum(0)
-    per = per_expert.index_select(0, present)  # (U,)
-    tile_u = torch.repeat_interleave(torch.arange(U, device=counts.device), per, output_size=n_tiles)  # (n_tiles,)
-    first = (per.cumsum(0) - per).repeat_interleave(per, output_size=n_tiles)  # (n_tiles,) the expert's first tile
-    within = torch.arange(n_tiles, device=counts.device) - first  # (n_tiles,) the tile's index in its expert
-    tile_r0 = offs[:-1].long().index_select(0, tile_u) + within * block_m
-    return present.to(torch.int32), offs, tile_u.to(torch.int32), tile_r0.to(torch.int32)
+@dataclass
+class Routing:
+    """Where a batch's tokens go, all on the device, made without a host sync (`route_words`):
+
+    token (N,) the token rows sorted by expert, the routed ones first (offs[E] of them); offs
+    (E + 1,) each expert's first sorted row; tile_cum (E + 1,) its first tile of <= BLOCK_M rows;
+    tile_e (max_tiles,) each tile's expert (E past the last tile); slot (E,) an expert's place
+    among the touched experts and present (E,) the touched experts in that order (the first U are
+    set); multi (E,) the experts with several tiles (the first M); totals (3,) [U, tiles, M].
+    max_tiles bounds the tile count from the shapes alone, so the forward kernel's grid needs no
+    host sync; `counts_on_host` reads the totals from a copy started when the routing was made
+    (done long before the backward asks)."""
+
+    token: torch.Tensor
+    offs: torch.Tensor
+    tile_cum: torch.Tensor
+    tile_e: torch.Tensor
+    slot: torch.Tensor
+    present: torch.Tensor
+    multi: torch.Tensor
+    totals: torch.Tensor
+    max_tiles: int
+    _host: torch.Tensor
+    _ready: object = None  # a CUDA event after the copy of totals to _host
+
+    def counts_on_host(self) -> tuple[int, int, int]:
+        """(touched experts U, tiles, experts with several tiles)."""
+        if self._ready is not None:
+            self._ready.synchronize()
+        U, n_tiles, n_multi = self._host.tolist()
+        return U, n_tiles, n_multi
+
+
+def route_words(ids: torch.Tensor, n_experts: int, skip_top: int, block_m: int = BLOCK_M) -> Routing:
+    """Routing ids (N,) -> the `Routing` of their tokens over n_experts experts: a token with id
+    <= skip_top is not routed; the others go to `word_experts.expert_of(id, n_experts)`. Four
+    kernels (hash and count, stable sort, prefix sums, tile map) and no host sync."""
+    N, E = ids.numel(), n_experts
+    dev = ids.device
+    counts = torch.zeros(E + 1, dtype=torch.int32, device=dev)  # (E + 1,): the last is never counted
+    expert = torch.empty(N, dtype=torch.int32, device=dev)
+    if N:
+        _route_kernel[(triton.cdiv(N, 1024),)](ids, expert, counts, N, E, skip_top, BLOCK=1024)
+    token = torch.argsort(expert, stable=True)  # (N,) by expert, the skipped tokens (expert E) last
+    buf = torch.empty(5 * E + 5, dtype=torch.int32, device=dev)  # one allocation, cut into the routing's arrays
+    offs, tile_cum, slot, present, multi, totals = buf.split([E + 1, E + 1, E, E, E, 3])
+    _prefix_kernel[(1,)](counts, offs, tile_cum, slot, present, multi, totals, E, BLOCK_M=block_m, BLOCK=4096,
+                         num_warps=8)  # fmt: skip
+    max_tiles = -(-N // block_m) + min(E, N)  # sum_e ceil(c_e / m) <= N / m + (touched experts)
+    steps = torch.arange(max_tiles, dtype=torch.int32, device=dev)
+    tile_e = torch.searchsorted(tile_cum[1:], steps, right=True, out_int32=True)  # (max_tiles,)
+    if dev.type == "cuda":
+        host = torch.empty(3, dtype=torch.int32, pin_memory=True)
+        host.copy_(totals, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+    else:
+        host, ready = totals, None
+    return Routing(token, offs, tile_cum, tile_e, slot, present, multi, totals, max_tiles, host, ready)
 
 
 class WordExpertFFN(torch.autograd.Function):
-    """y (N, d) = act(x[t] W_in[e_t]) W_out[e_t] at each routed token t (rows `token`, sorted by
-    expert, `counts` (E,) per expert), 0 at the other rows of x (N, d); y, dx in x's dtype, the
-    products in `compute` (float32 accumulation)."""
+    """y (N, d) = act(x[t] W_in[e_t]) W_out[e_t] at each routed token t (`routing`), 0 at the other
+    rows of x (N, d); y, dx in x's dtype, the products in `compute` (float32 accumulation)."""
 
     @staticmethod
-    def forward(ctx, x, token, counts, w_in, w_out, activation: str, sparse_grad: bool, compute: torch.dtype):
+    def forward(ctx, x, w_in, w_out, routing: Routing, activation: str, sparse_grad: bool, compute: torch.dtype):
         N, D = x.shape
         DE = w_in.shape[-1]
-        present, offs, tile_u, tile_r0 = expert_tiles(counts)
-        P = token.numel()
         x = x.contiguous()
         y = torch.zeros_like(x)  # in x's dtype (the residual's): no cast pass over the layer's output
-        pre = torch.empty(P, DE, dtype=torch.float32, device=x.device)
-        token = token.to(torch.int32)
+        pre = torch.empty(N, DE, dtype=torch.float32, device=x.device)  # (sorted rows, DE): the routed rows first
         cast = {torch.bfloat16: 1, torch.float16: 2}.get(compute, 0)
         meta = dict(ACT=ACTIVATION_CODES[activation], IEEE=compute == torch.float32, CAST=cast, DE=DE, BLOCK_M=BLOCK_M,
                     BLOCK_D=BLOCK_D)  # fmt: skip
-        if tile_u.numel():
-            _forward_kernel[(tile_u.numel(),)](x, w_in, w_out, y, pre, tile_u, tile_r0, offs, present, token, D, **meta)
-        ctx.save_for_backward(x, token, pre, present, offs, tile_u, tile_r0, w_in, w_out)
-        ctx.meta, ctx.sparse_grad = meta, sparse_grad
+        r = routing
+        if r.max_tiles:
+            _forward_kernel[(r.max_tiles,)](x, w_in, w_out, y, pre, r.tile_e, r.tile_cum, r.offs, r.slot, r.token,
+                                            r.totals, D, **meta, **LAUNCH["forward"])  # fmt: skip
+        ctx.save_for_backward(x, pre, w_in, w_out)
+        ctx.routing, ctx.meta, ctx.sparse_grad = routing, meta, sparse_grad
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, token, pre, present, offs, tile_u, tile_r0, w_in, w_out = ctx.saved_tensors
-        meta = ctx.meta
+        x, pre, w_in, w_out = ctx.saved_tensors
+        r, meta = ctx.routing, ctx.meta
         N, D = x.shape
+        U, n_tiles, n_multi = r.counts_on_host()  # copied to the host in the forward: no wait here
         dy = dy.contiguous()  # cast tile by tile in the kernels
         dx = torch.zeros_like(x)
         dpre = torch.empty_like(pre)
-        U = present.numel()
-        wgrad = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]  # a frozen bank skips its gradient
+        wgrad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]  # a frozen bank skips its gradient
         shape = (U, 1, 1) if not wgrad else None
         g_in = torch.empty(shape or (U, *w_in.shape[1:]), dtype=w_in.dtype, device=x.device)
         g_out = torch.empty(shape or (U, *w_out.shape[1:]), dtype=w_out.dtype, device=x.device)
-        if tile_u.numel():  # dx, dpre, and the weight gradient of the experts with one tile
-            _input_grad_kernel[(tile_u.numel(),)](dy, x, w_in, w_out, pre, dpre, dx, g_in, g_out, tile_u, tile_r0,
-                                                  offs, present, token, D, WGRAD=wgrad, **meta)  # fmt: skip
+        if n_tiles:  # dx, dpre, and the weight gradient of the experts with one tile
+            opts = {**meta, **LAUNCH["input_grad"]}  # (may set its own BLOCK_D)
+            _input_grad_kernel[(n_tiles,)](dy, x, w_in, w_out, pre, dpre, dx, g_in, g_out, r.tile_e, r.tile_cum,
+                                           r.offs, r.slot, r.token, r.totals, D, WGRAD=wgrad, **opts)  # fmt: skip
         gw_in = gw_out = None
         if wgrad:
-            if U:  # the experts with several tiles
-                _weight_grad_kernel[(U, triton.cdiv(D, BLOCK_D))](x, dy, pre, dpre, g_in, g_out, offs, token, D,
-                                                                 **meta)  # fmt: skip
+            if n_multi:  # the experts with several tiles
+                _weight_grad_kernel[(n_multi, triton.cdiv(D, BLOCK_D))](x, dy, pre, dpre, g_in, g_out, r.offs, r.slot,
+                                                                       r.multi, r.token, D, **meta)  # fmt: skip
+            present = r.present[:U]
             gw_in, gw_out = (_bank_grad(present, g, w, ctx.sparse_grad) for g, w in ((g_in, w_in), (g_out, w_out)))
-        return dx if ctx.needs_input_grad[0] else None, None, None, gw_in, gw_out, None, None, None
+        return dx if ctx.needs_input_grad[0] else None, gw_in, gw_out, None, None, None, None
 
 
 def _bank_grad(present: torch.Tensor, values: torch.Tensor, weight: torch.Tensor, sparse: bool) -> torch.Tensor:
@@ -294,10 +395,10 @@ def _bank_grad(present: torch.Tensor, values: torch.Tensor, weight: torch.Tensor
 
 
 def word_expert_ffn(
-    x, token, counts, w_in, w_out, activation: str, sparse_grad: bool = False, compute: torch.dtype | None = None
+    x, w_in, w_out, routing: Routing, activation: str, sparse_grad: bool = False, compute: torch.dtype | None = None
 ) -> torch.Tensor:
-    """x (N, d), token (P,) routed rows sorted by expert, counts (E,) rows per expert -> (N, d) in
-    x's dtype. `compute`: the dtype of the products' operands (default x's; bf16 under autocast),
-    x, the weights and the incoming gradient are cast to it tile by tile inside the kernels."""
+    """x (N, d) and the `Routing` of its rows (`route_words`) -> (N, d) in x's dtype. `compute`:
+    the dtype of the products' operands (default x's; bf16 under autocast), x, the weights and the
+    incoming gradient are cast to it tile by tile inside the kernels."""
     compute = compute or x.dtype
-    return WordExpertFFN.apply(x, token, counts, w_in, w_out, activation, sparse_grad, compute)
+    return WordExpertFFN.apply(x, w_in, w_out, routing, activation, sparse_grad, compute)

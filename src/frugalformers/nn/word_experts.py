@@ -43,7 +43,7 @@ from torch import nn
 from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import compute_dtype
-from frugalformers.nn.word_expert_kernels import fused_applies, word_expert_ffn
+from frugalformers.nn.word_expert_kernels import fused_applies, route_words, word_expert_ffn
 
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -161,7 +161,7 @@ class WordExperts(nn.Module):
         ids = word_ids.reshape(B * T)
         bank = self.bank
         if bank.ep is None and self.impl == "auto" and fused_applies(x, bank.w_in, bank.activation):
-            return self._fused(x, ids)
+            return self._fused(x, ids, ctx)
         token = self.routed_mask(ids).nonzero().squeeze(-1)  # (P,) routed token positions
         expert = expert_of(ids[token], self.bank.n_experts)  # (P,)
         y = torch.zeros_like(x.reshape(B * T, d))  # in x's dtype: the residual's
@@ -179,18 +179,24 @@ class WordExperts(nn.Module):
             y = y.index_copy(0, token, out.to(y.dtype))  # one expert per token: a copy, no atomics
         return y.reshape(B, T, d)
 
-    def _fused(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """The fused kernels, the bank read in place (`nn.word_expert_kernels`). Every token is
-        sorted, the skipped ones under a sentinel expert E past the last (so no host sync for the
-        routed count); the tiles cover the routed rows only."""
+    def _fused(self, x: torch.Tensor, ids: torch.Tensor, ctx=None) -> torch.Tensor:
+        """The fused kernels, the bank read in place (`nn.word_expert_kernels`), routed without a
+        host sync. The routing depends only on the word ids, so the MoWE layers of one stack (the
+        paper's two per encoder and decoder, sharing the bank) make it once: it is kept in
+        ctx.extras for the next layer."""
         B, T, d = x.shape
-        E = self.bank.n_experts
-        expert = torch.where(self.routed_mask(ids), expert_of(ids, E), E)  # (B*T,) E = not routed
-        token = expert.argsort(stable=True)  # (B*T,) by expert, the skipped tokens last
-        counts = rows_per_expert(expert, E + 1)  # (E + 1,): the last counts the skipped tokens
         bank = self.bank
-        out = word_expert_ffn(x.reshape(B * T, d), token, counts[:E], bank.w_in, bank.w_out, bank.activation,
-                              bank.sparse_grad, compute_dtype(x))  # fmt: skip
+        key = ("word_expert_routing", bank.n_experts, self.skip_top)
+        words = ctx.extras.get("word_ids") if ctx is not None else None  # ids is a view of it
+        cached = ctx.extras.get(key) if ctx is not None else None
+        if cached is not None and cached[0] is words:
+            routing = cached[1]
+        else:
+            routing = route_words(ids, bank.n_experts, self.skip_top)
+            if ctx is not None:
+                ctx.extras[key] = (words, routing)
+        out = word_expert_ffn(x.reshape(B * T, d), bank.w_in, bank.w_out, routing, bank.activation, bank.sparse_grad,
+                              compute_dtype(x))  # fmt: skip
         return out.reshape(B, T, d)  # in x's dtype, zero rows where nothing was routed
 
     def _experts(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
