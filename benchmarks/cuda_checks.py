@@ -237,6 +237,41 @@ def decoder(dev: str):
     return build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
 
 
+def check_lazy_adamw(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """RowSparseAdamW's Triton update of a row-sparse bf16 bank (on CUDA) against its torch update:
+    float32 master rows and moments after a few steps, and the bf16 parameter exactly its master
+    rows rounded to nearest (the interpreter truncates, so only the GPU checks this)."""
+    from unittest import mock
+
+    import frugalformers.train.row_sparse_adamw as rsa
+
+    torch.manual_seed(0)
+    E, R = (16, 300) if smoke else (4096, 768 * 64)
+    start = torch.randn(E, R, device=dev).to(torch.bfloat16)
+    params = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    opts = []
+    for p in params:
+        p.row_sparse_grad = True
+        opts.append(rsa.RowSparseAdamW([p], lr=1e-3, weight_decay=0.1))
+    for _ in range(3):
+        idx = torch.randint(0, E, (1, E // 2), device=dev)  # repeats: pieces of one row summed
+        values = torch.randn(E // 2, R, device=dev).to(torch.bfloat16)
+        for p in params:
+            p.grad = torch.sparse_coo_tensor(idx, values, (E, R))
+        opts[0].step()  # the Triton kernel where it runs
+        with mock.patch.object(rsa, "lazy_kernel_applies", return_value=False):
+            opts[1].step()  # torch ops
+    a, b = (o.state[p] for o, p in zip(opts, params))
+    ok = record(rows, "lazy AdamW kernel: master rows vs torch update", rel(a["master"], b["master"]), 1e-5,
+                dtype="float32")  # fmt: skip
+    ok &= record(rows, "lazy AdamW kernel: second moment vs torch update", rel(a["exp_avg_sq"], b["exp_avg_sq"]),
+                 1e-5, dtype="float32")  # fmt: skip
+    exact = (params[0].detach() != a["master"].to(torch.bfloat16)).float().mean().item() if not smoke else 0.0
+    ok &= record(rows, "lazy AdamW kernel: bf16 bank = its master rows rounded (share differing)", exact, 1e-9,
+                 dtype="bfloat16")  # fmt: skip
+    return ok
+
+
 CHECKS = {
     "attention": check_attention,
     "decoding": check_decoding,
@@ -245,6 +280,7 @@ CHECKS = {
     "decode_attention": check_decode_attention,
     "fourier": check_fourier,
     "generate": check_generate,
+    "lazy_adamw": check_lazy_adamw,
 }
 
 

@@ -289,11 +289,11 @@ def main(argv=None) -> int:
     flags += f" --alts {' '.join(args.alts)}" if args.alts else ""
     # a run over some variants writes its own sections (the full run's stay)
     flags += f" --variants {' '.join(args.variants)}" if args.variants else ""
-    command = "python benchmarks/gqa_decode.py" + flags
+    command = "python benchmarks/gqa_decode.py" + flags + (" --profile" if args.profile else "")
     if profiles:
         md = profiles_markdown(
             f"GQA decoding: where a step's time goes{', ' + tag[1:] if args.compile else ''}",
-            command + (shapes if not args.compile else "") + " --profile",
+            command + (shapes if not args.compile else ""),
             profiles,
             "One decode step replayed from a CUDA graph (eager on CPU), bf16 weights and static cache.",
         )

@@ -34,7 +34,9 @@ floor.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -178,48 +180,71 @@ def sweep_rows(tokens, d, d_e, device, autocast, repeats, E: int = 32768):
     return rows
 
 
+def release(device) -> None:
+    """Free the last model before the next is built: a built model with its optimizer stays alive in
+    reference cycles until the cycle collector runs (without it, MoWE-Base's peak grew 54 -> 84 GiB
+    and its step 126 -> 148 ms over four models built in a row, 2026-12-01)."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def model_step(preset: str, batch: int, seq: int, target: int, device, autocast):
+    """One training step of `preset` (forward with labels, backward, AdamW; MoWE-Base's row-sparse
+    bank lazily, as `frugal train` does with train.row_sparse_adamw) on random ids, built on the
+    device (MoWE-Base's bank: 3.2G parameters)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = build_model(preset, max_seq_len=max(seq, 512)).train()
+    V = model.config.vocab_size
+    ids = torch.randint(5, V, (batch, seq), device=device)
+    labels = torch.randint(5, V, (batch, target), device=device)
+    kw = {"input_ids": ids, "decoder_input_ids": labels, "labels": labels}
+    if "mowe" in preset:
+        kw["word_ids"] = zipf_ids((batch, seq), ROUTING_VOCAB, device)
+        kw["decoder_word_ids"] = zipf_ids((batch, target), ROUTING_VOCAB, device, seed=1)
+    opt = RowSparseAdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
+
+    def step():
+        with autocast():
+            out = model(**kw)
+        loss = out.loss.float() + sum(v.float() for v in out.aux_losses.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def model_rows(presets, batch, seq, target, device, autocast, warmup, repeats):
     rows, base = [], None
     for label, preset in presets:
-        torch.manual_seed(0)
         try:
-            with torch.device(device):  # built on the device (MoWE-Base's bank: 3.2G parameters)
-                model = build_model(preset, max_seq_len=max(seq, 512)).train()
-        except torch.OutOfMemoryError:
-            rows.append({"model": label, "ms": "OOM"})
-            continue
-        V = model.config.vocab_size
-        ids = torch.randint(5, V, (batch, seq), device=device)
-        labels = torch.randint(5, V, (batch, target), device=device)
-        kw = {"input_ids": ids, "decoder_input_ids": labels, "labels": labels}
-        if "mowe" in preset:
-            kw["word_ids"] = zipf_ids((batch, seq), ROUTING_VOCAB, device)
-            kw["decoder_word_ids"] = zipf_ids((batch, target), ROUTING_VOCAB, device, seed=1)
-        # AdamW; MoWE-Base's row-sparse bank lazily (what `frugal train` uses, train.row_sparse_adamw)
-        opt = RowSparseAdamW(model.parameters(), lr=1e-5, fused=device == "cuda")
-
-        def step(model=model, opt=opt, kw=kw):
-            with autocast():
-                out = model(**kw)
-            loss = out.loss.float() + sum(v.float() for v in out.aux_losses.values())
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        try:
+            step = model_step(preset, batch, seq, target, device, autocast)
             t = measure(step, warmup=warmup, repeats=repeats, device=device)
         except torch.OutOfMemoryError:
             rows.append({"model": label, "ms": "OOM"})
             continue
+        finally:
+            step = None
+            release(device)
         tps = batch * seq / (t.median_ms / 1e3)
         base = base or tps
         rows.append({"model": label, "batch": f"{batch} x {seq} -> {target}", "ms": t.median_ms, "input tokens/s": tps,
                      "vs T5-Base": tps / base, "peak GiB": t.peak_mem_gib})  # fmt: skip
         print(rows[-1], flush=True)
-        del model, opt
-        if device == "cuda":
-            torch.cuda.empty_cache()
     return rows
+
+
+def model_profiles(presets, batch, seq, target, device, autocast):
+    """Kernel time by category of each model's training step."""
+    out = []
+    for label, preset in presets:
+        step = model_step(preset, batch, seq, target, device, autocast)
+        out.append((f"{label}, training step, batch {batch} x {seq} -> {target}", profile_step(step, device)))
+        step = None
+        release(device)
+    return out
 
 
 def main(argv=None) -> int:
@@ -230,6 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="kernel time by category of the layers")
+    p.add_argument("--profile-models", action="store_true", help="kernel time by category of the training steps")
+    p.add_argument("--lazy-paths", action="store_true", help="MoWE-Base's step with the lazy AdamW kernel vs torch ops")
     p.add_argument("--layers-only", action="store_true", help="the layer rows, not the training steps")
     p.add_argument("--sweep", action="store_true", help="time the layer under input-gradient kernel launch options")
     p.add_argument("--smoke", action="store_true")
@@ -262,6 +289,32 @@ def main(argv=None) -> int:
         print(md)
         if not args.smoke:
             update_results(args.results, "mowe-profile", md)
+        return 0
+    if args.lazy_paths:  # the same step, the bank's lazy update by the Triton kernel or by torch ops, alternated
+        from unittest import mock
+
+        import frugalformers.train.row_sparse_adamw as rsa
+
+        rows = []
+        for path in ("kernel", "torch ops", "kernel", "torch ops"):
+            # a plain function: a MagicMock would record (and keep alive) every parameter and gradient it is called with
+            torch_ops = mock.patch.object(rsa, "lazy_kernel_applies", lambda p, grad: False)
+            with torch_ops if path == "torch ops" else nullcontext():
+                timed = model_rows(presets[2:], args.batch, seq, target, device, autocast, args.warmup, args.repeats)
+            rows += [{**r, "lazy update": path} for r in timed]
+        print(format_table(rows, ["model", "lazy update", "ms", "input tokens/s", "peak GiB"]))
+        return 0
+    if args.profile_models:
+        md = profiles_markdown(
+            "MoWE-Base vs T5-Base: where a training step's time goes",
+            "python benchmarks/mowe.py --profile-models",
+            model_profiles(presets[::2], args.batch, seq, target, device, autocast),
+            f"bf16 autocast, batch {args.batch} x {seq} input tokens, {target} target tokens, fused AdamW (MoWE-Base's "
+            "bank: lazy AdamW over the touched rows).",
+        )
+        print(md)
+        if not args.smoke:
+            update_results(args.results, "mowe-model-profile", md)
         return 0
     if args.sweep:
         table = format_table(sweep_rows(args.tokens, d, d_e, device, autocast, args.repeats))

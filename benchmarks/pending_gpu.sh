@@ -38,6 +38,12 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
+1)  # not yet run (2026-12-01, second session, device time spent): the model rows with the cycle
+    # collector between models (the last run's MoWE-Base row ran with the earlier models in memory),
+    # and the lazy-update A/B with the plain-function switch (the MagicMock kept parameters alive)
+    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5         # ~1 min
+    run python3 benchmarks/mowe.py --lazy-paths --repeats 5                        # ~0.5 min
+    ;;
 2)  # re-measure what changed after the 2026-11-28 run: the MoE layer (gradients dropped between timed
     # calls as in training). (The MoWE rows and GQA parts ran on 2026-12-01, RESULTS.md.)
     run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
@@ -66,7 +72,7 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 2|3|4|5|6" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4|5|6" >&2
     exit 2
     ;;
 esac

@@ -109,3 +109,53 @@ def test_mowe_resume_with_a_row_sparse_bank_reproduces_the_losses(tmp_path, demo
     pretrain(cfg("part"), resume=True, progress=False, log=lambda *_: None)
     a, b = ({r["step"]: r["loss"] for r in read_metrics(tmp_path / n) if "loss" in r} for n in ("full", "part"))
     assert sorted(a) == list(range(1, 7)) and a == b
+
+
+def test_the_triton_kernel_updates_as_the_torch_path_and_adamw(run_interpreted):
+    """The lazy update as one Triton kernel (`train.lazy_adamw_kernel`, Triton's interpreter on
+    CPU): rows longer than a block, a row in two gradient pieces, float32 and bf16 banks, equal to
+    torch's AdamW on the dense meaning of the gradients; untouched rows unchanged."""
+    out = run_interpreted(
+        """
+        import torch
+        from unittest import mock
+        import frugalformers.train.row_sparse_adamw as rsa
+        torch.manual_seed(0)
+        rows = torch.tensor([[4, 1, 4, 0]])  # row 4 in two pieces, unsorted
+        for dtype in (torch.float32, torch.bfloat16):
+            lazy = torch.nn.Parameter(torch.randn(6, 40, 30).to(dtype))  # 1,200 per row: two blocks
+            lazy.row_sparse_grad = True
+            dense = torch.nn.Parameter(lazy.detach().float().clone())
+            opt = rsa.RowSparseAdamW([lazy], lr=1e-2, weight_decay=0.1)
+            ref = torch.optim.AdamW([dense], lr=1e-2, weight_decay=0.1)
+            start = lazy.detach().clone()
+            with mock.patch.object(rsa, "lazy_adamw_rows_", wraps=rsa.lazy_adamw_rows_) as spy:
+                for _ in range(3):
+                    values = torch.randn(4, 40, 30).to(dtype)
+                    lazy.grad = torch.sparse_coo_tensor(rows, values, (6, 40, 30))
+                    dense.grad = torch.zeros(6, 40, 30).index_add_(0, rows[0], values.float())
+                    opt.step()
+                    ref.step()
+            assert spy.call_count == 3
+            master = opt.state[lazy].get("master", lazy).detach()
+            torch.testing.assert_close(master[[0, 1, 4]], dense.detach()[[0, 1, 4]], rtol=1e-5, atol=1e-6)
+            assert torch.equal(lazy.detach()[[2, 3, 5]], start[[2, 3, 5]])
+            # the parameter is its master rows rounded (the interpreter truncates to bf16 where the GPU
+            # rounds to nearest even: within one bf16 step, 2**-7 relative; cuda_checks holds the GPU exact)
+            torch.testing.assert_close(lazy.detach()[[0, 1, 4]].float(), master[[0, 1, 4]], rtol=2**-7, atol=0)
+        print("ok")
+        """
+    )
+    assert out.strip().endswith("ok")
+
+
+def test_the_kernel_compiles_for_hopper(compile_for_hopper):
+    from frugalformers.train import lazy_adamw_kernel as lk
+
+    f32, i64 = "*fp32", "*i64"
+    types = {"values_ptr": "*bf16", "order_ptr": i64, "rows_ptr": i64, "starts_ptr": i64, "counts_ptr": i64,
+             "m_ptr": f32, "v_ptr": f32, "w_ptr": f32, "p_ptr": "*bf16", "step_ptr": f32}  # fmt: skip
+    scalars = ("lr", "decay", "one_m_beta1", "beta2", "one_m_beta2", "ln_beta1", "ln_beta2", "eps")
+    types.update(dict.fromkeys(scalars, "fp32"))
+    compiled = compile_for_hopper(lk._lazy_adamw_kernel, types, {"HAS_MASTER": True, "BLOCK": 1024})
+    assert "cvt.rn.bf16" in compiled.asm["ptx"]  # the bf16 copy rounded to nearest even

@@ -93,7 +93,8 @@ def cuda_graph_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, on_gr
     """Median ms of `repeats` replays of `fn()` captured in one CUDA graph (gpt-fast's way of timing
     a decode step: no launch gaps). The warm-up calls run on a side stream before the capture, so
     autotuners, lazy initialisation and compilation stay out of the graph; `on_graph(graph)` runs
-    after a few warm replays (e.g. a kernel profile of `graph.replay`)."""
+    after the timed replays (e.g. a kernel profile of `graph.replay`: a profile before them slowed
+    the first graph a process timed by 10%, RESULTS.md `gqa-decode-compiled-GQA-4-MQA`)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -106,8 +107,6 @@ def cuda_graph_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, on_gr
     for _ in range(5):
         graph.replay()
     torch.cuda.synchronize()
-    if on_graph is not None:
-        on_graph(graph)
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -116,5 +115,7 @@ def cuda_graph_ms(fn: Callable[[], object], repeats: int, warmup: int = 3, on_gr
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    if on_graph is not None:
+        on_graph(graph)
     del graph
     return statistics.median(times)

@@ -8,7 +8,8 @@ TensorFlow's LazyAdam and `torch.optim.SparseAdam` do: the rows' moments, decoup
 and weight change as AdamW's would; rows not in the gradient keep their moments (they are not
 decayed) and weights. Bias correction uses the parameter's own step count. A low-precision
 parameter (a bf16 bank) gets float32 master weights in the optimizer state, so small updates are
-not lost to rounding; the parameter holds their bf16 copy.
+not lost to rounding; the parameter holds their bf16 copy. On CUDA a row-sparse gradient's update
+is one Triton kernel (`train.lazy_adamw_kernel`); elsewhere, and for dense gradients, torch ops.
 
 `clip_grad_norm_` is `torch.nn.utils.clip_grad_norm_` for gradients that may be row-sparse (torch's
 has no norm of a sparse tensor): the norm of a sparse gradient is that of its coalesced values.
@@ -17,6 +18,8 @@ has no norm of a sparse tensor): the norm of a sparse gradient is that of its co
 from __future__ import annotations
 
 import torch
+
+from frugalformers.train.lazy_adamw_kernel import lazy_adamw_rows_, lazy_kernel_applies
 
 
 def is_row_sparse(p: torch.Tensor) -> bool:
@@ -60,6 +63,9 @@ class RowSparseAdamW(torch.optim.AdamW):
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        if lazy_kernel_applies(p, grad):  # one Triton kernel over the touched rows, in place
+            lazy_adamw_rows_(p, grad, m, v, state.get("master"), state["step"], lr, wd, beta1, beta2, eps)
+            return
         w = state.get("master", p)
         rows = None
         if grad.is_sparse:
