@@ -209,3 +209,22 @@ def test_auto_grouped_decode_is_the_triton_kernel_on_cuda_only():
     model = build_model("llama-tiny-gqa4")
     model.setup_cache(1, 8)
     assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}
+
+
+def test_mha_decodes_with_sdpa_where_the_triton_kernel_does_not_apply():
+    """grouped_decode="triton" (or "auto" on CUDA) sends MHA through the Triton kernel; where the
+    kernel does not run (here: CPU without the interpreter) MHA keeps SDPA, not the matmul fallback."""
+    from unittest import mock
+
+    import frugalformers.nn.attention as attention
+    from frugalformers import build_model
+
+    model = build_model("llama-tiny").eval()
+    assert all(layer.mixer.n_kv_heads == layer.mixer.n_heads for layer in model.layers)  # MHA
+    with pytest.warns(UserWarning, match="fall back to PyTorch here"):
+        model.setup_cache(1, 8, grouped_decode="triton")
+    ids = torch.randint(5, 100, (1, 8))
+    with torch.no_grad(), mock.patch.object(attention, "grouped_decode_attention") as grouped:
+        model(ids[:, :4], input_pos=torch.arange(4))
+        model(ids[:, 4:5], input_pos=torch.tensor([4]))
+    assert grouped.call_count == 0

@@ -106,6 +106,14 @@ GROUPED_DECODE = ("matmul", "sdpa", "flex", "triton")
 AUTO_TRITON_CACHE_BYTES = 16_000_000  # a layer's cache from which "auto" decodes with the Triton kernel
 
 
+def _triton_decodes(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """The Triton decode kernel takes this step (`decode_attention_applies`); for MHA the grouped
+    path is taken only then: where the kernel does not apply, SDPA beats the matmul fallback."""
+    from frugalformers.nn.decode_attention import decode_attention_applies
+
+    return decode_attention_applies(q, k)
+
+
 def resolve_grouped_decode(choice: str, device: torch.device, cache_bytes: int | None = None) -> str:
     """A decode attention path of GROUPED_DECODE for `choice` on `device`. "auto" (setup_cache's
     default) is the Triton kernel on CUDA where Triton runs and a layer's cache (K and V, batch x
@@ -347,7 +355,7 @@ class Attention(nn.Module):
         elif (
             kv_cache is not None
             and T <= 4
-            and (self.n_kv_heads != self.n_heads or self.grouped_decode == "triton")
+            and (self.n_kv_heads != self.n_heads or (self.grouped_decode == "triton" and _triton_decodes(q, k)))
             and dropout_p == 0.0
         ):
             # decoding with grouped kv heads: one pass over each cached kv head for its whole query group
