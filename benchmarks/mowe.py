@@ -1,8 +1,12 @@
 """MoWE: the word-expert layer at 4K / 32K / 128K experts against a dense FFN of equal active FLOPs,
 and whole-model training throughput of MoWE-Base vs T5-Base vs Switch-Base.
 
-    python benchmarks/mowe.py                 # GPU
+    python benchmarks/mowe.py                 # GPU: layer rows, then training steps
+    python benchmarks/mowe.py --layers-only   # the layer rows alone (section mowe-layers)
     python benchmarks/mowe.py --profile       # kernel time by category of the layers
+    python benchmarks/mowe.py --profile-models  # ... of the T5-Base and MoWE-Base training steps
+    python benchmarks/mowe.py --sweep         # the input-gradient kernel's launch options
+    python benchmarks/mowe.py --lazy-paths    # MoWE-Base's step, the bank's update by kernel / torch ops
     python benchmarks/mowe.py --smoke         # CPU, tiny
 
 Layer rows (bf16 autocast, forward + backward, median of repeats): 32,768 tokens of d 768 whose
