@@ -45,7 +45,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 
 HERE = Path(__file__).resolve().parent
@@ -307,9 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
     add_compile_flags(p, "torch.compile every encoder and block, ours and the peers'")
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:

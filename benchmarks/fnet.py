@@ -37,7 +37,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 from frugalformers.nn.attention import Attention
@@ -133,9 +133,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--profile", action="store_true", help="kernel time by category (default models: ours-bert, ours-fnet-fft)"
     )
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/)")
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
     setting = compile_setting(p, args)
     if args.models is None:

@@ -55,9 +55,9 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import compiled
-from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
+from frugalformers.bench.timing import bench_device, copy_bandwidth, cuda_graph_ms
 from frugalformers.nn.pdl import inductor_has_pdl, inductor_pdl
 
 HERE = Path(__file__).resolve().parent
@@ -178,7 +178,6 @@ def main(argv=None) -> int:
     p.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--hf", nargs="*", default=["MHA", "GQA-4"], help="variants also timed through HF generate")
-    p.add_argument("--smoke", action="store_true")
     p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
     p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
     p.add_argument("--profile", action="store_true", help="kernel time by category of each step (section -profile)")
@@ -186,10 +185,9 @@ def main(argv=None) -> int:
         "--alts", nargs="*", default=[], choices=sorted(ALTS), help="also time each step with these decode kernels"
     )
     p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    device, dtype = bench_device(args.smoke)
     preset = "llama-1b"
     variants = VARIANTS
     if args.smoke:
@@ -198,7 +196,6 @@ def main(argv=None) -> int:
     if args.variants:
         variants = [v for v in variants if v[0] in args.variants]
     bw = copy_bandwidth(device) if device == "cuda" else None
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     rows, profiles = [], []
     step_profiles = [] if args.profile else None
     for label, kv in variants:

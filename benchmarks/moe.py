@@ -35,7 +35,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import bf16_autocast, compiled, layer_fwd_bwd
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.moe import MoEFeedForward
@@ -114,11 +114,9 @@ def main(argv=None) -> int:
     p.add_argument("--experts", type=int, nargs="+", default=[8, 16, 64])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--smoke", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile every layer (section moe-compiled)")
     p.add_argument("--profile", action="store_true", help="kernel time by category instead of the timing table")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     d, d_ff = 768, 3072

@@ -55,7 +55,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import bf16_autocast, layer_fwd_bwd
 from frugalformers.bench.timing import copy_bandwidth, cuda_graph_ms
 from frugalformers.nn.ffn import FeedForward
@@ -263,9 +263,7 @@ def main(argv=None) -> int:
     p.add_argument("--lazy-paths", action="store_true", help="MoWE-Base's step with the lazy AdamW kernel vs torch ops")
     p.add_argument("--layers-only", action="store_true", help="the layer rows, not the training steps")
     p.add_argument("--sweep", action="store_true", help="time the layer under input-gradient kernel launch options")
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     autocast = bf16_autocast(device)

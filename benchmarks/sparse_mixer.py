@@ -26,7 +26,7 @@ from frugalformers.bench import (
     update_results,
     write_json,
 )
-from frugalformers.bench.report import output_dir
+from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import add_compile_flags, bf16_autocast, compile_setting, compiled, step_fns
 from frugalformers.convert.hf import to_hf_model
 
@@ -93,11 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=32768)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--smoke", action="store_true")
     add_compile_flags(p, "torch.compile every model (section -compiled)")
     p.add_argument("--profile", action="store_true", help="kernel time by category instead of the timing table")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    add_output_args(p, HERE)
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     seq = 512

@@ -119,7 +119,7 @@ def add_output_args(p, here: Path) -> None:
     update, default the one in `here`), --out (where the JSON and plots go, `output_dir`)."""
     p.add_argument("--smoke", action="store_true", help="a CPU dry run at tiny sizes (writes no results)")
     p.add_argument("--results", default=str(here / "RESULTS.md"))
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/)")
 
 
 def output_dir(out: str | None, smoke: bool, default: Path) -> Path:
