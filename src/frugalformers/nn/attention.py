@@ -122,11 +122,11 @@ def resolve_grouped_decode(choice: str, device: torch.device, cache_bytes: int |
     compiled-*`): from 17 MB per layer the kernel's step is 1.00-1.17x the matmul path's (batch 32,
     ctx 1k, MHA to MQA; batch 1 at 16k: 1.11x), below it 0.95-1.00x (batch 1 and 8 at 1k)."""
     if choice == "auto":
-        from frugalformers.nn.skinny_gemm import triton
+        from frugalformers.nn.skinny_gemm import runs_on
 
-        on_cuda = triton is not None and torch.device(device).type == "cuda"
+        device = torch.device(device)
         big = cache_bytes is None or cache_bytes >= AUTO_TRITON_CACHE_BYTES
-        return "triton" if on_cuda and big else "matmul"
+        return "triton" if device.type == "cuda" and runs_on(device) and big else "matmul"
     if choice not in GROUPED_DECODE:
         raise ValueError(f"grouped_decode={choice!r} is not one of {('auto', *GROUPED_DECODE)}")
     return choice

@@ -37,6 +37,8 @@ from frugalformers.nn.skinny_gemm import INTERPRET, runs_on, triton
 if triton is not None:
     import triton.language as tl
 
+    from frugalformers.nn.skinny_gemm import tile_dot
+
 MAX_QUERY_ROWS = 4  # query positions per step this kernel takes (decoding: 1, speculative: a few)
 BLOCK_S = 64  # cache positions per tile
 MIN_SPLIT = 256  # cache positions per split at least (a split shorter than this stops paying for its combine)
@@ -101,10 +103,7 @@ if triton is not None:
             s = s0 + tl.arange(0, BLOCK_S)
             s_ok = s < hi
             k = tl.load(k_ptr + b * skb + g * skg + s[:, None] * sks + d[None, :], mask=s_ok[:, None], other=0.0)
-            if IEEE:
-                qk = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_R, BLOCK_S)
-            else:
-                qk = tl.dot(q, tl.trans(k)) * scale
+            qk = tile_dot(q, tl.trans(k), IEEE) * scale  # (BLOCK_R, BLOCK_S)
             if HAS_MASK:
                 m_off = b * smb + h[:, None] * smh + t[:, None] * smt + s[None, :] * sms
                 qk += tl.load(mask_ptr + m_off, mask=row_ok[:, None] & s_ok[None, :], other=0.0)
@@ -114,10 +113,7 @@ if triton is not None:
             alpha = tl.exp(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(v_ptr + b * svb + g * svg + s[:, None] * svs + d[None, :], mask=s_ok[:, None], other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tile_dot(p.to(v.dtype), v, IEEE)  # (IEEE: v is float32, p stays so)
             m_i = m_new
         if SPLIT:  # this split's partial results, float32: (pairs, n_split, BLOCK_R, D), (pairs, n_split, 2, BLOCK_R)
             base = pair * n_split + split

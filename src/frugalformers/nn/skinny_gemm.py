@@ -71,11 +71,13 @@ def skinny_gemm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _tile_dot(acc, x, w, IEEE: tl.constexpr):
-        """acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, BLOCK_K) @ w (BLOCK_N, BLOCK_K)^T in float32."""
-        if IEEE:  # float32 inputs: full-precision products, as F.linear without TF32
-            return acc + tl.dot(x, tl.trans(w), input_precision="ieee")
-        return acc + tl.dot(x, tl.trans(w))
+    def tile_dot(a, b, IEEE: tl.constexpr):
+        """tl.dot(a, b) in float32; with IEEE (float32 inputs) full-precision products, as torch's
+        matmuls without TF32 (the kernels' tests compare at float32 tolerances). Shared by our
+        Triton kernels (`nn.decode_attention`, `nn.word_expert_kernels`)."""
+        if IEEE:
+            return tl.dot(a, b, input_precision="ieee")
+        return tl.dot(a, b)
 
     @triton.jit
     def _skinny_kernel(
@@ -110,7 +112,7 @@ if triton is not None:
             x = tl.load(
                 x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0
             )
-            acc = _tile_dot(acc, x, w, IEEE)
+            acc += tile_dot(x, tl.trans(w), IEEE)  # (BLOCK_M, BLOCK_N)
             start = BLOCK_K
         for k0 in range(start, K, BLOCK_K):
             kk = k0 + rk
@@ -120,7 +122,7 @@ if triton is not None:
             w = tl.load(
                 w_ptr + rn[:, None] * stride_wn + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < K), other=0.0
             )  # (BLOCK_N, BLOCK_K)
-            acc = _tile_dot(acc, x, w, IEEE)
+            acc += tile_dot(x, tl.trans(w), IEEE)  # (BLOCK_M, BLOCK_N)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         out = y_ptr + rm[:, None] * stride_ym + rn[None, :]

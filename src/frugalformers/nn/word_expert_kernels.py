@@ -47,6 +47,8 @@ from frugalformers.nn.skinny_gemm import runs_on, triton
 if triton is not None:
     import triton.language as tl
 
+    from frugalformers.nn.skinny_gemm import tile_dot
+
 ACTIVATION_CODES = {"relu": 0, "gelu": 1, "gelu_new": 2, "silu": 3}
 BLOCK_M = 16  # rows per tile: most experts see 1-2 tokens of a batch; tl.dot needs >= 16
 BLOCK_D = 128  # columns of d per step (and per weight-gradient program)
@@ -108,12 +110,6 @@ if triton is not None:
         else:
             out = t
         return out
-
-    @triton.jit
-    def _dot(a, b, IEEE: tl.constexpr):
-        if IEEE:
-            return tl.dot(a, b, input_precision="ieee")
-        return tl.dot(a, b)
 
     @triton.jit
     def _route_kernel(ids_ptr, expert_ptr, counts_ptr, N, E, SKIP, BLOCK: tl.constexpr):
@@ -196,13 +192,13 @@ if triton is not None:
             xt = tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=ok[:, None] & (kk < D)[None, :], other=0.0)
             wt = tl.load(w_in_ptr + (e * D + kk[:, None]) * DE + de[None, :], mask=(kk < D)[:, None], other=0.0)
             xt = _in(xt, CAST)
-            pre += _dot(xt, wt.to(xt.dtype), IEEE)  # (BLOCK_M, DE)
+            pre += tile_dot(xt, wt.to(xt.dtype), IEEE)  # (BLOCK_M, DE)
         tl.store(pre_ptr + rows[:, None] * DE + de[None, :], pre, mask=ok[:, None])
         a = _in(_act(pre, ACT).to(x_ptr.dtype.element_ty), CAST)  # in the compute dtype
         for n0 in range(0, D, BLOCK_D):  # y = act(pre) W_out[e], into the token rows (in y's dtype)
             nn = n0 + cols
             wt = tl.load(w_out_ptr + (e * DE + de[:, None]) * D + nn[None, :], mask=(nn < D)[None, :], other=0.0)
-            yt = _dot(a, wt.to(a.dtype), IEEE).to(a.dtype)  # (BLOCK_M, BLOCK_D), rounded as the compute dtype
+            yt = tile_dot(a, wt.to(a.dtype), IEEE).to(a.dtype)  # (BLOCK_M, BLOCK_D), rounded as the compute dtype
             tl.store(y_ptr + tok[:, None] * D + nn[None, :], yt.to(y_ptr.dtype.element_ty),
                      mask=ok[:, None] & (nn < D)[None, :])  # fmt: skip
 
@@ -229,9 +225,9 @@ if triton is not None:
             dyt = tl.load(dy_ptr + tok[:, None] * D + nn[None, :], mask=ok[:, None] & (nn < D)[None, :], other=0.0)
             wt = tl.load(w_out_ptr + (e * DE + de[:, None]) * D + nn[None, :], mask=(nn < D)[None, :], other=0.0)
             dyt = _in(dyt, CAST)
-            da += _dot(dyt, tl.trans(wt.to(dyt.dtype)), IEEE)  # (BLOCK_M, DE)
+            da += tile_dot(dyt, tl.trans(wt.to(dyt.dtype)), IEEE)  # (BLOCK_M, DE)
             if write_w:
-                g_out = _dot(tl.trans(a), dyt, IEEE)  # (DE, BLOCK_D)
+                g_out = tile_dot(tl.trans(a), dyt, IEEE)  # (DE, BLOCK_D)
                 tl.store(g_out_ptr + (u * DE + de[:, None]) * D + nn[None, :], g_out.to(g_out_ptr.dtype.element_ty),
                          mask=(nn < D)[None, :])  # fmt: skip
         dpre = da * _act_grad(pre, ACT)
@@ -240,12 +236,12 @@ if triton is not None:
         for k0 in range(0, D, BLOCK_D):  # dx = dpre W_in[e]^T, into the token rows (and dW_in[e] = x^T dpre)
             kk = k0 + cols
             wt = tl.load(w_in_ptr + (e * D + kk[:, None]) * DE + de[None, :], mask=(kk < D)[:, None], other=0.0)
-            dxt = _dot(dp, tl.trans(wt.to(dp.dtype)), IEEE).to(dp.dtype)  # (BLOCK_M, BLOCK_D)
+            dxt = tile_dot(dp, tl.trans(wt.to(dp.dtype)), IEEE).to(dp.dtype)  # (BLOCK_M, BLOCK_D)
             tl.store(dx_ptr + tok[:, None] * D + kk[None, :], dxt.to(dx_ptr.dtype.element_ty),
                      mask=ok[:, None] & (kk < D)[None, :])  # fmt: skip
             if write_w:
                 xt = tl.load(x_ptr + tok[:, None] * D + kk[None, :], mask=ok[:, None] & (kk < D)[None, :], other=0.0)
-                g_in = _dot(tl.trans(_in(xt, CAST)), dp, IEEE)  # (BLOCK_D, DE)
+                g_in = tile_dot(tl.trans(_in(xt, CAST)), dp, IEEE)  # (BLOCK_D, DE)
                 tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
                          mask=(kk < D)[:, None])  # fmt: skip
 
@@ -275,8 +271,8 @@ if triton is not None:
             dp = tl.load(dpre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
             pre = tl.load(pre_ptr + rows[:, None] * DE + de[None, :], mask=ok[:, None], other=0.0)
             a = tl.where(ok[:, None], _act(pre, ACT), 0.0)
-            g_in += _dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
-            g_out += _dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
+            g_in += tile_dot(tl.trans(xt), dp.to(xt.dtype), IEEE)  # (BLOCK_D, DE)
+            g_out += tile_dot(tl.trans(a.to(dyt.dtype)), dyt, IEEE)  # (DE, BLOCK_D)
         tl.store(g_in_ptr + (u * D + kk[:, None]) * DE + de[None, :], g_in.to(g_in_ptr.dtype.element_ty),
                  mask=k_ok[:, None])  # fmt: skip
         tl.store(g_out_ptr + (u * DE + de[:, None]) * D + kk[None, :], g_out.to(g_out_ptr.dtype.element_ty),
@@ -322,7 +318,7 @@ def route_words(ids: torch.Tensor, n_experts: int, skip_top: int, block_m: int =
     kernels (hash and count, stable sort, prefix sums, tile map) and no host sync."""
     N, E = ids.numel(), n_experts
     dev = ids.device
-    counts = torch.zeros(E + 1, dtype=torch.int32, device=dev)  # (E + 1,): the last is never counted
+    counts = torch.zeros(E, dtype=torch.int32, device=dev)  # (E,) routed tokens per expert
     expert = torch.empty(N, dtype=torch.int32, device=dev)
     if N:
         _route_kernel[(triton.cdiv(N, 1024),)](ids, expert, counts, N, E, skip_top, BLOCK=1024)

@@ -82,12 +82,10 @@ class WordExpertBank(nn.Module):
         super().__init__()
         if n_experts < 1 or d_expert < 1:
             raise ValueError(f"n_experts={n_experts} and d_expert={d_expert} must be positive")
-        if isinstance(dtype, str):
-            if dtype not in BANK_DTYPES:
-                raise ValueError(f"dtype={dtype!r} is not a bank dtype; use one of {sorted(BANK_DTYPES)}")
-            dtype = BANK_DTYPES[dtype]
-        if dtype not in BANK_DTYPES.values():
-            raise ValueError(f"dtype={dtype} is not a bank dtype; use one of {sorted(BANK_DTYPES)}")
+        resolved = BANK_DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+        if resolved not in BANK_DTYPES.values():
+            raise ValueError(f"dtype={dtype!r} is not a bank dtype; use one of {sorted(BANK_DTYPES)}")
+        dtype = resolved
         self.n_experts = n_experts
         self.w_in = nn.Parameter((torch.randn(n_experts, d_model, d_expert) * d_model**-0.5).to(dtype))
         self.w_out = nn.Parameter((torch.randn(n_experts, d_expert, d_model) * d_expert**-0.5).to(dtype))
