@@ -232,6 +232,65 @@ def check_generate(dev: str, smoke: bool, rows: list[dict]) -> bool:
     return ok
 
 
+def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
+    """The fused decode layer (`setup_cache(decode_layer="fused")`) at the 1B decoder's layer shapes in
+    bf16: the persistent kernel (cooperative and plain grid) against a launch per phase (the same
+    sums in the same order: equal) and against the modules' step; no barrier timed out; and
+    generate(compile=True) with it gives the eager modules' greedy tokens."""
+    from frugalformers.generate import generate
+    from frugalformers.nn.skinny_gemm import runs_on
+
+    if not runs_on(torch.device(dev)):  # (a CPU dry run has no Triton to run)
+        return True
+    ok = True
+    shapes = ((4, 32, 1032), (1, 32, 1032), (16, 32, 520), (4, 1, 1032), (8, 8, 2056)) if not smoke else ()
+    for G, B, S in shapes:
+        torch.manual_seed(0)
+        m = build_model("llama-1b", n_layers=2, n_kv_heads=G).to(dev, torch.bfloat16).eval()
+        P = S - 8
+        ids = torch.randint(1, 32000, (B, P), device=dev)
+        mask = torch.zeros(B, S, dtype=torch.bool, device=dev)
+        mask[:, :P] = True
+        mask[0, : P // 3] = False  # a left-padded row
+        positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)
+        outs = {}
+        for name, opts in (
+            ("modules", {}),
+            ("persistent", {"decode_layer": "fused"}),
+            ("plain grid", {"decode_layer": "fused", "fused_options": {"cooperative": False}}),
+            ("launches", {"decode_layer": "fused", "fused_options": {"persistent": False}}),
+        ):
+            m.setup_cache(B, S, **opts)
+            with torch.no_grad():
+                m(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=dev))
+                mk, last, steps = mask.clone(), positions[:, -1], []
+                for t in range(3):
+                    mk[:, P + t] = True
+                    last = last + 1
+                    tok = torch.full((B, 1), 100 + t, device=dev)
+                    slot = torch.tensor([P + t], device=dev)
+                    steps.append(m(tok, attention_mask=mk, positions=last[:, None], input_pos=slot).logits.float())
+            if m._fused is not None:
+                m._fused.buffers.check()
+            outs[name] = torch.stack(steps)
+            m.clear_cache()
+        where = dict(heads=f"16/{G}", batch=B, cache=S, dtype="bfloat16")
+        for name in ("persistent", "plain grid"):
+            err = rel(outs[name], outs["launches"])
+            ok &= record(rows, f"fused layer {name} vs a launch per phase", err, 1e-6, **where)
+        ok &= record(rows, "fused layer vs the modules' step", rel(outs["persistent"], outs["modules"]), 2e-2, **where)
+        del m
+        torch.cuda.empty_cache()
+    model = decoder(dev)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    eager = generate(model, prompts, 24)
+    for options in ({"decode_layer": "fused"}, {"decode_layer": "fused", "fused_options": {"cooperative": False}}):
+        compiled = generate(model, prompts, 24, compile=True, decode_options=options)
+        name = "generate(compile=True) tokens == eager modules" + "".join(f", {k}={v}" for k, v in options.items())
+        ok &= record(rows, name, 0.0 if eager == compiled else 1.0, 0.5, heads="8/2", dtype="float32")
+    return ok
+
+
 def decoder(dev: str):
     torch.manual_seed(0)
     return build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=8, n_kv_heads=2).to(dev).eval()
@@ -281,6 +340,7 @@ CHECKS = {
     "fourier": check_fourier,
     "generate": check_generate,
     "lazy_adamw": check_lazy_adamw,
+    "fused_layer": check_fused_layer,
 }
 
 

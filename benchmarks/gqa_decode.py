@@ -73,6 +73,18 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "matmul-attn": {"grouped_decode": "matmul"},  # the default before "auto" took the Triton kernel on CUDA
     "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
     "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
+    "fused-layer": {"decode_layer": "fused"},  # each layer one persistent kernel (nn.decode_layer_kernel)
+    "fused-plain-grid": {"decode_layer": "fused", "fused_options": {"cooperative": False}},
+    "fused-launches": {"decode_layer": "fused", "fused_options": {"persistent": False}},  # a launch per phase
+    "fused-2cta": {  # two programs of 4 warps per SM
+        "decode_layer": "fused",
+        "fused_options": {"ctas_per_sm": 2, "launch": {"num_warps": 4, "num_stages": 3}},
+    },
+    **{  # the fused layer's launch options
+        f"fused-w{w}-s{st}": {"decode_layer": "fused", "fused_options": {"launch": {"num_warps": w, "num_stages": st}}}
+        for w in (4, 8)
+        for st in (2, 3, 4)
+    },
 }
 
 
@@ -239,12 +251,12 @@ def main(argv=None) -> int:
                         "GB/s": (weight_bytes + kv_bytes) / ms / 1e6,
                     }
                 )
-                timed = {(): ms}  # effective decode options -> ms (MHA has no grouped path to switch)
+                timed = {repr([]): ms}  # effective decode options -> ms (MHA has no grouped path to switch)
                 for alt in args.alts:  # the same step with opt-in decode kernels, in the same process
                     options = {  # MHA has no grouped path to switch, except the Triton kernel (groups of one)
                         k: v for k, v in ALTS[alt].items() if k != "grouped_decode" or kv < c.n_heads or v == "triton"
                     }
-                    key = tuple(sorted(options.items()))
+                    key = repr(sorted(options.items()))
                     if key not in timed:
                         how = "autotune" if args.compile and args.autotune else args.compile
                         try:
@@ -280,6 +292,8 @@ def main(argv=None) -> int:
     subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files
     if args.variants and args.batch != [32]:  # (the targets are at batch 32: other batches apart)
         subset += "-batch-" + "-".join(map(str, args.batch))
+    if args.alts and not args.variants:  # a full run with opt-in kernels keeps its own files too
+        subset = "-" + "-".join(args.alts)
     write_json(out / f"gqa_decode{tag}{subset}.json", rows, hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""

@@ -98,7 +98,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         args.compile,
-        {"decode_gemm": args.decode_gemm, "grouped_decode": args.grouped_decode, "pdl": args.pdl},
+        {
+            "decode_gemm": args.decode_gemm,
+            "grouped_decode": args.grouped_decode,
+            "pdl": args.pdl,
+            **({"decode_layer": "fused"} if args.decode_layer == "fused" else {}),  # (decoder-only models have it)
+        },
     ):
         print(line)
     return 0
@@ -229,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "matmul", "sdpa", "flex", "triton"],
         help="attention over the kv cache while decoding: auto = the flash-decoding Triton kernel on CUDA (it reads "
         "each kv head once for its query group; MHA too), the matmul path elsewhere",
+    )
+    g.add_argument(
+        "--decode-layer",
+        default="modules",
+        choices=["modules", "fused"],
+        help="fused = each Llama-shaped decoder layer's decode step as one persistent Triton kernel (CUDA; opt-in, "
+        "being measured: it ties the default step on an H200)",
     )
     g.add_argument(
         "--pdl",

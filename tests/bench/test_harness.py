@@ -127,6 +127,11 @@ def test_decode_gemm_benchmark_smoke(tmp_path):
     assert "step (1 kv)" in out and "triton us" in out
 
 
+def test_decode_layer_benchmark_smoke(tmp_path):
+    out = run_smoke("decode_layer.py", "--out", str(tmp_path))
+    assert "a launch per phase" in out and (tmp_path / "decode_layer.json").exists()
+
+
 def test_decode_attention_benchmark_smoke(tmp_path):
     out = run_smoke("decode_attention.py", "--out", str(tmp_path))
     assert "matmul (default)" in out and (tmp_path / "decode_attention.json").exists()

@@ -66,6 +66,10 @@ def test_finetune_eval_generate(tmp_path, demo_data, preset, capsys):
                      ["--decode-gemm", "triton", "--grouped-decode", "triton", "--pdl"]):  # fmt: skip
             assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5", *opts]) == 0
             assert [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()] == lines
+        # the fused decode layer: refused with the reason (T5; the tiny Llama's head_dim of 8; no Triton on CPU)
+        assert main(["generate", str(pre), "a", "--max-new-tokens", "2", "--decode-layer", "fused"]) == 2
+        err = capsys.readouterr().err
+        assert ("T5 decoders decode with their modules" if preset == "t5-tiny" else "head_dim=8") in err
 
 
 def test_finetune_on_a_user_csv(tmp_path, demo_data):
