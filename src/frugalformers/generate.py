@@ -72,6 +72,8 @@ def generate(
         common = (model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id)
         if family == "decoder":
             out = _generate_decoder(*common, compile, decode_options or {})
+            if getattr(model, "_fused", None) is not None:  # fused decode layers: no grid barrier gave up
+                model._fused.buffers.check()
         elif family == "t5":
             out = _generate_t5(*common, word_ids, compile, decoder_word_id, decode_options or {})
         else:

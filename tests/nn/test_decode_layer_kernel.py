@@ -6,6 +6,7 @@ run on the GPU by `benchmarks/cuda_checks.py --only fused_layer`)."""
 import re
 
 import pytest
+import torch
 
 from frugalformers import build_model
 from frugalformers.nn.decode_layer_kernel import INPUT_SHARE, MAX_BLOCK_N, split_plan
@@ -160,3 +161,12 @@ def test_persistent_kernel_compiles_for_hopper_with_its_barriers(compile_for_hop
     assert len(re.findall(r"atom\.global\.gpu\.acq_rel\.add", ptx)) == 4  # 3 split-K phases + the exit count
     assert "prefetch.global.L2" in ptx  # each phase asks L2 for the next one's first bytes
     assert kernel.metadata.shared <= 227 * 1024
+
+
+def test_fused_layer_buffers_refuse_a_batch_over_the_tile():
+    """More rows than the GEMM tiles hold is a clear error at setup, naming the limit."""
+    from frugalformers.nn.decode_layer_kernel import MAX_ROWS, FusedLayerBuffers, LayerShape
+
+    shape = LayerShape(MAX_ROWS + 1, 64, 4, 2, 16, 96, 32)
+    with pytest.raises(ValueError, match=f"batch={MAX_ROWS + 1} exceeds the fused decode layer's {MAX_ROWS} rows"):
+        FusedLayerBuffers.make(shape, torch.float32, torch.device("cpu"))

@@ -134,6 +134,11 @@ class FusedDecoding:
         h = x.reshape(B, -1).contiguous()  # (B, d)
         pos = positions.reshape(-1)  # (B,) rotary position of each row, or (1,) of all
         sh = self.buffers.shape
+        if attention_mask is not None and tuple(attention_mask.shape) != (sh.batch, sh.max_len):
+            raise ValueError(
+                f"attention_mask of shape {tuple(attention_mask.shape)}: a fused decode step takes it over the "
+                f"whole cache, ({sh.batch}, {sh.max_len}), True for the keys each row may see"
+            )
         bias = attention_bias(attention_mask, input_pos.reshape(1), sh.batch, sh.max_len)  # (B, S), every layer's
         layers = list(model.layers)
         xw, ssq = norm_input(h, layers[0].mixer_norm.weight, self.buffers.plan["block_m"])
