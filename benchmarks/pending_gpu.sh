@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU measurements written but not yet run, in parts that each fit one 10-minute device call, in
-# the order they matter (a 30-minute budget holds parts 1-3). One H200; run from the
+# the order they matter (a 30-minute budget holds the first three). One H200; run from the
 # repository root with the project (and the carried wheels) on PYTHONPATH:
 #
 #     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4, ...
@@ -38,16 +38,8 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-1)  # not yet run (2026-12-01, second session, device time spent): the model rows with the cycle
-    # collector between models (the last run's MoWE-Base row ran with the earlier models in memory),
-    # and the lazy-update A/B with the plain-function switch (the MagicMock kept parameters alive)
-    run python3 benchmarks/mowe.py --experts 4096 32768 131072 --repeats 5         # ~1 min
-    run python3 benchmarks/mowe.py --lazy-paths --repeats 5                        # ~0.5 min
-    ;;
-2)  # re-measure what changed after the 2026-11-28 run: the MoE layer (gradients dropped between timed
-    # calls as in training). (The MoWE rows and GQA parts ran on 2026-12-01, RESULTS.md.)
-    run python3 benchmarks/moe.py --compile --experts 16 64                         # ~1.5 min
-    run python3 benchmarks/moe.py --compile --profile --experts 16 64               # ~1 min
+2)  # re-measure what changed after the 2026-11-28 run. (The MoE lines ran on 2026-12-01, third
+    # session: 135 s and 39 s; this line was stopped there by the part's deadline after 103 s.)
     # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)
     run python3 benchmarks/sparse_mixer.py --compile --cuda-graphs --repeats 5      # ~2 min
     ;;
