@@ -67,7 +67,7 @@ class DecoderLM(nn.Module):
         else:
             x = x + self.positions.weight[positions]
         x = self.dropout(x)
-        if self._fused is not None and self._fused.applies(x, input_pos):  # each layer one kernel
+        if self._fused is not None and self._fused.applies(x, input_pos, self.training):  # each layer one kernel
             x = self._fused.run_layers(self, x, positions, input_pos, attention_mask)
             h = self.final_norm(x)
             logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)

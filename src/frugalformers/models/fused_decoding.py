@@ -79,8 +79,8 @@ class FusedDecoding:
         """`persistent` False: a launch per phase instead of one per layer; `cooperative` False:
         the persistent kernel launched as a plain grid; `launch`: num_warps / num_stages
         (default `nn.decode_layer_kernel.LAUNCH`); `prefetch` False: no L2 prefetch of the next
-        phase's bytes; `plan`: `FusedLayerBuffers.make`'s
-        overrides (programs, block_k, splits)."""
+        phase's bytes; `plan`: `FusedLayerBuffers.make`'s overrides (programs, ctas_per_sm,
+        block_k, splits)."""
         reason = why_not(model)
         if reason is not None:
             raise ValueError(f"decode_layer='fused' does not apply: {reason}; use decode_layer='modules'")
@@ -116,10 +116,11 @@ class FusedDecoding:
             f.w_out.weight,
         )
 
-    def applies(self, x: torch.Tensor, input_pos: torch.Tensor | None) -> bool:
-        """A one-token decode step of the batch the buffers were made for, without autograd."""
+    def applies(self, x: torch.Tensor, input_pos: torch.Tensor | None, training: bool) -> bool:
+        """A one-token decode step of the batch the buffers were made for, in eval mode (the
+        kernel has no dropout), without autograd."""
         sh = self.buffers.shape
-        return input_pos is not None and x.shape[:2] == (sh.batch, 1) and fused_layer_applies(x)
+        return input_pos is not None and not training and x.shape[:2] == (sh.batch, 1) and fused_layer_applies(x)
 
     def run_layers(
         self,

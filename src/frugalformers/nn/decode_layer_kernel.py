@@ -10,35 +10,45 @@ speed-up (Sec. 2: fewer kv heads, a smaller cache to load) only shows once those
 gone. This kernel runs a layer as one launch of one program per SM that walks the layer's phases,
 separated by grid barriers:
 
-  0  h = RMSNorm(x); qkv = h Wqkv^T                  (the norm folded in: see `_gemm_phase`)
+  0  qkv = RMSNorm(x) Wqkv^T
   1  rotary on q and the new k, the new k / v into the cache at `slot`, attention over the cache
      (flash-decoding: a work item per (batch row, kv head[, cache split]), each kv head read once
      for its whole query group, as `nn.decode_attention`)
   2  (split caches only) the splits' partial results combined
-  3  x = x + attn Wo^T
-  4  h = RMSNorm(x); u = silu(h Wgate^T) * (h Wup^T)
-  5  x = x + u Wdown^T
+  3  y = x + attn Wo^T
+  4  u = silu(RMSNorm(y) Wgate^T) * (RMSNorm(y) Wup^T)
+  5  y = y + u Wdown^T
 
 GEMM phases split their work so that every program streams an equal slice of the weight once: the
 output columns are cut into P / KS ranges and K into KS chunks (`split_plan`), one (range, chunk) per
 program. KS > 1 cuts the input bytes each program reads from L2 by KS; the KS partial sums of a
 range (float32, in a scratch buffer) are added in a fixed order by the range's last program to
-arrive (a per-range counter), so results do not depend on timing. RMSNorm is folded into the GEMM
-(y = rsqrt(mean(x^2) + eps) * ((x * w_norm) W^T): each program sums its chunk's squares beside the
-product, the last one the KS sums), so the normalised input is never written.
+arrive (a per-range counter), so results do not depend on timing. RMSNorm never needs a pass of
+its own: the phase that writes the residual stream (3 and 5, and `norm_input` before the first
+layer) also writes x' * w_norm for the next norm and its column ranges' sums of x'^2, and the norm's
+GEMM scales its rows by rsqrt(mean(x'^2) + eps) after the product. (Folding the squares into the
+GEMM's own loop instead kept Triton from pipelining its loads: 130 against 77 us per layer,
+RESULTS.md `gqa-decode-analysis`.) After its loop each phase asks L2 for the first bytes of the
+next phase's weights (or cache) while it finishes (`_prefetch_l2`; measured: no change).
 
 Rounding follows the module path (`models.layers.PreNormLayer` with `nn.attention.Attention` and a
 SwiGLU `nn.ffn.FeedForward`): every tensor the modules hand on in the model's dtype (q, k, v after
 rotary, the attention output, gate, up, silu, the residual stream) is rounded to it here too; the
-norm's scale is applied in float32 after the product instead of before it. Masks: the model's
-(B, S) key padding mask and causality by cache slot, masked logits finfo.min as in
-`nn.attention.build_attention_mask` (a row with every key masked averages uniformly).
+norm's weight is applied before the product and its scale in float32 after it. Masks: an additive
+float32 (B, S) row per step (`attention_bias`: the model's key padding mask and causality by cache
+slot, masked logits finfo.min as in `nn.attention.build_attention_mask`, so a row with every key
+masked averages uniformly).
 
 Grid barriers need every program resident at once: the grid is the SM count, one program per SM,
-and the kernel is launched without programmatic dependent launch, so each starts once the previous
-kernel has left the GPU. A barrier gives up after BARRIER_SPINS polls and raises the error flag
-(`FusedLayerBuffers.check`) instead of hanging. Under `TRITON_INTERPRET=1` (CPU tests), and with
-`persistent=False`, each phase is its own launch of the same kernel and barriers are not needed.
+launched as a cooperative grid (CUDA refuses one that cannot be resident) and without programmatic
+dependent launch, so each starts once the previous kernel has left the GPU. A barrier gives up after
+BARRIER_SPINS polls and raises the error flag (`FusedLayerBuffers.check`, which `generate` calls)
+instead of hanging. Under `TRITON_INTERPRET=1` (CPU tests), and with `persistent=False`, each phase
+is its own launch of the same kernel and barriers are not needed.
+
+Measured on an H200 (RESULTS.md `gqa-decode-compiled-fused-layer-fused-2cta`, `decode-layer`): the
+step ties the default one (GQA-4 1.28 vs 1.24 ms at batch 32, context 1k; MHA 2.44 vs 2.03), each
+of a layer's five dependent phases carrying ~3-5 us beyond streaming its bytes.
 """
 
 from __future__ import annotations
