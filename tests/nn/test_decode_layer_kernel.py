@@ -170,3 +170,36 @@ def test_fused_layer_buffers_refuse_a_batch_over_the_tile():
     shape = LayerShape(MAX_ROWS + 1, 64, 4, 2, 16, 96, 32)
     with pytest.raises(ValueError, match=f"batch={MAX_ROWS + 1} exceeds the fused decode layer's {MAX_ROWS} rows"):
         FusedLayerBuffers.make(shape, torch.float32, torch.device("cpu"))
+
+
+def test_attention_bias_is_the_modules_decode_mask():
+    """The step's additive mask row equals `build_attention_mask` for one query at the slot: padding
+    and causality by slot, finfo.min where masked (a row with every key masked included)."""
+    from frugalformers.nn.attention import build_attention_mask
+    from frugalformers.nn.decode_layer_kernel import attention_bias
+
+    torch.manual_seed(0)
+    B, S = 4, 40
+    keep = torch.rand(B, S) > 0.3
+    keep[3] = False
+    slot = torch.tensor([29])
+    ref = build_attention_mask(keep, None, True, 1, S, torch.float32, "cpu", slot)  # (B, 1, 1, S)
+    assert torch.equal(attention_bias(keep, slot, B, S), ref[:, 0, 0])
+    causal_only = build_attention_mask(None, None, True, 1, S, torch.float32, "cpu", slot)
+    assert torch.equal(attention_bias(None, slot, B, S), causal_only[:, 0, 0].expand(B, S))
+
+
+def test_norm_input_and_its_row_sums_give_rmsnorm():
+    """The first layer's norm input: x * w and the row sums of x^2 give RMSNorm(x) once the rows
+    are scaled by rsqrt(mean + eps), as the fused GEMM does after its product."""
+    from frugalformers.nn.decode_layer_kernel import norm_input
+    from frugalformers.nn.norms import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(64, eps=1e-5)
+    norm.weight.data.normal_()
+    x = torch.randn(3, 64)
+    xw, ssq = norm_input(x, norm.weight, 16)
+    assert ssq.shape == (1, 16) and (ssq[0, 3:] == 0).all()  # padded to the tile's rows
+    scaled = xw * torch.rsqrt(ssq[0, :3, None] / 64 + 1e-5)
+    torch.testing.assert_close(scaled, norm(x).detach(), rtol=1e-6, atol=1e-6)
