@@ -234,8 +234,8 @@ def check_generate(dev: str, smoke: bool, rows: list[dict]) -> bool:
 
 def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
     """The fused decode layer (`setup_cache(decode_layer="fused")`) at the 1B decoder's layer shapes in
-    bf16: the persistent kernel (cooperative and plain grid) against a launch per phase (the same
-    sums in the same order: equal) and against the modules' step; no barrier timed out; and
+    bf16: the persistent kernel (cooperative, plain grid, attention items as one loop) against a
+    launch per phase (the same sums in the same order: equal) and against the modules' step; no barrier timed out; and
     generate(compile=True) with it gives the eager modules' greedy tokens."""
     from frugalformers.generate import generate
     from frugalformers.nn.skinny_gemm import runs_on
@@ -259,6 +259,7 @@ def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
             ("persistent", {"decode_layer": "fused"}),
             ("plain grid", {"decode_layer": "fused", "fused_options": {"cooperative": False}}),
             ("launches", {"decode_layer": "fused", "fused_options": {"persistent": False}}),
+            ("flat attention", {"decode_layer": "fused", "fused_options": {"flat_attention": True}}),
         ):
             m.setup_cache(B, S, **opts)
             with torch.no_grad():
@@ -275,7 +276,7 @@ def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
             outs[name] = torch.stack(steps)
             m.clear_cache()
         where = dict(heads=f"16/{G}", batch=B, cache=S, dtype="bfloat16")
-        for name in ("persistent", "plain grid"):
+        for name in ("persistent", "plain grid", "flat attention"):
             err = rel(outs[name], outs["launches"])
             ok &= record(rows, f"fused layer {name} vs a launch per phase", err, 1e-6, **where)
         ok &= record(rows, "fused layer vs the modules' step", rel(outs["persistent"], outs["modules"]), 2e-2, **where)

@@ -70,13 +70,13 @@ def make_layers(G: int, B: int, S: int, device, dtype):
 
 def time_layers(
     G: int, B: int, S: int, device, dtype, repeats: int, persistent=True, launch=None, splits=None, block_k=None,
-    prefetch=True,
+    prefetch=True, flat_attention=False,
 ):  # fmt: skip
     """(us per layer, phase table or None) for one configuration."""
     layers = make_layers(G, B, S, device, dtype)
     shape = dlk.LayerShape(B, D_MODEL, HEADS, G, HEAD_DIM, D_FF, S)
     buffers = dlk.FusedLayerBuffers.make(
-        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits
+        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits, flat_attention=flat_attention
     )
     rope = RotaryEmbedding(HEAD_DIM, S).to(device)
     x = torch.randn(B, D_MODEL, device=device, dtype=dtype)
@@ -141,6 +141,9 @@ def main(argv=None) -> int:
     rows = []
     configs = [(name, "default", {}) for name in args.variants]  # (variant, label, time_layers options)
     configs += [("GQA-4", "a launch per phase", {"persistent": False}), ("GQA-4", "no prefetch", {"prefetch": False})]
+    configs += [
+        (name, "flat attention", {"flat_attention": True}) for name in ("MHA", "GQA-8") if name in args.variants
+    ]
     if args.sweep:
         configs += [("GQA-4", f"w{lo['num_warps']} s{lo['num_stages']}", {"launch": lo}) for lo in SWEEP_LAUNCH]
         configs += [("GQA-4", f"BLOCK_K {bk}", {"block_k": bk}) for bk in SWEEP_BLOCK_K]
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
                 continue
             row.update({"us/layer": us, "/ floor": us / floor})
             row["plan"] = " ".join(f"{k}:{plan[k][0]}x{plan[k][1]}" for k in ("qkv", "o", "gu", "down"))
-            row["plan"] += f" attn splits:{plan['n_split']}"
+            row["plan"] += f" attn splits:{plan['n_split']}" + (" flat" if plan["flat_attention"] else "")
             row.update(phases or {})
             for ph, nb in nbytes.items():
                 if phases and f"{ph} us" in phases:

@@ -76,6 +76,7 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "fused-layer": {"decode_layer": "fused"},  # each layer one persistent kernel (nn.decode_layer_kernel)
     "fused-plain-grid": {"decode_layer": "fused", "fused_options": {"cooperative": False}},
     "fused-launches": {"decode_layer": "fused", "fused_options": {"persistent": False}},  # a launch per phase
+    "fused-flat": {"decode_layer": "fused", "fused_options": {"flat_attention": True}},  # attention items as one loop
     "fused-2cta": {  # two programs of 4 warps per SM
         "decode_layer": "fused",
         "fused_options": {"ctas_per_sm": 2, "launch": {"num_warps": 4, "num_stages": 3}},

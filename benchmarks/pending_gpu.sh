@@ -3,7 +3,7 @@
 # the order they matter (a 30-minute budget holds the first three). One H200; run from the
 # repository root with the project (and the carried wheels) on PYTHONPATH:
 #
-#     bash benchmarks/pending_gpu.sh 1     # then 2, 3, 4, ...
+#     bash benchmarks/pending_gpu.sh 0     # then 2, 3, 4, ...
 #
 # Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
@@ -38,6 +38,13 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
+0)  # issue 10, written after the last run (2026-12-01, third session), not yet timed: the fused
+    # layer's attention items walked as one pipelined loop (flat_attention; MHA's attention phase took
+    # 92 us per layer against the stand-alone kernel's 65), checked, then timed beside the fused layer
+    run python3 benchmarks/cuda_checks.py --only fused_layer                                    # ~1.5 min
+    run python3 benchmarks/decode_layer.py                                                      # ~1.5 min
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --alts fused-layer fused-flat --hf  # ~3 min
+    ;;
 2)  # re-measure what changed after the 2026-11-28 run. (The MoE lines ran on 2026-12-01, third
     # session: 135 s and 39 s; this line was stopped there by the part's deadline after 103 s.)
     # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)

@@ -41,8 +41,9 @@ def decode(m, ids, mask, S, steps, **options):
 
 def test_fused_step_equals_the_modules_step(run_interpreted):
     """GQA, MQA and MHA; left-padded rows with their own rotary positions; K split over programs in
-    every GEMM phase (the partials' fixed-order sum, the folded RMSNorm's split statistics) and the
-    cache split for attention (the combine phase); float32 at float32 tolerance, float16 at its own."""
+    every GEMM phase (the partials' fixed-order sum, the norm statistics of several column ranges),
+    the cache split for attention (the combine phase) and a program's attention items as one loop
+    (flat_attention); float32 at float32 tolerance, float16 at its own."""
     out = run_interpreted(
         DECODE_BOTH_WAYS
         + f"""
@@ -53,8 +54,11 @@ cases = [  # kv heads, dtype, cache length, programs, splits
     (1, torch.float32, 200, 6, {{"qkv": 3, "o": 2, "gu": 1, "down": 6, "attention": 3}}),
     (4, torch.float32, 40, 4, {{"o": 2}}),
     (2, torch.float16, 40, 4, {{"qkv": 2, "down": 2}}),
+    (2, torch.float32, 160, 4, {{"attention": 2, "flat": True}}),  # 12 items on 4 programs, as one loop
+    (4, torch.float32, 40, 4, {{"flat": True}}),
 ]
 for kv, dtype, S, programs, splits in cases:
+    flat = bool(splits and splits.pop("flat", False))
     torch.manual_seed(0)
     m = build_model("llama-tiny", **SMALL, n_kv_heads=kv).to(dtype).eval()
     B, P = 3, 6
@@ -63,7 +67,7 @@ for kv, dtype, S, programs, splits in cases:
     mask[:, :P] = True
     mask[0, :2] = False  # row 0 is left-padded by two
     ref, ref_cache = decode(m, ids, mask, S, 3)
-    opts = dict(programs=programs, block_k=32, splits=splits)
+    opts = dict(programs=programs, block_k=32, splits=splits, flat_attention=flat)
     got, got_cache = decode(m, ids, mask, S, 3, decode_layer="fused", fused_options=opts)
     tol = 1e-5 if dtype == torch.float32 else 5e-3
     err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -135,18 +139,24 @@ def test_fused_layer_is_refused_with_the_reason():
         m.setup_cache(2, 16, decode_layer="fused")
 
 
+def hopper_types(kernel) -> dict:
+    """The kernel's argument types at the bf16 decode shapes (the rest i32, `compile_for_hopper`)."""
+    types = {n: "*bf16" for n in kernel.arg_names if n.endswith("_ptr")}
+    types.update(
+        cos_ptr="*fp32", sin_ptr="*fp32", pos_ptr="*i64", slot_ptr="*i64", bias_ptr="*fp32", part_ptr="*fp32",
+        apart_ptr="*fp32", sem_ptr="*i32", sync_ptr="*i32", err_ptr="*i32", eps="fp32", scale="fp32",
+        ssq_ptr="*fp32", ssq_out_ptr="*fp32", ssq_mid_ptr="*fp32", times_ptr="*i64",
+    )  # fmt: skip
+    return types
+
+
 def test_persistent_kernel_compiles_for_hopper_with_its_barriers(compile_for_hopper):
     """The one-launch kernel at the 1B GQA-4 shapes (batch 32): the grid barriers release and
     acquire at GPU scope, the split-K counters are atomic, the L2 prefetches are there, and its
     shared memory fits an SM."""
     from frugalformers.nn import decode_layer_kernel as K
 
-    types = {n: "*bf16" for n in K._decode_layer_kernel.arg_names if n.endswith("_ptr")}
-    types.update(
-        cos_ptr="*fp32", sin_ptr="*fp32", pos_ptr="*i64", slot_ptr="*i64", bias_ptr="*fp32", part_ptr="*fp32",
-        apart_ptr="*fp32", sem_ptr="*i32", sync_ptr="*i32", err_ptr="*i32", eps="fp32", scale="fp32",
-        ssq_ptr="*fp32", ssq_out_ptr="*fp32", ssq_mid_ptr="*fp32", times_ptr="*i64",
-    )  # fmt: skip
+    types = hopper_types(K._decode_layer_kernel)
     consts = dict(
         H=16, D=128, DM=2048, PHASE=-1, KS_QKV=3, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
         BN_DOWN=64, SPLIT=True, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64, SPINS=K.BARRIER_SPINS,
@@ -203,3 +213,21 @@ def test_norm_input_and_its_row_sums_give_rmsnorm():
     assert ssq.shape == (1, 16) and (ssq[0, 3:] == 0).all()  # padded to the tile's rows
     scaled = xw * torch.rsqrt(ssq[0, :3, None] / 64 + 1e-5)
     torch.testing.assert_close(scaled, norm(x).detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_flat_attention_loop_is_pipelined(compile_for_hopper):
+    """flat_attention walks a program's items as one loop so that the next item's first tiles are
+    fetched while one finishes: Triton must pipeline it (loads in flight across iterations), which
+    it does only while the tiles' addresses follow from the loop index alone."""
+    from frugalformers.nn import decode_layer_kernel as K
+
+    types = hopper_types(K._decode_layer_kernel)
+    for flat in (False, True):
+        consts = dict(
+            H=16, D=128, DM=2048, PHASE=1, KS_QKV=2, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
+            BN_DOWN=64, SPLIT=False, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64,
+            SPINS=K.BARRIER_SPINS, FLAT=flat,
+        )  # fmt: skip
+        kernel = compile_for_hopper(K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "stride_bias"))
+        waits = [int(n) for n in re.findall(r"ttg\.async_wait[^\n]*\{num = (\d+)", kernel.asm["ttgir"])]
+        assert max(waits) > 0, (flat, waits)  # some copies stay in flight while a tile is computed

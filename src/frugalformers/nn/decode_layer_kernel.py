@@ -304,72 +304,141 @@ if triton is not None:
             _prefetch_l2(vc_ptr + base, lo, hi, D, 0, D, ROWS, LINES)
 
     @triton.jit
-    def _attention_phase(
-        pid, P, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot_ptr, bias_ptr, stride_bias,
-        cos_ptr, sin_ptr, out_ptr, stride_out, apart_ptr, B, S, G, r, n_split, s_per_split, scale,
-        H: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    def _attention_start(
+        item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
+        cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale,
+        H: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
     ):  # fmt: skip
-        """Work items (batch row b, kv head g, cache split): rotary on the group's r query heads and
-        the new key (positions[b]), the new k / v into the cache at `slot` (split 0), then an online
-        softmax over the split's cache positions, the new key taken from registers (split 0).
-        `bias` (B, S) float32: the additive mask (0 or finfo.min; causality by slot included)."""
-        slot = tl.load(slot_ptr)
+        """An item's start: rotary on the group's r query heads and the new key (positions[b]), the
+        new k / v into the cache at `slot` (split 0), and the online softmax's state, holding the
+        new key for split 0: (q, m, l, acc)."""
+        b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
         rows = tl.arange(0, BLOCK_R)
         row_ok = rows < r
         d = tl.arange(0, D)
         d_rot = (d + D // 2) % D  # rotate_half: dim i pairs with i + D/2, the first half negated
         sign = tl.where(d < D // 2, -1.0, 1.0)
         dt = kc_ptr.dtype.element_ty
-        for item in range(pid, B * G * n_split, P):
-            b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
-            pos = tl.load(pos_ptr + b * stride_pos)
-            cos = tl.load(cos_ptr + pos * D + d)
-            sin = tl.load(sin_ptr + pos * D + d)
-            row = qkv_ptr + b * stride_qkv
-            qh = (g * r + rows)[:, None] * D  # (BLOCK_R, 1) offsets of the group's query heads
-            q = tl.load(row + qh + d[None, :], mask=row_ok[:, None], other=0.0, cache_modifier=".cg").to(tl.float32)
-            q2 = tl.load(row + qh + d_rot[None, :], mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
-            q = (q * cos[None, :] + sign[None, :] * q2.to(tl.float32) * sin[None, :]).to(dt)  # (BLOCK_R, D)
-            kn = tl.load(row + H * D + g * D + d, cache_modifier=".cg").to(tl.float32)
-            kn2 = tl.load(row + H * D + g * D + d_rot, cache_modifier=".cg").to(tl.float32)
-            kn = (kn * cos + sign * kn2 * sin).to(dt)  # (D,)
-            vn = tl.load(row + (H + G) * D + g * D + d, cache_modifier=".cg")
-            cache_row = (b * G + g) * S * D
-            if split == 0:
-                tl.store(kc_ptr + cache_row + slot * D + d, kn)
-                tl.store(vc_ptr + cache_row + slot * D + d, vn)
-            bias_row = bias_ptr + b * stride_bias
-            qk_new = tl.sum(q.to(tl.float32) * kn.to(tl.float32)[None, :], 1) * scale  # (BLOCK_R,)
-            qk_new += tl.load(bias_row + slot)
-            first = split == 0
-            m_i = tl.where(first, qk_new, float("-inf"))
-            l_i = tl.where(first, 1.0, 0.0) + tl.zeros((BLOCK_R,), tl.float32)
-            acc = tl.where(first, vn.to(tl.float32)[None, :], 0.0) + tl.zeros((BLOCK_R, D), tl.float32)
-            for s0 in range(lo, hi, BLOCK_S):
-                s = s0 + tl.arange(0, BLOCK_S)
-                s_in = (s < hi) & (s != slot)  # the slot's key is the new one, in registers
-                k = tl.load(kc_ptr + cache_row + s[:, None] * D + d[None, :], mask=s_in[:, None], other=0.0)
-                qk = tile_dot(q, tl.trans(k), IEEE) * scale  # (BLOCK_R, BLOCK_S)
-                # the bias tile per query row (a broadcast row: 4-byte loads that pipeline with the cache's)
-                qk += tl.load(bias_row + rows[:, None] * 0 + s[None, :], mask=s_in[None, :], other=0.0)
-                qk = tl.where(s_in[None, :], qk, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(qk, 1))
-                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile of nothing but the slot
-                p = tl.exp(qk - m_use[:, None])
-                alpha = tl.exp(m_i - m_use)
-                l_i = l_i * alpha + tl.sum(p, 1)
-                v = tl.load(vc_ptr + cache_row + s[:, None] * D + d[None, :], mask=s_in[:, None], other=0.0)
-                acc = acc * alpha[:, None] + tile_dot(p.to(dt), v, IEEE)
-                m_i = m_new
-            if SPLIT:  # (items, BLOCK_R, D + 2): unnormalised output, max, sum
-                part = apart_ptr + item * BLOCK_R * (D + 2) + rows[:, None] * (D + 2)
-                tl.store(part + d[None, :], acc)
-                tl.store(part + D, m_i[:, None])
-                tl.store(part + D + 1, l_i[:, None])
-            else:
-                out = out_ptr + b * stride_out + qh + d[None, :]
-                tl.store(out, (acc / l_i[:, None]).to(dt), mask=row_ok[:, None])
+        pos = tl.load(pos_ptr + b * stride_pos)
+        cos = tl.load(cos_ptr + pos * D + d)
+        sin = tl.load(sin_ptr + pos * D + d)
+        row = qkv_ptr + b * stride_qkv
+        qh = (g * r + rows)[:, None] * D  # (BLOCK_R, 1) offsets of the group's query heads
+        q = tl.load(row + qh + d[None, :], mask=row_ok[:, None], other=0.0, cache_modifier=".cg").to(tl.float32)
+        q2 = tl.load(row + qh + d_rot[None, :], mask=row_ok[:, None], other=0.0, cache_modifier=".cg")
+        q = (q * cos[None, :] + sign[None, :] * q2.to(tl.float32) * sin[None, :]).to(dt)  # (BLOCK_R, D)
+        kn = tl.load(row + H * D + g * D + d, cache_modifier=".cg").to(tl.float32)
+        kn2 = tl.load(row + H * D + g * D + d_rot, cache_modifier=".cg").to(tl.float32)
+        kn = (kn * cos + sign * kn2 * sin).to(dt)  # (D,)
+        vn = tl.load(row + (H + G) * D + g * D + d, cache_modifier=".cg")
+        cache_row = (b * G + g) * S * D
+        if split == 0:
+            tl.store(kc_ptr + cache_row + slot * D + d, kn)
+            tl.store(vc_ptr + cache_row + slot * D + d, vn)
+        bias_row = bias_ptr + b * stride_bias
+        qk_new = tl.sum(q.to(tl.float32) * kn.to(tl.float32)[None, :], 1) * scale  # (BLOCK_R,)
+        qk_new += tl.load(bias_row + slot)
+        first = split == 0
+        m_i = tl.where(first, qk_new, float("-inf"))
+        l_i = tl.where(first, 1.0, 0.0) + tl.zeros((BLOCK_R,), tl.float32)
+        acc = tl.where(first, vn.to(tl.float32)[None, :], 0.0) + tl.zeros((BLOCK_R, D), tl.float32)
+        return q, m_i, l_i, acc
+
+    @triton.jit
+    def _attention_tile(
+        q, m_i, l_i, acc, s0, hi, slot, kc_ptr, vc_ptr, cache_row, bias_row, scale,
+        D: tl.constexpr, IEEE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    ):  # fmt: skip
+        """One cache tile [s0, s0 + BLOCK_S) of an item's online softmax: the new (m, l, acc)."""
+        rows = tl.arange(0, BLOCK_R)
+        d = tl.arange(0, D)
+        s = s0 + tl.arange(0, BLOCK_S)
+        s_in = (s < hi) & (s != slot)  # the slot's key is the new one, in registers
+        k = tl.load(kc_ptr + cache_row + s[:, None] * D + d[None, :], mask=s_in[:, None], other=0.0)
+        qk = tile_dot(q, tl.trans(k), IEEE) * scale  # (BLOCK_R, BLOCK_S)
+        # the bias tile per query row (a broadcast row: 4-byte loads that pipeline with the cache's)
+        qk += tl.load(bias_row + rows[:, None] * 0 + s[None, :], mask=s_in[None, :], other=0.0)
+        qk = tl.where(s_in[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a tile of nothing but the slot
+        p = tl.exp(qk - m_use[:, None])
+        alpha = tl.exp(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(vc_ptr + cache_row + s[:, None] * D + d[None, :], mask=s_in[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tile_dot(p.to(k.dtype), v, IEEE)
+        return m_new, l_i, acc
+
+    @triton.jit
+    def _attention_end(
+        item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split,
+        D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_R: tl.constexpr,
+    ):  # fmt: skip
+        """An item's result: normalised into the output rows, or (SPLIT) its partials (items,
+        BLOCK_R, D + 2): unnormalised output, max, sum."""
+        rows = tl.arange(0, BLOCK_R)
+        d = tl.arange(0, D)
+        if SPLIT:
+            part = apart_ptr + item * BLOCK_R * (D + 2) + rows[:, None] * (D + 2)
+            tl.store(part + d[None, :], acc)
+            tl.store(part + D, m_i[:, None])
+            tl.store(part + D + 1, l_i[:, None])
+        else:
+            pair = item // n_split
+            b, g = pair // G, pair % G
+            out = out_ptr + b * stride_out + (g * r + rows)[:, None] * D + d[None, :]
+            tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=(rows < r)[:, None])
+
+    @triton.jit
+    def _attention_phase(
+        pid, P, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot_ptr, bias_ptr, stride_bias,
+        cos_ptr, sin_ptr, out_ptr, stride_out, apart_ptr, B, S, G, r, n_split, s_per_split, scale,
+        H: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, FLAT: tl.constexpr = False,
+    ):  # fmt: skip
+        """Work items (batch row b, kv head g, cache split) round robin over the programs
+        (`_attention_start`, `_attention_tile`, `_attention_end`). `bias` (B, S) float32: the
+        additive mask (0 or finfo.min; causality by slot included). FLAT: a program's items' tiles
+        as one loop, so the loads of its next item's first tiles are in flight while it finishes
+        one (MHA has ~4 items per program; opt-in while it is measured)."""
+        slot = tl.load(slot_ptr)
+        n_items = B * G * n_split
+        if FLAT:
+            per_item = tl.cdiv(s_per_split, BLOCK_S)  # tiles of a split (the last split's extra tiles: masked)
+            mine = tl.cdiv(tl.maximum(n_items - pid, 0), P)
+            q = tl.zeros((BLOCK_R, D), kc_ptr.dtype.element_ty)
+            m_i = tl.zeros((BLOCK_R,), tl.float32)
+            l_i = tl.zeros((BLOCK_R,), tl.float32)
+            acc = tl.zeros((BLOCK_R, D), tl.float32)
+            for t in range(0, mine * per_item):
+                item = pid + (t // per_item) * P
+                tile = t % per_item
+                # the tile's addresses from t alone, so the pipeliner can fetch the next tiles ahead
+                b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
+                cache_row = (b * G + g) * S * D
+                bias_row = bias_ptr + b * stride_bias
+                if tile == 0:
+                    q, m_i, l_i, acc = _attention_start(
+                        item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
+                        cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale, H, D, BLOCK_R,
+                    )  # fmt: skip
+                m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, lo + tile * BLOCK_S, hi, slot, kc_ptr, vc_ptr,
+                                                cache_row, bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
+                if tile == per_item - 1:
+                    _attention_end(item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split, D, SPLIT,
+                                   BLOCK_R)  # fmt: skip
+        else:
+            for item in range(pid, n_items, P):
+                b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
+                cache_row = (b * G + g) * S * D
+                bias_row = bias_ptr + b * stride_bias
+                q, m_i, l_i, acc = _attention_start(
+                    item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
+                    cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale, H, D, BLOCK_R,
+                )  # fmt: skip
+                for s0 in range(lo, hi, BLOCK_S):
+                    m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, s0, hi, slot, kc_ptr, vc_ptr, cache_row,
+                                                    bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
+                _attention_end(item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split, D, SPLIT, BLOCK_R)
 
     @triton.jit
     def _combine_phase(
@@ -410,7 +479,7 @@ if triton is not None:
         KS_GU: tl.constexpr, BN_GU: tl.constexpr, KS_DOWN: tl.constexpr, BN_DOWN: tl.constexpr,
         SPLIT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, SPINS: tl.constexpr, TIMES: tl.constexpr = False,
-        PF: tl.constexpr = False,
+        PF: tl.constexpr = False, FLAT: tl.constexpr = False,
     ):  # fmt: skip
         """One decode step of one layer, x (B, DM) in (with xw = x * w_norm1 and ssq its partial sums
         of x^2), y (B, DM) out (with xw_out = y * next_ln and ssq_out, the next norm's input);
@@ -438,7 +507,7 @@ if triton is not None:
             _attention_phase(
                 pid, P, qkv_ptr, n_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot_ptr, bias_ptr, stride_bias, cos_ptr,
                 sin_ptr, attn_ptr, H * D, apart_ptr, B, S, G, r, n_split, s_per_split, scale, H, D, SPLIT, IEEE,
-                BLOCK_R, BLOCK_S,
+                BLOCK_R, BLOCK_S, FLAT,
             )  # fmt: skip
             _prefetch_gemm(pid, P, wo_ptr, DM, H * D, 0, KS_O, False, BN_O, BLOCK_K, PF)
         _stamp(times_ptr, pid, 3, TIMES)
@@ -534,9 +603,12 @@ class FusedLayerBuffers:
         block_k: int = BLOCK_K,
         splits: dict | None = None,
         ctas_per_sm: int = 1,
+        flat_attention: bool = False,
     ) -> FusedLayerBuffers:
         """`programs` (default: `ctas_per_sm` per SM; 8 on CPU), `block_k` and `splits` ({"qkv" |
-        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks)."""
+        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks);
+        `flat_attention`: a program's attention items walked as one pipelined loop of tiles
+        (`_attention_phase`'s FLAT; opt-in, not yet timed)."""
         if programs is None:
             sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
             programs = sms * ctas_per_sm
@@ -560,7 +632,7 @@ class FusedLayerBuffers:
         block_r = max(16, triton.next_power_of_2(H // G))
         plan.update(block_m=block_m, block_r=block_r)
         part_stride = 2 * block_m * max(bn for _, bn in (plan[k] for k in ("qkv", "o", "gu", "down")))
-        plan.update(part_stride=part_stride, block_k=block_k)
+        plan.update(part_stride=part_stride, block_k=block_k, flat_attention=flat_attention)
 
         def empty(*size, dt=dtype):
             return torch.empty(*size, dtype=dt, device=device)
@@ -666,7 +738,7 @@ def launch_layer(
         KS_GU=plan["gu"][0], BN_GU=plan["gu"][1], KS_DOWN=plan["down"][0], BN_DOWN=plan["down"][1],
         SPLIT=plan["n_split"] > 1, IEEE=x.dtype == torch.float32, BLOCK_M=plan["block_m"],
         BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"], BLOCK_S=BLOCK_S, SPINS=BARRIER_SPINS,
-        TIMES=times is not None, PF=prefetch and not INTERPRET,
+        TIMES=times is not None, PF=prefetch and not INTERPRET, FLAT=plan["flat_attention"],
     )  # fmt: skip
     args = (
         x, xw, ssq, y, xw_out, ssq_out, next_ln, next_wqkv, ln2, wqkv, wo, wgu, wd, k_cache, v_cache, cos, sin,
