@@ -67,7 +67,8 @@ class DecoderLM(nn.Module):
         else:
             x = x + self.positions.weight[positions]
         x = self.dropout(x)
-        if self._fused is not None and self._fused.applies(x, input_pos, self.training):  # each layer one kernel
+        fused = self._fused is not None and labels is None and self._fused.applies(x, input_pos, self.training)
+        if fused:  # each layer one kernel
             x = self._fused.run_layers(self, x, positions, input_pos, attention_mask)
             h = self.final_norm(x)
             logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)
@@ -99,8 +100,9 @@ class DecoderLM(nn.Module):
         `decode_options`: the opt-in decode kernels of `models.decoding.attach_caches`.
         `decode_layer` "fused": one-token steps of this batch run each layer as one Triton kernel
         (`models.fused_decoding`; Llama-shaped layers only, an error names what else stands in the
-        way); prefills and other shapes keep the modules. `fused_options`: `FusedDecoding`'s
-        (persistent, programs, block_k, splits)."""
+        way); prefills, other shapes and steps with labels keep the modules. `fused_options`:
+        `FusedDecoding`'s (persistent, cooperative, launch, prefetch, programs, ctas_per_sm, block_k,
+        splits, flat_attention)."""
         if max_len > self.config.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds max_seq_len={self.config.max_seq_len}")
         from frugalformers.models.fused_decoding import DECODE_LAYERS, FusedDecoding
