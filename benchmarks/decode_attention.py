@@ -86,7 +86,7 @@ def variant_rows(name: str, B: int, S: int, device: str, dtype, repeats: int, ba
                                  caches, device, repeats))  # fmt: skip
     if smoke or not da.decode_attention_applies(q, caches[0][0]):
         return rows
-    default_split = da.split_count(B * G, S, q.device)
+    default_split = da.split_count(B * G, S, da.sm_count(q.device))
     default = per_layer_us(lambda k, v: da.decode_attention(q, k, v, mask, scale), caches, device, repeats)
     row("triton, default", default, splits=default_split, launch=str(tuple(da.LAUNCH.values())))
     for n in SPLITS:

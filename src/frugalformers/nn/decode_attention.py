@@ -64,14 +64,28 @@ def decode_attention_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
 LAUNCH = {"BLOCK_S": BLOCK_S, "num_warps": 4, "num_stages": 3}
 
 
-def split_count(pairs: int, S: int, device: torch.device) -> int:
-    """Cache splits per (batch row, kv head): only when the pairs alone leave SMs idle, as many as
-    give each SM about one program (and each split at least MIN_SPLIT positions). Measured on an
-    H200 at batch 32 (`benchmarks/decode_attention.py`, RESULTS.md `decode-attention`): a split and
-    its combine cost more than they gain once the pairs fill the SMs (GQA-4's 128 pairs: 20.5 us
-    per layer unsplit, 26.8 us in 3 splits); MQA's 32 pairs are fastest in 4."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
-    return max(1, min(sms // pairs, S // MIN_SPLIT))
+def sm_count(device: torch.device) -> int:
+    """The programs that fill the GPU at one per SM: the SM count on CUDA, 8 elsewhere (the
+    interpreter's tests)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
+
+def split_count(pairs: int, S: int, programs: int) -> int:
+    """Cache splits per (batch row, kv head): only when the pairs alone leave programs idle, as many
+    as give each of `programs` (one per SM, `sm_count`) about one item (and each split at least
+    MIN_SPLIT positions). Measured on an H200 at batch 32 (`benchmarks/decode_attention.py`,
+    RESULTS.md `decode-attention`): a split and its combine cost more than they gain once the pairs
+    fill the SMs (GQA-4's 128 pairs: 20.5 us per layer unsplit, 26.8 us in 3 splits); MQA's 32 pairs
+    are fastest in 4."""
+    return max(1, min(programs // pairs, S // MIN_SPLIT))
+
+
+def split_sizes(S: int, n_split: int, block_s: int) -> tuple[int, int]:
+    """(splits, positions per split) for `n_split` splits of S cache positions: whole tiles of
+    `block_s` per split, every split non-empty (so there may be fewer than asked)."""
+    per_split = -(-S // n_split)
+    s_per_split = -(-per_split // block_s) * block_s  # whole tiles
+    return -(-S // s_per_split), s_per_split
 
 
 if triton is not None:
@@ -168,10 +182,7 @@ def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None, 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out = torch.empty(B, H, T, D, dtype=q.dtype, device=q.device)
     block_r = max(16, triton.next_power_of_2(R))  # tl.dot needs >= 16 rows
-    n_split = n_split or split_count(B * G, S, q.device)
-    s_per_split = -(-S // n_split)
-    s_per_split = -(-s_per_split // block_s) * block_s  # whole tiles
-    n_split = -(-S // s_per_split)  # every split non-empty
+    n_split, s_per_split = split_sizes(S, n_split or split_count(B * G, S, sm_count(q.device)), block_s)
     split = n_split > 1
     if mask is not None:
         mask = mask.float().expand(B, H, T, S)  # a view: broadcast dims get stride 0

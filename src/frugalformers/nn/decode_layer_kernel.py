@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
+from frugalformers.nn.decode_attention import sm_count, split_count, split_sizes
 from frugalformers.nn.skinny_gemm import INTERPRET, runs_on, triton
 
 if triton is not None:
@@ -69,7 +70,6 @@ BLOCK_S = 64  # cache positions per attention tile
 MAX_ROWS = 64  # batch rows a step may have (the GEMM tiles hold every row)
 MAX_BLOCK_N = 128  # output columns one program holds per weight
 INPUT_SHARE = 0.6  # a GEMM phase splits K until each program's input bytes <= this share of its weight bytes
-MIN_SPLIT = 256  # cache positions per attention split at least (as `nn.decode_attention`)
 BARRIER_SPINS = 1 << 18  # polls before a grid barrier gives up (~0.3 s: a bug, not a slow GPU)
 LAUNCH = {"num_warps": 8, "num_stages": 3}
 PHASES = 6
@@ -100,12 +100,6 @@ def split_plan(n: int, n_acc: int, rows: int, programs: int, k: int, block_k: in
             f"a GEMM of {n} columns does not split over {programs} programs in ranges of <= {MAX_BLOCK_N} columns"
         )
     return best
-
-
-def attention_splits(pairs: int, S: int, programs: int) -> int:
-    """Cache splits per (batch row, kv head): only when the pairs leave programs idle, as many as
-    give each program about one item (as `nn.decode_attention.split_count`)."""
-    return max(1, min(programs // pairs, S // MIN_SPLIT))
 
 
 if triton is not None:
@@ -609,9 +603,7 @@ class FusedLayerBuffers:
         "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks);
         `flat_attention`: a program's attention items walked as one pipelined loop of tiles
         (`_attention_phase`'s FLAT; opt-in, not yet timed)."""
-        if programs is None:
-            sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
-            programs = sms * ctas_per_sm
+        programs = programs or sm_count(device) * ctas_per_sm
         B, H, G, D, DM, F = shape.batch, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.d_model, shape.d_ff
         if B > MAX_ROWS:
             raise ValueError(f"batch={B} exceeds the fused decode layer's {MAX_ROWS} rows; decode in smaller batches")
@@ -624,9 +616,8 @@ class FusedLayerBuffers:
                 ks = splits[name]
                 block_n = max(16, triton.next_power_of_2(-(-n // (programs // ks))))
             plan[name] = (ks, block_n)
-        n_split = splits.get("attention") or attention_splits(B * G, shape.max_len, programs)
-        s_per_split = triton.cdiv(triton.cdiv(shape.max_len, n_split), BLOCK_S) * BLOCK_S  # whole tiles
-        n_split = triton.cdiv(shape.max_len, s_per_split)  # every split non-empty
+        n_split = splits.get("attention") or split_count(B * G, shape.max_len, programs)
+        n_split, s_per_split = split_sizes(shape.max_len, n_split, BLOCK_S)
         plan.update(n_split=n_split, s_per_split=s_per_split)
         block_m = max(16, triton.next_power_of_2(B))
         block_r = max(16, triton.next_power_of_2(H // G))
