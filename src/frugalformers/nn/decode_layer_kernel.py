@@ -78,6 +78,11 @@ STAMPS = 16  # clock readings per program with `times` (start, then each phase's
 FINFO_MIN = -3.4028234663852886e38  # torch.finfo(torch.float32).min: the masked logit
 
 
+def column_block(n: int, ranges: int) -> int:
+    """BLOCK_N that holds the widest of `ranges` column ranges of `n` columns (>= 16 for tl.dot)."""
+    return max(16, 1 << (-(-n // ranges) - 1).bit_length())
+
+
 def split_plan(n: int, n_acc: int, rows: int, programs: int, k: int, block_k: int = BLOCK_K) -> tuple[int, int]:
     """(KS, BLOCK_N) for a GEMM phase with `n` output columns per weight (`n_acc` weights, 2 for
     gate / up), `rows` input rows and K = `k` on `programs` programs: the smallest K split KS
@@ -88,8 +93,7 @@ def split_plan(n: int, n_acc: int, rows: int, programs: int, k: int, block_k: in
     for ks in range(1, 9):
         if programs % ks or (ks > 1 and k // ks < 2 * block_k):
             continue
-        cols = -(-n // (programs // ks))  # widest column range
-        block_n = max(16, 1 << (cols - 1).bit_length())
+        block_n = column_block(n, programs // ks)
         if block_n > MAX_BLOCK_N:
             continue
         best = (ks, block_n)
@@ -614,7 +618,7 @@ class FusedLayerBuffers:
             ks, block_n = split_plan(n, n_acc, B, programs, k, block_k)
             if name in splits:
                 ks = splits[name]
-                block_n = max(16, triton.next_power_of_2(-(-n // (programs // ks))))
+                block_n = column_block(n, programs // ks)
             plan[name] = (ks, block_n)
         n_split = splits.get("attention") or split_count(B * G, shape.max_len, programs)
         n_split, s_per_split = split_sizes(shape.max_len, n_split, BLOCK_S)
@@ -638,7 +642,7 @@ class FusedLayerBuffers:
             yw=empty(B, DM),
             ssq_mid=empty(programs, block_m, dt=torch.float32),
             part=empty(programs, part_stride, dt=torch.float32),
-            apart=empty(max(1, B * G * n_split if n_split > 1 else 1), block_r, D + 2, dt=torch.float32),
+            apart=empty(B * G * n_split if n_split > 1 else 1, block_r, D + 2, dt=torch.float32),
             sem=torch.zeros(programs, dtype=torch.int32, device=device),
             sync=torch.zeros(2, dtype=torch.int32, device=device),
             err=torch.zeros(1, dtype=torch.int32, device=device),
