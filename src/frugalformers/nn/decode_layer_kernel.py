@@ -303,14 +303,13 @@ if triton is not None:
 
     @triton.jit
     def _attention_start(
-        item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
-        cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale,
-        H: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+        b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot,
+        cos_ptr, sin_ptr, G, r, scale, H: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
     ):  # fmt: skip
-        """An item's start: rotary on the group's r query heads and the new key (positions[b]), the
-        new k / v into the cache at `slot` (split 0), and the online softmax's state, holding the
-        new key for split 0: (q, m, l, acc)."""
-        b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
+        """An item's start (batch row b, kv head g, cache split: `_attention_item`; its cache row
+        offset and bias row): rotary on the group's r query heads and the new key (positions[b]),
+        the new k / v into the cache at `slot` (split 0), and the online softmax's state, holding
+        the new key for split 0: (q, m, l, acc)."""
         rows = tl.arange(0, BLOCK_R)
         row_ok = rows < r
         d = tl.arange(0, D)
@@ -329,11 +328,9 @@ if triton is not None:
         kn2 = tl.load(row + H * D + g * D + d_rot, cache_modifier=".cg").to(tl.float32)
         kn = (kn * cos + sign * kn2 * sin).to(dt)  # (D,)
         vn = tl.load(row + (H + G) * D + g * D + d, cache_modifier=".cg")
-        cache_row = (b * G + g) * S * D
         if split == 0:
             tl.store(kc_ptr + cache_row + slot * D + d, kn)
             tl.store(vc_ptr + cache_row + slot * D + d, vn)
-        bias_row = bias_ptr + b * stride_bias
         qk_new = tl.sum(q.to(tl.float32) * kn.to(tl.float32)[None, :], 1) * scale  # (BLOCK_R,)
         qk_new += tl.load(bias_row + slot)
         first = split == 0
@@ -368,7 +365,7 @@ if triton is not None:
 
     @triton.jit
     def _attention_end(
-        item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split,
+        item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r,
         D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_R: tl.constexpr,
     ):  # fmt: skip
         """An item's result: normalised into the output rows, or (SPLIT) its partials (items,
@@ -381,8 +378,6 @@ if triton is not None:
             tl.store(part + D, m_i[:, None])
             tl.store(part + D + 1, l_i[:, None])
         else:
-            pair = item // n_split
-            b, g = pair // G, pair % G
             out = out_ptr + b * stride_out + (g * r + rows)[:, None] * D + d[None, :]
             tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=(rows < r)[:, None])
 
@@ -416,13 +411,13 @@ if triton is not None:
                 bias_row = bias_ptr + b * stride_bias
                 if tile == 0:
                     q, m_i, l_i, acc = _attention_start(
-                        item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
-                        cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale, H, D, BLOCK_R,
+                        b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos,
+                        slot, cos_ptr, sin_ptr, G, r, scale, H, D, BLOCK_R,
                     )  # fmt: skip
                 m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, lo + tile * BLOCK_S, hi, slot, kc_ptr, vc_ptr,
                                                 cache_row, bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
                 if tile == per_item - 1:
-                    _attention_end(item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split, D, SPLIT,
+                    _attention_end(item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r, D, SPLIT,
                                    BLOCK_R)  # fmt: skip
         else:
             for item in range(pid, n_items, P):
@@ -430,13 +425,13 @@ if triton is not None:
                 cache_row = (b * G + g) * S * D
                 bias_row = bias_ptr + b * stride_bias
                 q, m_i, l_i, acc = _attention_start(
-                    item, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot, bias_ptr, stride_bias,
-                    cos_ptr, sin_ptr, S, G, r, n_split, s_per_split, scale, H, D, BLOCK_R,
+                    b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos,
+                    slot, cos_ptr, sin_ptr, G, r, scale, H, D, BLOCK_R,
                 )  # fmt: skip
                 for s0 in range(lo, hi, BLOCK_S):
                     m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, s0, hi, slot, kc_ptr, vc_ptr, cache_row,
                                                     bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
-                _attention_end(item, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, G, r, n_split, D, SPLIT, BLOCK_R)
+                _attention_end(item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r, D, SPLIT, BLOCK_R)
 
     @triton.jit
     def _combine_phase(
