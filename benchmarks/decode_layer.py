@@ -51,12 +51,12 @@ def layer_bytes(G: int, B: int, S: int, elt: int = 2) -> dict[str, int]:
 
 
 def make_layers(G: int, B: int, S: int, device, dtype):
-    """LAYERS distinct layers: weights (as `launch_layer` takes them) and caches."""
+    """LAYERS distinct layers: the first norm's weight, the weights `launch_layer` takes, caches."""
     std = 0.02
     layers = []
     for _ in range(LAYERS):
+        norm1 = torch.ones(D_MODEL, device=device, dtype=dtype)
         w = (
-            torch.ones(D_MODEL, device=device, dtype=dtype),
             torch.randn((HEADS + 2 * G) * HEAD_DIM, D_MODEL, device=device, dtype=dtype) * std,
             torch.randn(D_MODEL, HEADS * HEAD_DIM, device=device, dtype=dtype) * std,
             torch.ones(D_MODEL, device=device, dtype=dtype),
@@ -64,7 +64,7 @@ def make_layers(G: int, B: int, S: int, device, dtype):
             torch.randn(D_MODEL, D_FF, device=device, dtype=dtype) * std,
         )
         caches = tuple(torch.randn(B, G, S, HEAD_DIM, device=device, dtype=dtype) * 0.5 for _ in "kv")
-        layers.append((w, caches))
+        layers.append((norm1, w, caches))
     return layers
 
 
@@ -86,11 +86,11 @@ def time_layers(
 
     def run(stamps: bool = False):
         h = x
-        xw, ssq = dlk.norm_input(h, layers[0][0][0], buffers.plan["block_m"])
-        for i, (w, (k, v)) in enumerate(layers):
+        xw, ssq = dlk.norm_input(h, layers[0][0], buffers.plan["block_m"])
+        for i, (_, w, (k, v)) in enumerate(layers):
             stamp = times[i] if stamps else None
-            nxt = layers[(i + 1) % LAYERS][0]
-            h, xw, ssq = dlk.launch_layer(h, xw, ssq, w, nxt[0], nxt[1], k, v, rope.cos, rope.sin, pos, pos, bias,
+            next_norm, next_w, _ = layers[(i + 1) % LAYERS]
+            h, xw, ssq = dlk.launch_layer(h, xw, ssq, w, next_norm, next_w[0], k, v, rope.cos, rope.sin, pos, pos, bias,
                                           buffers, 1e-5, HEAD_DIM**-0.5, persistent, launch, times=stamp,
                                           prefetch=prefetch)  # fmt: skip
         return h

@@ -105,10 +105,10 @@ class FusedDecoding:
 
     @staticmethod
     def layer_weights(layer) -> tuple[torch.Tensor, ...]:
-        """(norm1, Wqkv, Wo, norm2, Wgate_up, Wdown) of a layer in decoding form (fused views)."""
+        """(Wqkv, Wo, norm2, Wgate_up, Wdown) of a layer in decoding form (fused views); its first
+        norm reaches the kernel through the previous layer (`launch_layer`'s `next_ln`)."""
         m, f = layer.mixer, layer.ffn
         return (
-            layer.mixer_norm.weight,
             m._fused_qkv[0],
             m.o.weight,
             layer.ffn_norm.weight,

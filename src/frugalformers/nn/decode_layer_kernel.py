@@ -704,8 +704,8 @@ def launch_layer(
     `xw`, `ssq`: x * w_norm1 and x's row sums of squares (`norm_input` for the first layer, the
     previous layer's outputs after it); `next_ln`: the next layer's first norm weight (the final
     norm's after the last layer); `next_wqkv`: the next layer's Wqkv (prefetched; any weight of
-    at least Wqkv's size after the last layer). `weights`: (norm1, Wqkv (q rows, then k, then v), Wo, norm2,
-    Wgate_up (gate rows, then up), Wdown), contiguous (norm1 is applied through `xw`).
+    at least Wqkv's size after the last layer). `weights`: (Wqkv (q rows, then k, then v), Wo, norm2,
+    Wgate_up (gate rows, then up), Wdown), contiguous (norm1 reaches the kernel through `xw`).
     `positions` (B,) the rotary position of each row (or (1,): every row's), `cos` / `sin`
     (max_len, D) float32 tables; `bias` (B, S) float32, the step's additive mask (`attention_bias`).
     `persistent` False (and always under the interpreter): a launch per phase, no grid barriers.
@@ -714,7 +714,7 @@ def launch_layer(
     instead of the barriers waiting for them). `times` (programs, STAMPS) int64: each program's
     clock at the phase boundaries (benchmarks). `prefetch`: each phase asks L2 for the next one's
     first bytes (not under the interpreter, which has no inline PTX)."""
-    _, wqkv, wo, ln2, wgu, wd = weights
+    wqkv, wo, ln2, wgu, wd = weights
     sh, plan = buffers.shape, buffers.plan
     B, DM = x.shape
     H, G, D = sh.n_heads, sh.n_kv_heads, sh.head_dim
