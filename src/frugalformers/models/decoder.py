@@ -53,6 +53,8 @@ class DecoderLM(nn.Module):
         if positions is None:
             positions = input_pos if input_pos is not None else torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)  # (B, T, d)
+        # a one-token step with fused decode layers (`setup_cache(decode_layer="fused")`): rotary inside
+        fused = self._fused is not None and labels is None and self._fused.applies(x, input_pos, self.training)
         rope = None
         if self.rotary is not None:
             # checked where it costs no device sync and breaks no graph (eager CPU); on GPU an out-of-range
@@ -63,22 +65,19 @@ class DecoderLM(nn.Module):
                     f"position {int(positions.max())} exceeds max_seq_len={self.rotary.max_len}; "
                     f"build the model with a larger max_seq_len"
                 )
-            rope = self.rotary(positions)
+            rope = None if fused else self.rotary(positions)
         else:
             x = x + self.positions.weight[positions]
         x = self.dropout(x)
-        fused = self._fused is not None and labels is None and self._fused.applies(x, input_pos, self.training)
+        aux: dict[str, torch.Tensor] = {}
         if fused:  # each layer one kernel
             x = self._fused.run_layers(self, x, positions, input_pos, attention_mask)
-            h = self.final_norm(x)
-            logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)
-            return ModelOutput(hidden=h, logits=logits, aux_losses={})
-        mask = attention_mask.bool() if attention_mask is not None else None
-        ctx = MixContext(key_padding_mask=mask, rope=rope, input_pos=input_pos, token_ids=input_ids)
-        aux: dict[str, torch.Tensor] = {}
-        for layer in self.layers:
-            x, layer_aux = layer(x, ctx)
-            add_aux(aux, layer_aux)
+        else:
+            mask = attention_mask.bool() if attention_mask is not None else None
+            ctx = MixContext(key_padding_mask=mask, rope=rope, input_pos=input_pos, token_ids=input_ids)
+            for layer in self.layers:
+                x, layer_aux = layer(x, ctx)
+                add_aux(aux, layer_aux)
         h = self.final_norm(x)
         logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)
         out = ModelOutput(hidden=h, logits=logits, aux_losses=aux)
