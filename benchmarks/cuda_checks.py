@@ -259,7 +259,6 @@ def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
             ("persistent", {"decode_layer": "fused"}),
             ("plain grid", {"decode_layer": "fused", "fused_options": {"cooperative": False}}),
             ("launches", {"decode_layer": "fused", "fused_options": {"persistent": False}}),
-            ("flat attention", {"decode_layer": "fused", "fused_options": {"flat_attention": True}}),
         ):
             m.setup_cache(B, S, **opts)
             with torch.no_grad():
@@ -276,7 +275,7 @@ def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
             outs[name] = torch.stack(steps)
             m.clear_cache()
         where = dict(heads=f"16/{G}", batch=B, cache=S, dtype="bfloat16")
-        for name in ("persistent", "plain grid", "flat attention"):
+        for name in ("persistent", "plain grid"):
             err = rel(outs[name], outs["launches"])
             ok &= record(rows, f"fused layer {name} vs a launch per phase", err, 1e-6, **where)
         ok &= record(rows, "fused layer vs the modules' step", rel(outs["persistent"], outs["modules"]), 2e-2, **where)

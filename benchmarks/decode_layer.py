@@ -10,7 +10,7 @@ time per layer = replay / 16, median of the repeats. `phases`: with the kernel's
 barrier after it (the slowest program sets the wait), mean over the 16 layers of one replay.
 
     python benchmarks/decode_layer.py                    # GPU: every variant, the default plan
-    python benchmarks/decode_layer.py --sweep            # + launch options and K splits, GQA-4
+    python benchmarks/decode_layer.py --sweep            # + launch options and K splits, GQA-4 (own section)
     python benchmarks/decode_layer.py --smoke            # CPU dry run: the floor table only
 """
 
@@ -70,13 +70,13 @@ def make_layers(G: int, B: int, S: int, device, dtype):
 
 def time_layers(
     G: int, B: int, S: int, device, dtype, repeats: int, persistent=True, launch=None, splits=None, block_k=None,
-    prefetch=True, flat_attention=False,
+    prefetch=True,
 ):  # fmt: skip
     """(us per layer, phase table or None) for one configuration."""
     layers = make_layers(G, B, S, device, dtype)
     shape = dlk.LayerShape(B, D_MODEL, HEADS, G, HEAD_DIM, D_FF, S)
     buffers = dlk.FusedLayerBuffers.make(
-        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits, flat_attention=flat_attention
+        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits
     )
     rope = RotaryEmbedding(HEAD_DIM, S).to(device)
     x = torch.randn(B, D_MODEL, device=device, dtype=dtype)
@@ -141,9 +141,6 @@ def main(argv=None) -> int:
     rows = []
     configs = [(name, "default", {}) for name in args.variants]  # (variant, label, time_layers options)
     configs += [("GQA-4", "a launch per phase", {"persistent": False}), ("GQA-4", "no prefetch", {"prefetch": False})]
-    configs += [
-        (name, "flat attention", {"flat_attention": True}) for name in ("MHA", "GQA-8") if name in args.variants
-    ]
     if args.sweep:
         configs += [("GQA-4", f"w{lo['num_warps']} s{lo['num_stages']}", {"launch": lo}) for lo in SWEEP_LAUNCH]
         configs += [("GQA-4", f"BLOCK_K {bk}", {"block_k": bk}) for bk in SWEEP_BLOCK_K]
@@ -162,7 +159,7 @@ def main(argv=None) -> int:
                 continue
             row.update({"us/layer": us, "/ floor": us / floor})
             row["plan"] = " ".join(f"{k}:{plan[k][0]}x{plan[k][1]}" for k in ("qkv", "o", "gu", "down"))
-            row["plan"] += f" attn splits:{plan['n_split']}" + (" flat" if plan["flat_attention"] else "")
+            row["plan"] += f" attn splits:{plan['n_split']}"
             row.update(phases or {})
             for ph, nb in nbytes.items():
                 if phases and f"{ph} us" in phases:
@@ -174,7 +171,8 @@ def main(argv=None) -> int:
     hw = hardware()
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = output_dir(args.out, args.smoke, HERE)
-    write_json(out / "decode_layer.json", rows, hardware=hw, copy_bandwidth=bw)
+    name = "decode_layer" + ("_sweep" if args.sweep else "")  # a sweep keeps its own file and section
+    write_json(out / f"{name}.json", rows, hardware=hw, copy_bandwidth=bw)
     if args.smoke:
         return 0
     command = "python benchmarks/decode_layer.py" + (" --sweep" if args.sweep else "")
@@ -188,7 +186,7 @@ def main(argv=None) -> int:
         "`us` a phase's work, `wait` the barrier after it, `floor` its bytes over the bandwidth. Plan: K splits x "
         "column block per GEMM.\n\n" + table + "\n"
     )
-    update_results(args.results, "decode-layer", md)
+    update_results(args.results, name.replace("_", "-"), md)
     return 0
 
 

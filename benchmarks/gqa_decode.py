@@ -76,7 +76,6 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "fused-layer": {"decode_layer": "fused"},  # each layer one persistent kernel (nn.decode_layer_kernel)
     "fused-plain-grid": {"decode_layer": "fused", "fused_options": {"cooperative": False}},
     "fused-launches": {"decode_layer": "fused", "fused_options": {"persistent": False}},  # a launch per phase
-    "fused-flat": {"decode_layer": "fused", "fused_options": {"flat_attention": True}},  # attention items as one loop
     "fused-2cta": {  # two programs of 4 warps per SM
         "decode_layer": "fused",
         "fused_options": {"ctas_per_sm": 2, "launch": {"num_warps": 4, "num_stages": 3}},
@@ -185,12 +184,37 @@ def hf_step_time(model, B: int, ctx: int, device: str, new_tokens: int = 32) -> 
     return (many - one) / new_tokens * 1e3
 
 
+HF_DEFAULT = ["MHA", "GQA-4"]
+
+
+def hf_choice(asked: list[str] | None, known: list[str], running: list[str]) -> list[str]:
+    """The variants timed through HF generate: `--hf` absent: HF_DEFAULT; bare: every variant run;
+    `--hf none`: none; else the names given (each one of `known`)."""
+    if asked is None:
+        return HF_DEFAULT
+    if not asked:
+        return running
+    if asked == ["none"]:
+        return []
+    bad = [v for v in asked if v not in known]
+    if bad:
+        raise SystemExit(f"--hf {' '.join(bad)}: not a variant; choose from {' '.join(known)} (or none)")
+    return asked
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--hf", nargs="*", default=["MHA", "GQA-4"], help="variants also timed through HF generate")
+    p.add_argument(
+        "--hf",
+        nargs="*",
+        default=None,
+        metavar="VARIANT",
+        help=f"variants also timed through HF generate (default {' '.join(HF_DEFAULT)}; --hf alone: every "
+        "variant; --hf none: none)",
+    )
     p.add_argument("--compile", action="store_true", help="compile the step before capturing it")
     p.add_argument("--autotune", action="store_true", help="with --compile: autotune the GEMMs (max-autotune)")
     p.add_argument("--profile", action="store_true", help="kernel time by category of each step (section -profile)")
@@ -208,6 +232,7 @@ def main(argv=None) -> int:
         variants = [("MHA", 8), ("GQA-4", 4), ("MQA", 1)]
     if args.variants:
         variants = [v for v in variants if v[0] in args.variants]
+    hf_variants = hf_choice(args.hf, [v for v, _ in VARIANTS], [v for v, _ in variants])
     bw = copy_bandwidth(device) if device == "cuda" else None
     rows, profiles = [], []
     step_profiles = [] if args.profile else None
@@ -275,7 +300,7 @@ def main(argv=None) -> int:
                         continue
                     row[f"{alt} gain"] = ms / alt_ms
                     row[f"{alt} / floor"] = alt_ms / floor if floor else None
-                if label in args.hf and B == max(args.batch) and ctx == min(args.ctx):
+                if label in hf_variants and B == max(args.batch) and ctx == min(args.ctx):
                     hf_ms = hf_step_time(model, B, ctx, device)
                     row["HF generate ms/step"] = hf_ms
                     row["ours vs HF"] = hf_ms / ms
@@ -301,6 +326,7 @@ def main(argv=None) -> int:
     flags += f" --alts {' '.join(args.alts)}" if args.alts else ""
     # a run over some variants writes its own sections (the full run's stay)
     flags += f" --variants {' '.join(args.variants)}" if args.variants else ""
+    flags += "" if args.hf is None else " --hf" + "".join(f" {v}" for v in args.hf)
     command = "python benchmarks/gqa_decode.py" + flags + (" --profile" if args.profile else "")
     if profiles:
         md = profiles_markdown(

@@ -38,12 +38,10 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-0)  # issue 10, written after the last run (2026-12-01, third session), not yet timed: the fused
-    # layer's attention items walked as one pipelined loop (flat_attention; MHA's attention phase took
-    # 92 us per layer against the stand-alone kernel's 65), checked, then timed beside the fused layer
-    run python3 benchmarks/cuda_checks.py --only fused_layer                                    # ~1.5 min
-    run python3 benchmarks/decode_layer.py                                                      # ~1.5 min
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --alts fused-layer fused-flat --hf  # ~3 min
+0)  # issue 10: the main compiled section (every variant, 1k and 16k, last run 2026-11-28) again with
+    # the current code, and HF generate for every variant (the last pending line's bare --hf meant
+    # none then). (Part 0's earlier lines ran on 2026-12-01, eighth session: 145, 91 and 194 s.)
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384 --hf              # ~5 min
     ;;
 2)  # re-measure what changed after the 2026-11-28 run. (The MoE lines ran on 2026-12-01, third
     # session: 135 s and 39 s; this line was stopped there by the part's deadline after 103 s.)
@@ -71,7 +69,7 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 1|2|3|4|5|6" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 0|2|3|4|5|6" >&2
     exit 2
     ;;
 esac

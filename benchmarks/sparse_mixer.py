@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     setting = compile_setting(p, args)
     tag = setting.suffix
     command = f"python benchmarks/sparse_mixer.py{setting.flags}"
+    command += "".join(  # the options that change the numbers, where not their defaults
+        f" --{k} {getattr(args, k)}" for k in ("tokens", "repeats", "warmup") if getattr(args, k) != p.get_default(k)
+    )
     if args.profile:
         md = profiles_markdown(
             f"Sparse Mixer Base vs BERT-Base: where the time goes{setting.title}",

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from frugalformers.bench import (
     count_flops,
     flops_per_token,
@@ -120,6 +122,23 @@ def test_fnet_benchmark_default_models_follow_the_mode():
 def test_gqa_decode_benchmark_smoke(tmp_path):
     out = run_smoke("gqa_decode.py", "--out", str(tmp_path))
     assert "GQA-4" in out and "HF generate ms/step" in out
+
+
+def test_gqa_decode_hf_flag():
+    """`--hf` absent: the default pair; bare: every variant that runs (a bare flag once meant none);
+    `none`: none; a name that is not a variant: an error naming it and the choices."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gqa_decode
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    known = [v for v, _ in gqa_decode.VARIANTS]
+    assert gqa_decode.hf_choice(None, known, known) == ["MHA", "GQA-4"]
+    assert gqa_decode.hf_choice([], known, ["GQA-4", "MQA"]) == ["GQA-4", "MQA"]
+    assert gqa_decode.hf_choice(["none"], known, known) == []
+    assert gqa_decode.hf_choice(["MQA"], known, known) == ["MQA"]
+    with pytest.raises(SystemExit, match="GQA-3.*choose from MHA"):
+        gqa_decode.hf_choice(["GQA-3"], known, known)
 
 
 def test_decode_gemm_benchmark_smoke(tmp_path):
@@ -280,7 +299,7 @@ def test_gqa_decode_reports_a_failing_decode_kernel_in_its_cell(tmp_path, capsys
 
     monkeypatch.setattr(gqa_decode, "decode_step_time", failing)
     argv = ["--smoke", "--variants", "GQA-4", "--batch", "2", "--ctx", "32", "--alts", "triton-gemm", "sdpa-grouped"]
-    assert gqa_decode.main([*argv, "--out", str(tmp_path), "--hf"]) == 0
+    assert gqa_decode.main([*argv, "--out", str(tmp_path), "--hf", "none"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| GQA-4"))
     assert "error RuntimeError: PassManager::run failed" in row

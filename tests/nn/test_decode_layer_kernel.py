@@ -42,8 +42,8 @@ def decode(m, ids, mask, S, steps, **options):
 def test_fused_step_equals_the_modules_step(run_interpreted):
     """GQA, MQA and MHA; left-padded rows with their own rotary positions; K split over programs in
     every GEMM phase (the partials' fixed-order sum, the norm statistics of several column ranges),
-    the cache split for attention (the combine phase) and a program's attention items as one loop
-    (flat_attention); float32 at float32 tolerance, float16 at its own."""
+    the cache split for attention (the combine phase), several items per program; float32 at float32
+    tolerance, float16 at its own."""
     out = run_interpreted(
         DECODE_BOTH_WAYS
         + f"""
@@ -54,11 +54,9 @@ cases = [  # kv heads, dtype, cache length, programs, splits
     (1, torch.float32, 200, 6, {{"qkv": 3, "o": 2, "gu": 1, "down": 6, "attention": 3}}),
     (4, torch.float32, 40, 4, {{"o": 2}}),
     (2, torch.float16, 40, 4, {{"qkv": 2, "down": 2}}),
-    (2, torch.float32, 160, 4, {{"attention": 2, "flat": True}}),  # 12 items on 4 programs, as one loop
-    (4, torch.float32, 40, 4, {{"flat": True}}),
+    (2, torch.float32, 160, 4, {{"attention": 2}}),  # 12 items on 4 programs
 ]
 for kv, dtype, S, programs, splits in cases:
-    flat = bool(splits and splits.pop("flat", False))
     torch.manual_seed(0)
     m = build_model("llama-tiny", **SMALL, n_kv_heads=kv).to(dtype).eval()
     B, P = 3, 6
@@ -67,7 +65,7 @@ for kv, dtype, S, programs, splits in cases:
     mask[:, :P] = True
     mask[0, :2] = False  # row 0 is left-padded by two
     ref, ref_cache = decode(m, ids, mask, S, 3)
-    opts = dict(programs=programs, block_k=32, splits=splits, flat_attention=flat)
+    opts = dict(programs=programs, block_k=32, splits=splits)
     got, got_cache = decode(m, ids, mask, S, 3, decode_layer="fused", fused_options=opts)
     tol = 1e-5 if dtype == torch.float32 else 5e-3
     err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -215,19 +213,16 @@ def test_norm_input_and_its_row_sums_give_rmsnorm():
     torch.testing.assert_close(scaled, norm(x).detach(), rtol=1e-6, atol=1e-6)
 
 
-def test_flat_attention_loop_is_pipelined(compile_for_hopper):
-    """flat_attention walks a program's items as one loop so that the next item's first tiles are
-    fetched while one finishes: Triton must pipeline it (loads in flight across iterations), which
-    it does only while the tiles' addresses follow from the loop index alone."""
+def test_attention_loop_is_pipelined(compile_for_hopper):
+    """The attention phase's tile loop streams the cache: Triton must pipeline it (loads in flight
+    across iterations), which it does only while the tiles' addresses follow from the loop index."""
     from frugalformers.nn import decode_layer_kernel as K
 
     types = hopper_types(K._decode_layer_kernel)
-    for flat in (False, True):
-        consts = dict(
-            H=16, D=128, DM=2048, PHASE=1, KS_QKV=2, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
-            BN_DOWN=64, SPLIT=False, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64,
-            SPINS=K.BARRIER_SPINS, FLAT=flat,
-        )  # fmt: skip
-        kernel = compile_for_hopper(K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "stride_bias"))
-        waits = [int(n) for n in re.findall(r"ttg\.async_wait[^\n]*\{num = (\d+)", kernel.asm["ttgir"])]
-        assert max(waits) > 0, (flat, waits)  # some copies stay in flight while a tile is computed
+    consts = dict(
+        H=16, D=128, DM=2048, PHASE=1, KS_QKV=2, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
+        BN_DOWN=64, SPLIT=False, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64, SPINS=K.BARRIER_SPINS,
+    )  # fmt: skip
+    kernel = compile_for_hopper(K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "stride_bias"))
+    waits = [int(n) for n in re.findall(r"ttg\.async_wait[^\n]*\{num = (\d+)", kernel.asm["ttgir"])]
+    assert max(waits) > 0, waits  # some copies stay in flight while a tile is computed

@@ -101,7 +101,7 @@ class DecoderLM(nn.Module):
         (`models.fused_decoding`; Llama-shaped layers only, an error names what else stands in the
         way); prefills, other shapes and steps with labels keep the modules. `fused_options`:
         `FusedDecoding`'s (persistent, cooperative, launch, prefetch, programs, ctas_per_sm, block_k,
-        splits, flat_attention)."""
+        splits)."""
         if max_len > self.config.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds max_seq_len={self.config.max_seq_len}")
         from frugalformers.models.fused_decoding import DECODE_LAYERS, FusedDecoding

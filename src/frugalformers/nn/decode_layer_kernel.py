@@ -386,52 +386,26 @@ if triton is not None:
         pid, P, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot_ptr, bias_ptr, stride_bias,
         cos_ptr, sin_ptr, out_ptr, stride_out, apart_ptr, B, S, G, r, n_split, s_per_split, scale,
         H: tl.constexpr, D: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
-        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, FLAT: tl.constexpr = False,
+        BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
     ):  # fmt: skip
         """Work items (batch row b, kv head g, cache split) round robin over the programs
         (`_attention_start`, `_attention_tile`, `_attention_end`). `bias` (B, S) float32: the
-        additive mask (0 or finfo.min; causality by slot included). FLAT: a program's items' tiles
-        as one loop, so the loads of its next item's first tiles are in flight while it finishes
-        one (MHA has ~4 items per program; opt-in while it is measured)."""
+        additive mask (0 or finfo.min; causality by slot included). (A program's items walked as one
+        loop of tiles, so that the next item's first loads overlap the last one's end, was slower:
+        MHA's phase 108.5 against 91.5 us, RESULTS.md `decode-layer`.)"""
         slot = tl.load(slot_ptr)
-        n_items = B * G * n_split
-        if FLAT:
-            per_item = tl.cdiv(s_per_split, BLOCK_S)  # tiles of a split (the last split's extra tiles: masked)
-            mine = tl.cdiv(tl.maximum(n_items - pid, 0), P)
-            q = tl.zeros((BLOCK_R, D), kc_ptr.dtype.element_ty)
-            m_i = tl.zeros((BLOCK_R,), tl.float32)
-            l_i = tl.zeros((BLOCK_R,), tl.float32)
-            acc = tl.zeros((BLOCK_R, D), tl.float32)
-            for t in range(0, mine * per_item):
-                item = pid + (t // per_item) * P
-                tile = t % per_item
-                # the tile's addresses from t alone, so the pipeliner can fetch the next tiles ahead
-                b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
-                cache_row = (b * G + g) * S * D
-                bias_row = bias_ptr + b * stride_bias
-                if tile == 0:
-                    q, m_i, l_i, acc = _attention_start(
-                        b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos,
-                        slot, cos_ptr, sin_ptr, G, r, scale, H, D, BLOCK_R,
-                    )  # fmt: skip
-                m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, lo + tile * BLOCK_S, hi, slot, kc_ptr, vc_ptr,
-                                                cache_row, bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
-                if tile == per_item - 1:
-                    _attention_end(item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r, D, SPLIT,
-                                   BLOCK_R)  # fmt: skip
-        else:
-            for item in range(pid, n_items, P):
-                b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
-                cache_row = (b * G + g) * S * D
-                bias_row = bias_ptr + b * stride_bias
-                q, m_i, l_i, acc = _attention_start(
-                    b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos,
-                    slot, cos_ptr, sin_ptr, G, r, scale, H, D, BLOCK_R,
-                )  # fmt: skip
-                for s0 in range(lo, hi, BLOCK_S):
-                    m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, s0, hi, slot, kc_ptr, vc_ptr, cache_row,
-                                                    bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
-                _attention_end(item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r, D, SPLIT, BLOCK_R)
+        for item in range(pid, B * G * n_split, P):
+            b, g, split, lo, hi = _attention_item(item, n_split, G, s_per_split, S)
+            cache_row = (b * G + g) * S * D
+            bias_row = bias_ptr + b * stride_bias
+            q, m_i, l_i, acc = _attention_start(
+                b, g, split, cache_row, bias_row, qkv_ptr, stride_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos,
+                slot, cos_ptr, sin_ptr, G, r, scale, H, D, BLOCK_R,
+            )  # fmt: skip
+            for s0 in range(lo, hi, BLOCK_S):
+                m_i, l_i, acc = _attention_tile(q, m_i, l_i, acc, s0, hi, slot, kc_ptr, vc_ptr, cache_row,
+                                                bias_row, scale, D, IEEE, BLOCK_R, BLOCK_S)  # fmt: skip
+            _attention_end(item, b, g, m_i, l_i, acc, out_ptr, stride_out, apart_ptr, r, D, SPLIT, BLOCK_R)
 
     @triton.jit
     def _combine_phase(
@@ -472,7 +446,7 @@ if triton is not None:
         KS_GU: tl.constexpr, BN_GU: tl.constexpr, KS_DOWN: tl.constexpr, BN_DOWN: tl.constexpr,
         SPLIT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, SPINS: tl.constexpr, TIMES: tl.constexpr = False,
-        PF: tl.constexpr = False, FLAT: tl.constexpr = False,
+        PF: tl.constexpr = False,
     ):  # fmt: skip
         """One decode step of one layer, x (B, DM) in (with xw = x * w_norm1 and ssq its partial sums
         of x^2), y (B, DM) out (with xw_out = y * next_ln and ssq_out, the next norm's input);
@@ -500,7 +474,7 @@ if triton is not None:
             _attention_phase(
                 pid, P, qkv_ptr, n_qkv, kc_ptr, vc_ptr, pos_ptr, stride_pos, slot_ptr, bias_ptr, stride_bias, cos_ptr,
                 sin_ptr, attn_ptr, H * D, apart_ptr, B, S, G, r, n_split, s_per_split, scale, H, D, SPLIT, IEEE,
-                BLOCK_R, BLOCK_S, FLAT,
+                BLOCK_R, BLOCK_S,
             )  # fmt: skip
             _prefetch_gemm(pid, P, wo_ptr, DM, H * D, 0, KS_O, False, BN_O, BLOCK_K, PF)
         _stamp(times_ptr, pid, 3, TIMES)
@@ -596,12 +570,9 @@ class FusedLayerBuffers:
         block_k: int = BLOCK_K,
         splits: dict | None = None,
         ctas_per_sm: int = 1,
-        flat_attention: bool = False,
     ) -> FusedLayerBuffers:
         """`programs` (default: `ctas_per_sm` per SM; 8 on CPU), `block_k` and `splits` ({"qkv" |
-        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks);
-        `flat_attention`: a program's attention items walked as one pipelined loop of tiles
-        (`_attention_phase`'s FLAT; opt-in, not yet timed)."""
+        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks)."""
         programs = programs or sm_count(device) * ctas_per_sm
         B, H, G, D, DM, F = shape.batch, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.d_model, shape.d_ff
         if B > MAX_ROWS:
@@ -622,7 +593,7 @@ class FusedLayerBuffers:
         block_r = max(16, triton.next_power_of_2(H // G))
         plan.update(block_m=block_m, block_r=block_r)
         part_stride = 2 * block_m * max(bn for _, bn in (plan[k] for k in ("qkv", "o", "gu", "down")))
-        plan.update(part_stride=part_stride, block_k=block_k, flat_attention=flat_attention)
+        plan.update(part_stride=part_stride, block_k=block_k)
 
         def empty(*size, dt=dtype):
             return torch.empty(*size, dtype=dt, device=device)
@@ -728,7 +699,7 @@ def launch_layer(
         KS_GU=plan["gu"][0], BN_GU=plan["gu"][1], KS_DOWN=plan["down"][0], BN_DOWN=plan["down"][1],
         SPLIT=plan["n_split"] > 1, IEEE=x.dtype == torch.float32, BLOCK_M=plan["block_m"],
         BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"], BLOCK_S=BLOCK_S, SPINS=BARRIER_SPINS,
-        TIMES=times is not None, PF=prefetch and not INTERPRET, FLAT=plan["flat_attention"],
+        TIMES=times is not None, PF=prefetch and not INTERPRET,
     )  # fmt: skip
     args = (
         x, xw, ssq, y, xw_out, ssq_out, next_ln, next_wqkv, ln2, wqkv, wo, wgu, wd, k_cache, v_cache, cos, sin,
