@@ -43,6 +43,12 @@ case "${1:-}" in
     # none then). (Part 0's earlier lines ran on 2026-12-01, eighth session: 145, 91 and 194 s.)
     run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384 --hf              # ~5 min
     ;;
+1)  # issue 10: the fused layer with the o / gate-up / down weights preloaded into registers before
+    # each barrier (nn.decode_layer_kernel.PRELOAD), checked, then timed by phase and in the step
+    run python3 benchmarks/cuda_checks.py --only fused_layer                                    # ~3 min
+    run python3 benchmarks/decode_layer.py                                                      # ~2.5 min
+    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA --alts fused-layer fused-preload  # ~2.5 min
+    ;;
 2)  # re-measure what changed after the 2026-11-28 run. (The MoE lines ran on 2026-12-01, third
     # session: 135 s and 39 s; this line was stopped there by the part's deadline after 103 s.)
     # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)
@@ -69,7 +75,7 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 0|2|3|4|5|6" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 0|1|2|3|4|5|6" >&2
     exit 2
     ;;
 esac
