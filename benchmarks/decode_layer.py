@@ -36,7 +36,6 @@ KV_HEADS = {"MHA": 16, "GQA-8": 8, "GQA-4": 4, "GQA-2": 2, "MQA": 1}
 PHASE_NAMES = ("qkv", "attention", "combine", "o", "gate/up", "down")
 SWEEP_LAUNCH = ({"num_warps": 4, "num_stages": 3}, {"num_warps": 8, "num_stages": 2}, {"num_warps": 8, "num_stages": 4})
 SWEEP_BLOCK_K = (64, 256)
-PRELOAD_MORE = {"o": 512, "gu": 256, "down": 512}  # 64 KB per program and weight
 SWEEP_SPLITS = ({"qkv": 1, "o": 1, "gu": 1, "down": 1}, {"qkv": 6, "o": 6, "gu": 2, "down": 6})
 
 
@@ -71,13 +70,13 @@ def make_layers(G: int, B: int, S: int, device, dtype):
 
 def time_layers(
     G: int, B: int, S: int, device, dtype, repeats: int, persistent=True, launch=None, splits=None, block_k=None,
-    prefetch=True, preload=None,
+    prefetch=True,
 ):  # fmt: skip
     """(us per layer, phase table or None) for one configuration."""
     layers = make_layers(G, B, S, device, dtype)
     shape = dlk.LayerShape(B, D_MODEL, HEADS, G, HEAD_DIM, D_FF, S)
     buffers = dlk.FusedLayerBuffers.make(
-        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits, preload=preload
+        shape, dtype, torch.device(device), block_k=block_k or dlk.BLOCK_K, splits=splits
     )
     rope = RotaryEmbedding(HEAD_DIM, S).to(device)
     x = torch.randn(B, D_MODEL, device=device, dtype=dtype)
@@ -142,8 +141,6 @@ def main(argv=None) -> int:
     rows = []
     configs = [(name, "default", {}) for name in args.variants]  # (variant, label, time_layers options)
     configs += [("GQA-4", "a launch per phase", {"persistent": False}), ("GQA-4", "no prefetch", {"prefetch": False})]
-    configs += [(name, "preload", {"preload": dlk.PRELOAD}) for name in args.variants]  # weights into registers early
-    configs += [(name, "preload more", {"preload": PRELOAD_MORE}) for name in ("GQA-4", "MQA") if name in args.variants]
     if args.sweep:
         configs += [("GQA-4", f"w{lo['num_warps']} s{lo['num_stages']}", {"launch": lo}) for lo in SWEEP_LAUNCH]
         configs += [("GQA-4", f"BLOCK_K {bk}", {"block_k": bk}) for bk in SWEEP_BLOCK_K]
@@ -163,8 +160,6 @@ def main(argv=None) -> int:
             row.update({"us/layer": us, "/ floor": us / floor})
             row["plan"] = " ".join(f"{k}:{plan[k][0]}x{plan[k][1]}" for k in ("qkv", "o", "gu", "down"))
             row["plan"] += f" attn splits:{plan['n_split']}"
-            pre = plan["preload"]
-            row["plan"] += (" pre " + " ".join(f"{k}:{v}" for k, v in pre.items() if v)) if any(pre.values()) else ""
             row.update(phases or {})
             for ph, nb in nbytes.items():
                 if phases and f"{ph} us" in phases:

@@ -58,7 +58,6 @@ from frugalformers.bench import (
 from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.steps import compiled
 from frugalformers.bench.timing import bench_device, copy_bandwidth, cuda_graph_ms
-from frugalformers.nn.decode_layer_kernel import PRELOAD
 from frugalformers.nn.pdl import inductor_has_pdl, inductor_pdl
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +74,6 @@ ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the defaul
     "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
     "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
     "fused-layer": {"decode_layer": "fused"},  # each layer one persistent kernel (nn.decode_layer_kernel)
-    "fused-preload": {"decode_layer": "fused", "fused_options": {"preload": PRELOAD}},  # weights into registers early
     "fused-plain-grid": {"decode_layer": "fused", "fused_options": {"cooperative": False}},
     "fused-launches": {"decode_layer": "fused", "fused_options": {"persistent": False}},  # a launch per phase
     "fused-2cta": {  # two programs of 4 warps per SM

@@ -3,7 +3,9 @@
 # the order they matter (a 30-minute budget holds the first three). One H200; run from the
 # repository root with the project (and the carried wheels) on PYTHONPATH:
 #
-#     bash benchmarks/pending_gpu.sh 0     # then 2, 3, 4, ...
+#     bash benchmarks/pending_gpu.sh 3     # then 4, 5, 6
+#
+# (Parts 0-2 ran: the last of them on 2026-12-01, eighth session; their sections in RESULTS.md.)
 #
 # Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
@@ -38,22 +40,6 @@ run() {  # run one benchmark within the part's deadline, report its wall time an
 }
 
 case "${1:-}" in
-0)  # issue 10: the main compiled section (every variant, 1k and 16k, last run 2026-11-28) again with
-    # the current code, and HF generate for every variant (the last pending line's bare --hf meant
-    # none then). (Part 0's earlier lines ran on 2026-12-01, eighth session: 145, 91 and 194 s.)
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384 --hf              # ~5 min
-    ;;
-1)  # issue 10: the fused layer with the o / gate-up / down weights preloaded into registers before
-    # each barrier (nn.decode_layer_kernel.PRELOAD), checked, then timed by phase and in the step
-    run python3 benchmarks/cuda_checks.py --only fused_layer                                    # ~3 min
-    run python3 benchmarks/decode_layer.py                                                      # ~2.5 min
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants MHA GQA-4 MQA --alts fused-layer fused-preload  # ~2.5 min
-    ;;
-2)  # re-measure what changed after the 2026-11-28 run. (The MoE lines ran on 2026-12-01, third
-    # session: 135 s and 39 s; this line was stopped there by the part's deadline after 103 s.)
-    # both models lose ~1.5 ms per step to launch gaps (profile: kernels 8.7 of 10.1 ms for Sparse Mixer)
-    run python3 benchmarks/sparse_mixer.py --compile --cuda-graphs --repeats 5      # ~2 min
-    ;;
 3)  # issue 7 compiled: batch 1 at 16k is launch-bound (profile: 10.2 ms of kernels in a 22.9 ms
     # step), so CUDA graphs first, then plain compile
     run python3 benchmarks/colt5.py --compile --cuda-graphs --seq 16384 --skip-decode --repeats 3 --warmup 2
@@ -75,7 +61,7 @@ case "${1:-}" in
     run python3 benchmarks/colt5.py --seq 4096 16384 65536 --repeats 3 --warmup 1   # 3.5 min
     ;;
 *)
-    echo "usage: bash benchmarks/pending_gpu.sh 0|1|2|3|4|5|6" >&2
+    echo "usage: bash benchmarks/pending_gpu.sh 3|4|5|6" >&2
     exit 2
     ;;
 esac

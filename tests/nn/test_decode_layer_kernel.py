@@ -42,8 +42,8 @@ def decode(m, ids, mask, S, steps, **options):
 def test_fused_step_equals_the_modules_step(run_interpreted):
     """GQA, MQA and MHA; left-padded rows with their own rotary positions; K split over programs in
     every GEMM phase (the partials' fixed-order sum, the norm statistics of several column ranges),
-    the cache split for attention (the combine phase), several items per program, weights loaded
-    ahead (preload); float32 at float32 tolerance, float16 at its own."""
+    the cache split for attention (the combine phase), several items per program; float32 at float32
+    tolerance, float16 at its own."""
     out = run_interpreted(
         DECODE_BOTH_WAYS
         + f"""
@@ -55,14 +55,8 @@ cases = [  # kv heads, dtype, cache length, programs, splits
     (4, torch.float32, 40, 4, {{"o": 2}}),
     (2, torch.float16, 40, 4, {{"qkv": 2, "down": 2}}),
     (2, torch.float32, 160, 4, {{"attention": 2}}),  # 12 items on 4 programs
-    # weights loaded ahead into registers (preload): within a chunk, the whole chunk, more than a chunk
-    (2, torch.float32, 40, 4, {{"preload": {{"o": 64, "gu": 32, "down": 16}}}}),
-    (1, torch.float32, 200, 6, {{"qkv": 3, "o": 2, "gu": 1, "down": 6, "attention": 3,
-                                 "preload": {{"o": 16, "gu": 128, "down": 64}}}}),
-    (2, torch.float16, 40, 4, {{"qkv": 2, "down": 2, "preload": {{"o": 32, "gu": 64, "down": 32}}}}),
 ]
 for kv, dtype, S, programs, splits in cases:
-    preload = splits.pop("preload", None) if splits else None
     torch.manual_seed(0)
     m = build_model("llama-tiny", **SMALL, n_kv_heads=kv).to(dtype).eval()
     B, P = 3, 6
@@ -71,7 +65,7 @@ for kv, dtype, S, programs, splits in cases:
     mask[:, :P] = True
     mask[0, :2] = False  # row 0 is left-padded by two
     ref, ref_cache = decode(m, ids, mask, S, 3)
-    opts = dict(programs=programs, block_k=32, splits=splits or None, preload=preload)
+    opts = dict(programs=programs, block_k=32, splits=splits)
     got, got_cache = decode(m, ids, mask, S, 3, decode_layer="fused", fused_options=opts)
     tol = 1e-5 if dtype == torch.float32 else 5e-3
     err = ((got.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -164,7 +158,7 @@ def test_persistent_kernel_compiles_for_hopper_with_its_barriers(compile_for_hop
     consts = dict(
         H=16, D=128, DM=2048, PHASE=-1, KS_QKV=3, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
         BN_DOWN=64, SPLIT=True, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64, SPINS=K.BARRIER_SPINS,
-        PF=True, PRE_O=0, PRE_GU=0, PRE_DOWN=0,
+        PF=True,
     )  # fmt: skip
     kernel = compile_for_hopper(
         K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "F", "part_stride", "stride_mask")
@@ -228,42 +222,7 @@ def test_attention_loop_is_pipelined(compile_for_hopper):
     consts = dict(
         H=16, D=128, DM=2048, PHASE=1, KS_QKV=2, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
         BN_DOWN=64, SPLIT=False, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64, SPINS=K.BARRIER_SPINS,
-        PRE_O=0, PRE_GU=0, PRE_DOWN=0,
     )  # fmt: skip
     kernel = compile_for_hopper(K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "stride_bias"))
     waits = [int(n) for n in re.findall(r"ttg\.async_wait[^\n]*\{num = (\d+)", kernel.asm["ttgir"])]
     assert max(waits) > 0, waits  # some copies stay in flight while a tile is computed
-
-
-def test_preloaded_weights_are_loaded_before_the_barrier(compile_for_hopper):
-    """With preload, the o / gate-up / down weight loads into registers sit in the phase before each
-    barrier (the PTX between the barriers' releases), so they stream while that phase ends."""
-    from frugalformers.nn import decode_layer_kernel as K
-
-    types = hopper_types(K._decode_layer_kernel)
-    consts = dict(
-        H=16, D=128, DM=2048, PHASE=-1, KS_QKV=3, BN_QKV=128, KS_O=4, BN_O=64, KS_GU=1, BN_GU=64, KS_DOWN=4,
-        BN_DOWN=64, SPLIT=False, IEEE=False, BLOCK_M=32, BLOCK_R=16, BLOCK_K=128, BLOCK_S=64, SPINS=K.BARRIER_SPINS,
-        PF=False, PRE_O=512, PRE_GU=128, PRE_DOWN=256,
-    )  # fmt: skip
-    kernel = compile_for_hopper(
-        K._decode_layer_kernel, types, consts, **K.LAUNCH, aligned=("S", "F", "part_stride", "stride_mask")
-    )
-    segment, loads = 0, {}
-    for line in kernel.asm["ptx"].splitlines():
-        segment += "red.global.gpu.release.add" in line  # a barrier's arrival
-        if re.search(r"\bld\.global", line) and "evict_first" in line:  # only the preloads are plain evict_first loads
-            loads[segment] = loads.get(segment, 0) + 1
-    assert sorted(loads) == [1, 2, 3], loads  # attention's, o's and gate/up's phases, before barriers 2, 3, 4
-
-
-def test_preload_is_checked():
-    """A preload for a GEMM that has no barrier before it, or a K that is not a power of two, is a
-    clear error naming the value."""
-    from frugalformers.nn.decode_layer_kernel import check_preload
-
-    assert check_preload({"o": 256}) == {"o": 256, "gu": 0, "down": 0}
-    with pytest.raises(ValueError, match="'qkv'"):
-        check_preload({"qkv": 128})
-    with pytest.raises(ValueError, match=r"preload\['gu'\]=100"):
-        check_preload({"gu": 100})

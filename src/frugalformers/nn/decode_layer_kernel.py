@@ -48,7 +48,10 @@ is its own launch of the same kernel and barriers are not needed.
 
 Measured on an H200 (RESULTS.md `gqa-decode-compiled-fused-layer-fused-2cta`, `decode-layer`): the
 step ties the default one (GQA-4 1.28 vs 1.24 ms at batch 32, context 1k; MHA 2.44 vs 2.03), each
-of a layer's five dependent phases carrying ~3-5 us beyond streaming its bytes.
+of a layer's five dependent phases carrying ~3-5 us beyond streaming its bytes. Tried and removed,
+both slower (RESULTS.md `decode-layer`): a program's attention items as one loop of tiles, and the
+next GEMM's weight slice loaded into registers before each barrier (o then took 6.2 against 5.7 us
+with its whole slice in registers: its time is the input rows and the split-K round trip).
 """
 
 from __future__ import annotations
@@ -74,7 +77,6 @@ BARRIER_SPINS = 1 << 18  # polls before a grid barrier gives up (~0.3 s: a bug, 
 LAUNCH = {"num_warps": 8, "num_stages": 3}
 PHASES = 6
 PREFETCH_BYTES = 64 * 1024  # of the next phase's first bytes each program asks L2 for (PF), 8 MB in all
-PRELOAD = {"o": 512, "gu": 128, "down": 256}  # the opt-in preload timed (FusedLayerBuffers.make): 1B GQA-4 slices
 STAMPS = 16  # clock readings per program with `times` (start, then each phase's end and barrier exit)
 FINFO_MIN = -3.4028234663852886e38  # torch.finfo(torch.float32).min: the masked logit
 
@@ -105,18 +107,6 @@ def split_plan(n: int, n_acc: int, rows: int, programs: int, k: int, block_k: in
             f"a GEMM of {n} columns does not split over {programs} programs in ranges of <= {MAX_BLOCK_N} columns"
         )
     return best
-
-
-def check_preload(preload: dict) -> dict[str, int]:
-    """{"o", "gu", "down": PRE_K} from `preload` (missing: 0, none), each 0 or a power of two >= 16."""
-    bad = set(preload) - {"o", "gu", "down"}
-    if bad:
-        raise ValueError(f"preload names {sorted(bad)}: only the GEMMs after a barrier preload, 'o', 'gu', 'down'")
-    out = {k: int(preload.get(k, 0)) for k in ("o", "gu", "down")}
-    for k, v in out.items():
-        if v and (v < 16 or v & (v - 1)):
-            raise ValueError(f"preload[{k!r}]={v}: K to load ahead must be 0 or a power of two >= 16 (e.g. 256)")
-    return out
 
 
 if triton is not None:
@@ -184,34 +174,13 @@ if triton is not None:
                 _prefetch_l2(w_ptr, up_off + n_lo, up_off + n_hi, K, k_lo, k_hi, BLOCK_N, LINES)
 
     @triton.jit
-    def _preload_gemm(
-        pid, P, w_ptr, N, K, up_off,
-        KS: tl.constexpr, TWO: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRE_K: tl.constexpr,
-    ):  # fmt: skip
-        """The first PRE_K of K of this program's weight slice of a GEMM phase, loaded into registers
-        (BLOCK_N, PRE_K) (and TWO: the up rows'): issued before the barrier that the phase waits at,
-        so these bytes stream while the previous phase ends; `_gemm_loop` consumes them after it."""
-        r, n_lo, n_hi, k_lo, k_hi = _gemm_slice(pid, P, N, K, KS, BLOCK_K)
-        cols = n_lo + tl.arange(0, BLOCK_N)
-        kk = k_lo + tl.arange(0, PRE_K)
-        ok = (cols < n_hi)[:, None] & (kk < k_hi)[None, :]
-        w = tl.load(w_ptr + cols[:, None] * K + kk[None, :], mask=ok, other=0.0, eviction_policy="evict_first")
-        w2 = w
-        if TWO:
-            w2 = tl.load(
-                w_ptr + (up_off + cols)[:, None] * K + kk[None, :], mask=ok, other=0.0, eviction_policy="evict_first"
-            )
-        return w, w2
-
-    @triton.jit
     def _gemm_loop(
-        pid, P, x_ptr, stride_x, M, K, w_ptr, N, up_off, wpre, wpre2,
+        pid, P, x_ptr, stride_x, M, K, w_ptr, N, up_off,
         KS: tl.constexpr, TWO: tl.constexpr, IEEE: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRE_K: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ):  # fmt: skip
         """This program's partial products x W^T over its slice (`_gemm_slice`): (acc, acc2), float32
-        (BLOCK_M, BLOCK_N); TWO: acc2 for the rows up_off + n (SwiGLU's up beside its gate). PRE_K > 0:
-        the slice's first PRE_K of K are `wpre` (and `wpre2`), loaded already (`_preload_gemm`)."""
+        (BLOCK_M, BLOCK_N); TWO: acc2 for the rows up_off + n (SwiGLU's up beside its gate)."""
         r, n_lo, n_hi, k_lo, k_hi = _gemm_slice(pid, P, N, K, KS, BLOCK_K)
         cols = n_lo + tl.arange(0, BLOCK_N)
         col_ok = cols < n_hi
@@ -220,18 +189,7 @@ if triton is not None:
         rk = tl.arange(0, BLOCK_K)
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         acc2 = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        if PRE_K > 0:
-            kp = k_lo + tl.arange(0, PRE_K)
-            xp = tl.load(
-                x_ptr + rows[:, None] * stride_x + kp[None, :],
-                mask=row_ok[:, None] & (kp < k_hi)[None, :],
-                other=0.0,
-                cache_modifier=".cg",
-            )  # (BLOCK_M, PRE_K)
-            acc += tile_dot(xp, tl.trans(wpre), IEEE)
-            if TWO:
-                acc2 += tile_dot(xp, tl.trans(wpre2), IEEE)
-        for k0 in range(k_lo + PRE_K, k_hi, BLOCK_K):  # a plain GEMM loop: the loads feed the dots only (pipelined)
+        for k0 in range(k_lo, k_hi, BLOCK_K):  # a plain GEMM loop: the loads feed the dots only (pipelined)
             kk = k0 + rk
             k_ok = kk < k_hi
             xt = tl.load(
@@ -491,25 +449,22 @@ if triton is not None:
         KS_GU: tl.constexpr, BN_GU: tl.constexpr, KS_DOWN: tl.constexpr, BN_DOWN: tl.constexpr,
         SPLIT: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, SPINS: tl.constexpr, TIMES: tl.constexpr = False,
-        PF: tl.constexpr = False, PRE_O: tl.constexpr = 0, PRE_GU: tl.constexpr = 0, PRE_DOWN: tl.constexpr = 0,
+        PF: tl.constexpr = False,
     ):  # fmt: skip
         """One decode step of one layer, x (B, DM) in (with xw = x * w_norm1 and ssq its partial sums
         of x^2), y (B, DM) out (with xw_out = y * next_ln and ssq_out, the next norm's input);
         PHASE -1 runs every phase with grid barriers, k only phase k. PF: each phase, after its
         loop, prefetches the next phase's first bytes into L2 (the last one: the next layer's q/k/v
-        weights at `next_wqkv`). PRE_O / PRE_GU / PRE_DOWN > 0: with PHASE -1 the phase before loads
-        that much of K of the GEMM's weight slice into registers before the barrier
-        (`_preload_gemm`); a single phase loads it at its own start."""
+        weights at `next_wqkv`)."""
         pid = tl.program_id(0)
         P = tl.num_programs(0)
         ALL: tl.constexpr = PHASE < 0
         wdt: tl.constexpr = wqkv_ptr.dtype.element_ty
         n_qkv = (H + 2 * G) * D  # q columns, then k, then v
-        w_o, w_o2, w_gu, w_gu2, w_d, w_d2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0  # the preloaded weights (PRE_*), if any
         _stamp(times_ptr, pid, 0, TIMES)  # slots: 0 start, 1 + 2k phase k's work done, 2 + 2k its barrier passed
         if ALL or PHASE == 0:
-            acc, acc2 = _gemm_loop(pid, P, xw_ptr, DM, B, DM, wqkv_ptr, n_qkv, 0, 0.0, 0.0, KS_QKV, False, IEEE,
-                                   BLOCK_M, BN_QKV, BLOCK_K, 0)  # fmt: skip
+            acc, acc2 = _gemm_loop(pid, P, xw_ptr, DM, B, DM, wqkv_ptr, n_qkv, 0, KS_QKV, False, IEEE,
+                                   BLOCK_M, BN_QKV, BLOCK_K)  # fmt: skip
             _prefetch_attention(pid, kc_ptr, vc_ptr, G, S, n_split, s_per_split, D, PF)
             _gemm_finish(acc, acc2, pid, P, B, DM, n_qkv, ssq_ptr, n_ssq, eps, x_ptr, 0, qkv_ptr, n_qkv,
                          ln2_ptr, yw_ptr, ssq_mid_ptr, part_ptr, part_stride, sem_ptr, wdt,
@@ -525,8 +480,6 @@ if triton is not None:
                 BLOCK_R, BLOCK_S,
             )  # fmt: skip
             _prefetch_gemm(pid, P, wo_ptr, DM, H * D, 0, KS_O, False, BN_O, BLOCK_K, PF)
-            if ALL and PRE_O > 0:
-                w_o, w_o2 = _preload_gemm(pid, P, wo_ptr, DM, H * D, 0, KS_O, False, BN_O, BLOCK_K, PRE_O)
         _stamp(times_ptr, pid, 3, TIMES)
         if ALL:
             _grid_barrier(sync_ptr, err_ptr, 2 * P, SPINS)
@@ -539,13 +492,9 @@ if triton is not None:
             _stamp(times_ptr, pid, 6, TIMES)
         base: tl.constexpr = 3 if SPLIT else 2  # barriers passed so far
         if ALL or PHASE == 3:
-            if not ALL and PRE_O > 0:
-                w_o, w_o2 = _preload_gemm(pid, P, wo_ptr, DM, H * D, 0, KS_O, False, BN_O, BLOCK_K, PRE_O)
-            acc, acc2 = _gemm_loop(pid, P, attn_ptr, H * D, B, H * D, wo_ptr, DM, 0, w_o, w_o2, KS_O, False, IEEE,
-                                   BLOCK_M, BN_O, BLOCK_K, PRE_O)  # fmt: skip
+            acc, acc2 = _gemm_loop(pid, P, attn_ptr, H * D, B, H * D, wo_ptr, DM, 0, KS_O, False, IEEE,
+                                   BLOCK_M, BN_O, BLOCK_K)  # fmt: skip
             _prefetch_gemm(pid, P, wgu_ptr, F, DM, F, KS_GU, True, BN_GU, BLOCK_K, PF)
-            if ALL and PRE_GU > 0:
-                w_gu, w_gu2 = _preload_gemm(pid, P, wgu_ptr, F, DM, F, KS_GU, True, BN_GU, BLOCK_K, PRE_GU)
             _gemm_finish(acc, acc2, pid, P, B, H * D, DM, ssq_ptr, 0, eps, x_ptr, DM, y_ptr, DM,
                          ln2_ptr, yw_ptr, ssq_mid_ptr, part_ptr, part_stride, sem_ptr, wdt,
                          KS_O, False, False, 1, BLOCK_M, BN_O, BLOCK_K)  # fmt: skip
@@ -554,13 +503,9 @@ if triton is not None:
             _grid_barrier(sync_ptr, err_ptr, (base + 1) * P, SPINS)
         _stamp(times_ptr, pid, 8, TIMES)
         if ALL or PHASE == 4:
-            if not ALL and PRE_GU > 0:
-                w_gu, w_gu2 = _preload_gemm(pid, P, wgu_ptr, F, DM, F, KS_GU, True, BN_GU, BLOCK_K, PRE_GU)
-            acc, acc2 = _gemm_loop(pid, P, yw_ptr, DM, B, DM, wgu_ptr, F, F, w_gu, w_gu2, KS_GU, True, IEEE,
-                                   BLOCK_M, BN_GU, BLOCK_K, PRE_GU)  # fmt: skip
+            acc, acc2 = _gemm_loop(pid, P, yw_ptr, DM, B, DM, wgu_ptr, F, F, KS_GU, True, IEEE,
+                                   BLOCK_M, BN_GU, BLOCK_K)  # fmt: skip
             _prefetch_gemm(pid, P, wd_ptr, DM, F, 0, KS_DOWN, False, BN_DOWN, BLOCK_K, PF)
-            if ALL and PRE_DOWN > 0:
-                w_d, w_d2 = _preload_gemm(pid, P, wd_ptr, DM, F, 0, KS_DOWN, False, BN_DOWN, BLOCK_K, PRE_DOWN)
             _gemm_finish(acc, acc2, pid, P, B, DM, F, ssq_mid_ptr, P // KS_O, eps, y_ptr, 0, ffn_ptr, F,
                          ln2_ptr, yw_ptr, ssq_mid_ptr, part_ptr, part_stride, sem_ptr, wdt,
                          KS_GU, True, True, 2, BLOCK_M, BN_GU, BLOCK_K)  # fmt: skip
@@ -569,10 +514,8 @@ if triton is not None:
             _grid_barrier(sync_ptr, err_ptr, (base + 2) * P, SPINS)
         _stamp(times_ptr, pid, 10, TIMES)
         if ALL or PHASE == 5:
-            if not ALL and PRE_DOWN > 0:
-                w_d, w_d2 = _preload_gemm(pid, P, wd_ptr, DM, F, 0, KS_DOWN, False, BN_DOWN, BLOCK_K, PRE_DOWN)
-            acc, acc2 = _gemm_loop(pid, P, ffn_ptr, F, B, F, wd_ptr, DM, 0, w_d, w_d2, KS_DOWN, False, IEEE,
-                                   BLOCK_M, BN_DOWN, BLOCK_K, PRE_DOWN)  # fmt: skip
+            acc, acc2 = _gemm_loop(pid, P, ffn_ptr, F, B, F, wd_ptr, DM, 0, KS_DOWN, False, IEEE,
+                                   BLOCK_M, BN_DOWN, BLOCK_K)  # fmt: skip
             _prefetch_gemm(pid, P, next_wqkv_ptr, n_qkv, DM, 0, KS_QKV, False, BN_QKV, BLOCK_K, PF)
             _gemm_finish(acc, acc2, pid, P, B, F, DM, ssq_ptr, 0, eps, y_ptr, DM, y_ptr, DM,
                          next_ln_ptr, xw_out_ptr, ssq_out_ptr, part_ptr, part_stride, sem_ptr, wdt,
@@ -630,13 +573,9 @@ class FusedLayerBuffers:
         block_k: int = BLOCK_K,
         splits: dict | None = None,
         ctas_per_sm: int = 1,
-        preload: dict | None = None,
     ) -> FusedLayerBuffers:
         """`programs` (default: `ctas_per_sm` per SM; 8 on CPU), `block_k` and `splits` ({"qkv" |
-        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks).
-        `preload` ({"o" | "gu" | "down": PRE_K}, powers of two >= 16): how much of K of each program's
-        slice of that GEMM's weight the phase before loads into registers before the barrier (opt-in
-        while it is measured)."""
+        "o" | "gu" | "down": KS, "attention": cache splits}) override the plan (tests, benchmarks)."""
         programs = programs or sm_count(device) * ctas_per_sm
         B, H, G, D, DM, F = shape.batch, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.d_model, shape.d_ff
         if B > MAX_ROWS:
@@ -657,7 +596,7 @@ class FusedLayerBuffers:
         block_r = max(16, triton.next_power_of_2(H // G))
         plan.update(block_m=block_m, block_r=block_r)
         part_stride = 2 * block_m * max(bn for _, bn in (plan[k] for k in ("qkv", "o", "gu", "down")))
-        plan.update(part_stride=part_stride, block_k=block_k, preload=check_preload(preload or {}))
+        plan.update(part_stride=part_stride, block_k=block_k)
 
         def empty(*size, dt=dtype):
             return torch.empty(*size, dtype=dt, device=device)
@@ -764,7 +703,6 @@ def launch_layer(
         SPLIT=plan["n_split"] > 1, IEEE=x.dtype == torch.float32, BLOCK_M=plan["block_m"],
         BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"], BLOCK_S=BLOCK_S, SPINS=BARRIER_SPINS,
         TIMES=times is not None, PF=prefetch and not INTERPRET,
-        PRE_O=plan["preload"]["o"], PRE_GU=plan["preload"]["gu"], PRE_DOWN=plan["preload"]["down"],
     )  # fmt: skip
     args = (
         x, xw, ssq, y, xw_out, ssq_out, next_ln, next_wqkv, ln2, wqkv, wo, wgu, wd, k_cache, v_cache, cos, sin,
