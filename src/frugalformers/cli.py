@@ -143,6 +143,13 @@ def _cmd_uptrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from frugalformers.compare import run_compare
+
+    run_compare(args.recipe, args.out, args.resume, args.workers, report_only=args.report)
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from frugalformers.plot import plot_runs
 
@@ -272,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-progress", action="store_true")
     up.add_argument("overrides", nargs="*", help="key=value run overrides, e.g. out=runs/up")
     up.set_defaults(func=_cmd_uptrain)
+    cp = sub.add_parser(
+        "compare",
+        help="pretrain, fine-tune and time several models on the same data and schedule; one table",
+        description="Run a comparison recipe (recipes/*.yaml): every cell's result is cached in the run folder, "
+        "so --resume continues a run that was cut off without redoing finished cells.",
+    )
+    cp.add_argument("recipe", help="a recipe YAML file, e.g. recipes/fnet-small.yaml")
+    cp.add_argument("--out", help="run folder (default runs/compare/NAME)")
+    cp.add_argument("--resume", action="store_true", help="continue the comparison in --out")
+    cp.add_argument(
+        "--workers", type=int, default=1, help="cells trained at once in worker processes (timings still run alone)"
+    )
+    cp.add_argument("--report", action="store_true", help="only (re)write the report of the cells done so far")
+    cp.set_defaults(func=_cmd_compare)
     pl = sub.add_parser("plot", help="loss and metric curves of runs into a PNG")
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default="curves.png")
@@ -288,12 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from frugalformers.checkpoint import CheckpointError
+    from frugalformers.compare import CompareError
     from frugalformers.data.sources import SourceError
     from frugalformers.train.trainer import TrainingStopped
 
     try:
         return args.func(args)
-    except (ValueError, SourceError, CheckpointError, TrainingStopped) as e:
+    except (ValueError, SourceError, CheckpointError, TrainingStopped, CompareError) as e:
         print(f"frugal: error: {e}", file=sys.stderr)
         return 2
 

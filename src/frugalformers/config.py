@@ -11,9 +11,13 @@ Families:
 - `decoder`: pre-RMSNorm causal LM (Llama style), rotary positions, SwiGLU, GQA.
 
 The per-layer recipe: layer i uses mixer `layer_mixers[i]` (default `mixer`) and feed-forward
-`layer_ffns[i]` (default `ffn`), names from the registries in `frugalformers.models.recipe`. For
-T5 the recipe describes the encoder; decoder layers use `decoder_mixer` / `decoder_ffn`, or
-`decoder_layer_ffns[i]` per decoder layer (e.g. MoWE's two decoder word-expert layers).
+`layer_ffns[i]` (default `ffn`), names from the registries in `frugalformers.models.recipe`. A
+layout rule may stand for the list: `mixer_layout="attention:TOP:2"` gives 2 attention layers
+placed by the official TOP rule and `mixer` everywhere else (FNet-Hybrid), `ffn_layout="moe:MIDDLE:4"`
+4 MoE layers in the middle (Sparse Mixer); the rule is applied to whatever `n_layers` is, so
+overriding the depth keeps the layout. For T5 the recipe describes the encoder; decoder layers use
+`decoder_mixer` / `decoder_ffn`, or `decoder_layer_ffns[i]` per decoder layer (e.g. MoWE's two
+decoder word-expert layers).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from frugalformers.layout import LAYOUTS, layer_recipe
+
 FAMILIES = ("bert", "t5", "decoder")
 HEADS = {
     "bert": ("mlm", "classify", "base"),
@@ -32,6 +38,19 @@ HEADS = {
 }
 POSITIONS = {"bert": ("learned",), "t5": ("relative",), "decoder": ("rotary", "learned")}
 NORMS = ("layernorm", "rmsnorm")
+POOLINGS = ("cls", "mean")
+
+
+def parse_layout(name: str, value: Any, n_layers: int) -> tuple[str, str, int]:
+    """ "attention:TOP:2" -> ("attention", "TOP", 2), checked against n_layers."""
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValueError(f"{name}={value!r} must look like BLOCK:LAYOUT:N, e.g. 'attention:TOP:2'")
+    block, rule, n = parts[0], parts[1].upper(), int(parts[2])
+    _one_of(f"{name} layout", rule, LAYOUTS)
+    if not 0 <= n <= n_layers:
+        raise ValueError(f"{name}={value!r} asks for {n} layers but n_layers={n_layers}")
+    return block, rule, n
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -93,10 +112,13 @@ class ModelConfig:
     ffn: str = "dense"
     layer_mixers: tuple[str, ...] | None = None
     layer_ffns: tuple[str, ...] | None = None
+    mixer_layout: str | None = None  # "BLOCK:LAYOUT:N" (frugalformers.layout rules), instead of layer_mixers
+    ffn_layout: str | None = None  # "BLOCK:LAYOUT:N", instead of layer_ffns
     decoder_mixer: str = "attention"
     decoder_ffn: str = "dense"
     decoder_layer_ffns: tuple[str, ...] | None = None  # t5 only: one FFN kind per decoder layer
     attention_impl: str = "sdpa"  # sdpa | reference
+    classifier_pooling: str = "cls"  # bert classify head: "cls" (token 0, the papers) | "mean" (real tokens)
     options: dict[str, Any] = field(default_factory=dict)  # block-specific settings of later blocks
 
     def __post_init__(self) -> None:
@@ -181,7 +203,13 @@ class ModelConfig:
             _one_of(name, getattr(self, name), sorted(MIXERS))
         for name in ("ffn", "decoder_ffn"):
             _one_of(name, getattr(self, name), sorted(FFNS))
-        for name, registry in (("layer_mixers", MIXERS), ("layer_ffns", FFNS)):
+        _one_of("classifier_pooling", self.classifier_pooling, POOLINGS)
+        for name, layout, registry in (("layer_mixers", "mixer_layout", MIXERS), ("layer_ffns", "ffn_layout", FFNS)):
+            if getattr(self, layout) is not None:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"give {name} or {layout}, not both ({layout}={getattr(self, layout)!r})")
+                special, _, _ = parse_layout(layout, getattr(self, layout), self.n_layers)
+                _one_of(f"{layout} block", special, sorted(registry))
             recipe = getattr(self, name)
             if recipe is None:
                 continue
@@ -226,18 +254,34 @@ class ModelConfig:
     def decoder_layers(self) -> int:
         return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
 
+    def mixers(self) -> tuple[str, ...]:
+        """Every (encoder) layer's mixer: `layer_mixers`, or the `mixer_layout` rule, or `mixer`."""
+        return self._per_layer(self.layer_mixers, self.mixer_layout, self.mixer, "mixer_layout")
+
+    def ffns(self) -> tuple[str, ...]:
+        """Every (encoder) layer's feed-forward: `layer_ffns`, or the `ffn_layout` rule, or `ffn`."""
+        return self._per_layer(self.layer_ffns, self.ffn_layout, self.ffn, "ffn_layout")
+
+    def _per_layer(self, explicit, layout, base: str, name: str) -> tuple[str, ...]:
+        if explicit is not None:
+            return tuple(explicit)
+        if layout is None:
+            return (base,) * self.n_layers
+        special, rule, n = parse_layout(name, layout, self.n_layers)
+        return layer_recipe(self.n_layers, base, special, n, rule)
+
     def layer_mixer(self, i: int) -> str:
-        return self.layer_mixers[i] if self.layer_mixers is not None else self.mixer
+        return self.mixers()[i]
 
     def layer_ffn(self, i: int) -> str:
-        return self.layer_ffns[i] if self.layer_ffns is not None else self.ffn
+        return self.ffns()[i]
 
     def decoder_layer_ffn(self, i: int) -> str:
         return self.decoder_layer_ffns[i] if self.decoder_layer_ffns is not None else self.decoder_ffn
 
     def routes_words(self) -> bool:
         """MoWE layers in the (encoder) stack: they read the input words' routing ids."""
-        return "word_experts" in (self.layer_ffns or (self.ffn,))
+        return "word_experts" in self.ffns()
 
     def routes_decoder_words(self) -> bool:
         """MoWE layers in a T5 decoder: routed by the decoder inputs' causal routing ids."""

@@ -26,7 +26,7 @@ def _finetune_all(preset: str, init_from: Path | None, out_dir: Path, steps: int
     from frugalformers.presets import get_preset
 
     config = get_preset(preset)
-    fixed_length = "linear" in (config.layer_mixers or (config.mixer,))  # Linear mixing needs exactly N tokens
+    fixed_length = "linear" in config.mixers()  # Linear mixing needs exactly N tokens
     row = {}
     for task, seq_len in TASKS.items():
         seq_len = config.max_seq_len if fixed_length else seq_len

@@ -31,6 +31,11 @@ def get_preset(name: str) -> ModelConfig:
     return PRESETS[name]()
 
 
+# the official Sparse Mixer Small shape (8 x 512, 8 heads, FFN 2048): the size `recipes/fnet-small.yaml`
+# compares BERT, FNet and Sparse Mixer at (BERT's 8 x 512 is the BERT-Medium of Turc et al. 2019)
+_SMALL = dict(d_model=512, n_layers=8, n_heads=8, d_ff=2048)
+
+
 # ---------------------------------------------------------------- BERT family (Devlin et al. 2019)
 def _bert(**kw) -> ModelConfig:
     base = dict(family="bert", activation="gelu", norm="layernorm", norm_eps=1e-12, position="learned")
@@ -45,6 +50,11 @@ def _bert_base():
 @register_preset("bert-large", "BERT-Large: 24 x 1024, FFN 4096, 16 heads (~335M)")
 def _bert_large():
     return _bert(d_model=1024, n_layers=24, n_heads=16, d_ff=4096)
+
+
+@register_preset("bert-small", "BERT at the Sparse Mixer Small shape: 8 x 512, FFN 2048, 8 heads (~41M)")
+def _bert_small():
+    return _bert(**_SMALL)
 
 
 @register_preset("bert-tiny", "tiny BERT for tests and the demo: 2 x 64, 4 heads")
@@ -77,14 +87,13 @@ _FNET_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, d_ff
 
 def _hybrid(shape: dict, n_attention: int = 2, layout: str = "TOP", mixer: str = "fourier") -> ModelConfig:
     # FNet-Hybrid: the paper's best layout puts 2 self-attention layers at the TOP (notes 1.3, 1.5)
-    from frugalformers.models.layout import layer_recipe
-
-    return _fnet(layer_mixers=layer_recipe(shape["n_layers"], mixer, "attention", n_attention, layout), **shape)
+    return _fnet(mixer=mixer, mixer_layout=f"attention:{layout}:{n_attention}", **shape)
 
 
 for _size, _shape, _what in (
     ("base", _FNET_BASE, "12 x 768, FFN 3072"),
     ("large", _FNET_LARGE, "24 x 1024, FFN 4096"),
+    ("small", {**_SMALL, "vocab_size": 32000}, "8 x 512, FFN 2048 (the Sparse Mixer Small shape)"),
     ("tiny", _FNET_TINY, "2 x 64 (tests and the demo)"),
 ):
     register_preset(f"fnet-{_size}", f"FNet-{_size.title()}: {_what}, Fourier mixing")(lambda s=_shape: _fnet(**s))
@@ -111,8 +120,6 @@ def _sparse_mixer(
 ) -> ModelConfig:
     # official sparse_mixers/configs/base.py: Linear mixing, attention in the TOP layers, MoE in the
     # MIDDLE layers, experts-choose routing; embeddings, pooler and MLM head as in FNet
-    from frugalformers.models.layout import layer_recipe
-
     return _fnet(
         vocab_size=vocab,
         d_model=d_model,
@@ -120,8 +127,9 @@ def _sparse_mixer(
         n_heads=n_heads,
         d_ff=d_ff,
         max_seq_len=max_seq_len,
-        layer_mixers=layer_recipe(n_layers, "linear", "attention", n_special, "TOP"),
-        layer_ffns=layer_recipe(n_layers, "dense", "moe", n_special, "MIDDLE"),
+        mixer="linear",
+        mixer_layout=f"attention:TOP:{n_special}",
+        ffn_layout=f"moe:MIDDLE:{n_special}",
         options={"n_experts": n_experts, "routing": "experts_choose", "capacity_factor": cf, "expert_dropout": 0.1},
     )
 
@@ -134,6 +142,12 @@ register_preset("fast-sparse-mixer-base", "Fast Sparse Mixer Base: Sparse Mixer 
 )
 register_preset("sparse-mixer-small", "Sparse Mixer Small: 8 x 512, attention top 4, 16-expert MoE middle 4")(
     lambda: _sparse_mixer(8, 512, 8, 2048, 16, 1.0, 32000, 512, 4)
+)
+register_preset("fast-sparse-mixer-small", "Fast Sparse Mixer Small: Sparse Mixer Small with capacity factor 0.5")(
+    lambda: _sparse_mixer(8, 512, 8, 2048, 16, 0.5, 32000, 512, 4)
+)
+register_preset("fast-sparse-mixer-tiny", "tiny Fast Sparse Mixer: sparse-mixer-tiny with capacity factor 0.5")(
+    lambda: _sparse_mixer(4, 64, 4, 256, 4, 0.5, TINY_VOCAB, 128, 2)
 )
 register_preset("sparse-mixer-tiny", "tiny Sparse Mixer: 4 x 64, attention in layers 2-3, 4-expert MoE in layers 1-2")(
     lambda: _sparse_mixer(4, 64, 4, 256, 4, 1.0, TINY_VOCAB, 128, 2)
@@ -285,7 +299,12 @@ def _llama(**kw) -> ModelConfig:
 
 
 _LLAMA_1B = dict(vocab_size=32000, d_model=2048, n_layers=16, n_heads=16, d_ff=5632, max_seq_len=16384)
+_LLAMA_SMALL = dict(vocab_size=32000, d_model=512, n_layers=8, n_heads=8, d_ff=1408, max_seq_len=4096)
 _LLAMA_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=8, d_ff=176, max_seq_len=512)
+
+register_preset(
+    "llama-small", "Llama-shaped small decoder (recipes/gqa-small.yaml): 8 x 512, SwiGLU 1408, 8 heads, MHA (8 kv)"
+)(lambda: _llama(**_LLAMA_SMALL))
 
 # (kv heads of the 1B, kv heads of the tiny with 8 query heads, suffix, description)
 _KV_FORMS = ((16, 8, "", "MHA"), (4, 4, "-gqa4", "GQA-4"), (1, 1, "-mqa", "MQA"))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from frugalformers import build_model
-from frugalformers.models.layout import layer_recipe, layout_layers
+from frugalformers.layout import layer_recipe, layout_layers
 from frugalformers.models.recipe import MixContext
 from frugalformers.nn.mixing import FourierMixing, IdentityMixing, LinearMixing, RandomMixing
 
@@ -118,8 +118,8 @@ def test_fnet_presets():
         fnet = build_model("fnet-base", head="base")
         hybrid = build_model("fnet-hybrid-base", head="base")
     assert 82e6 < count_parameters(fnet) < 84e6  # FNet-Base ~83M (notes 1.1)
-    assert hybrid.config.layer_mixers[-2:] == ("attention", "attention")
-    assert set(hybrid.config.layer_mixers[:-2]) == {"fourier"}
+    assert hybrid.config.mixers()[-2:] == ("attention", "attention")
+    assert set(hybrid.config.mixers()[:-2]) == {"fourier"}
 
 
 def test_dft_mixing_compiles_once():

@@ -86,10 +86,35 @@ def test_losses_match_hand_computed_values():
     top1 = probs.argmax(-1)  # experts 0, 1, 0
     f = torch.tensor([2 / 3, 1 / 3])
     P = probs[0].mean(0)
-    assert switch_balance_loss(probs, top1).item() == pytest.approx(2 * float((f * P).sum()))
+    assert switch_balance_loss(probs, top1[..., None]).item() == pytest.approx(2 * float((f * P).sum()))
     moe = MoEFeedForward(4, 8, n_experts=2, routing="tokens_choose", min_capacity=1)
     _, aux = moe(torch.randn(1, 6, 4))
     assert set(aux) == {"moe_balance", "moe_z"}  # weighted 0.01 and 1e-4
+
+
+def official_balance_loss(probs: torch.Tensor, experts: torch.Tensor) -> float:
+    """sparse_mixers/routing.py `_load_balancing_loss`, written out with loops: a token counts for
+    every expert among its k choices; mean over groups and experts of f * P, times E^2."""
+    G, T, E = probs.shape
+    total = 0.0
+    for g in range(G):
+        for e in range(E):
+            f = sum(e in experts[g, t].tolist() for t in range(T)) / T
+            total += f * float(probs[g, :, e].mean())
+    return total / (G * E) * E**2
+
+
+def test_top_k_balance_loss_and_capacity_follow_the_official_formulas():
+    torch.manual_seed(3)
+    probs = torch.randn(2, 12, 4).softmax(-1)
+    for k in (1, 2, 3):
+        experts = probs.topk(k, dim=-1).indices
+        assert switch_balance_loss(probs, experts).item() == pytest.approx(official_balance_loss(probs, experts))
+    # MoeLayer: expert_capacity = max(round(cf * tokens_per_group / E), min_expert_capacity), whatever k is
+    moe = MoEFeedForward(8, 16, n_experts=4, routing="tokens_choose", top_k=2, min_capacity=1, max_group_size=64)
+    r = moe.route(torch.randn(1, 64, 8))
+    assert torch.bincount(r.expert, minlength=4).max() <= round(1.0 * 64 / 4)
+    assert capacity(1.25, 64, 4) == 20 and capacity(1.0, 64, 4, minimum=32) == 32
 
 
 def test_gradients_reach_the_router_through_the_combine_weights():
@@ -175,9 +200,9 @@ def test_group_count_rule():
 
 def test_sparse_mixer_presets_follow_the_official_layout():
     c = build_model("sparse-mixer-base", head="base", vocab_size=64).config
-    assert [i for i, m in enumerate(c.layer_mixers) if m == "attention"] == [10, 11, 12, 13]
-    assert [i for i, f in enumerate(c.layer_ffns) if f == "moe"] == [5, 6, 7, 8]
-    assert set(c.layer_mixers) == {"linear", "attention"} and c.options["n_experts"] == 16
+    assert [i for i, m in enumerate(c.mixers()) if m == "attention"] == [10, 11, 12, 13]
+    assert [i for i, f in enumerate(c.ffns()) if f == "moe"] == [5, 6, 7, 8]
+    assert set(c.mixers()) == {"linear", "attention"} and c.options["n_experts"] == 16
     fast = build_model("fast-sparse-mixer-base", head="base", vocab_size=64).config
     assert fast.options["capacity_factor"] == 0.5
 

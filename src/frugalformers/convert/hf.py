@@ -372,7 +372,7 @@ def hf_config_from(config: ModelConfig):
         fnet = is_fnet(config)
         if fnet and config.embedding_dim != config.d_model:
             raise ValueError("FNetConfig has one width for embeddings and layers; d_emb must equal d_model")
-        if not fnet and (config.embedding_projection or config.layer_mixers or config.mixer != "attention"):
+        if not fnet and (config.embedding_projection or set(config.mixers()) != {"attention"}):
             raise ValueError(
                 "BertConfig has attention in every layer and no embedding projection: export this "
                 "model in our format (save), or use an all-Fourier model for FNetConfig"

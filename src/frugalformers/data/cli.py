@@ -1,4 +1,4 @@
-"""`frugal data list | show NAME | prepare NAME | pack NAME`."""
+"""`frugal data list | show NAME | prepare NAME | pack NAME... | unpack FILE`."""
 
 from __future__ import annotations
 
@@ -64,11 +64,25 @@ def cmd_show(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    from frugalformers.data.pack import pack
+    from frugalformers.data.pack import pack, pack_archive
 
-    out = pack(args.name, args.out, args.tokenizer, args.max_mb, args.words)
+    if args.out.endswith(".tar.xz"):
+        out = pack_archive(args.names, args.out, args.tokenizer, args.max_mb, args.words)
+        print(f"packed {', '.join(args.names)} into {out}: {out.stat().st_size / 1e6:.1f} MB (`frugal data unpack`)")
+        return 0
+    if len(args.names) != 1:
+        raise ValueError("a folder holds one dataset; for several, give --out FILE.tar.xz")
+    out = pack(args.names[0], args.out, args.tokenizer, args.max_mb, args.words)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"packed {args.name} ({args.tokenizer}) into {out}: {size / 1e6:.1f} MB")
+    print(f"packed {args.names[0]} ({args.tokenizer}) into {out}: {size / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_unpack(args) -> int:
+    from frugalformers.data.pack import unpack_archive
+
+    done = unpack_archive(args.archive, args.force)
+    print(f"unpacked {', '.join(done) or 'nothing (all there already; --force replaces)'} into {frugal_home()}")
     return 0
 
 
@@ -84,10 +98,18 @@ def add_parser(sub) -> None:
     sp = dsub.add_parser("show", help="sizes, label balance and examples of a prepared dataset")
     sp.add_argument("name")
     sp.set_defaults(func=cmd_show)
-    kp = dsub.add_parser("pack", help="a compact tokenizer + shard copy (< 40 MB) to carry elsewhere")
-    kp.add_argument("name")
-    kp.add_argument("--out", required=True)
+    kp = dsub.add_parser(
+        "pack",
+        help="a compact copy to carry elsewhere: one dataset's tokenizer + shards as a folder, or several "
+        "datasets as FILE.tar.xz for `frugal data unpack`",
+    )
+    kp.add_argument("names", nargs="+")
+    kp.add_argument("--out", required=True, help="a folder (one dataset) or FILE.tar.xz (several)")
     kp.add_argument("--tokenizer", default="tiny")
     kp.add_argument("--max-mb", type=float, default=40.0)
     kp.add_argument("--words", action="store_true", help="include the MoWE routing ids")
     kp.set_defaults(func=cmd_pack)
+    up = dsub.add_parser("unpack", help="install the datasets of a `pack` archive into $FRUGAL_HOME")
+    up.add_argument("archive")
+    up.add_argument("--force", action="store_true", help="replace datasets already there")
+    up.set_defaults(func=cmd_unpack)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from frugalformers.data import listops, readers
+from frugalformers.data.decontaminate import HeldOutText, scrub
 from frugalformers.data.sources import fetch, source_record
 from frugalformers.data.store import (
     building,
@@ -35,6 +36,8 @@ from frugalformers.data.store import (
 )
 
 BUILD_VERSION = 1
+# datasets whose build changed since version 1; a copy built before is rebuilt by `prepare`
+BUILD_VERSIONS = {"corpus": 2}  # 2: the `classify` tasks' validation and test inputs removed
 
 
 class Dataset:
@@ -66,9 +69,13 @@ def prepare(name: str, log: Callable[[str], None] = print, force: bool = False) 
             prepare(n, log, force)
         return dataset_dir("all").parent
     ds = get_dataset(name)
+    version = BUILD_VERSIONS.get(name, BUILD_VERSION)
     if is_prepared(name) and not force:
-        log(f"{name}: already prepared at {dataset_dir(name)}")
-        return dataset_dir(name)
+        built = json.loads((dataset_dir(name) / "manifest.json").read_text()).get("build_version", 1)
+        if built >= version:
+            log(f"{name}: already prepared at {dataset_dir(name)}")
+            return dataset_dir(name)
+        log(f"{name}: the copy at {dataset_dir(name)} was built by an older version ({built} < {version}); rebuilding")
     t0 = time.time()
     log(f"{name}: preparing ({ds.what})")
     roots = {s: fetch(s, log) / "files" for s in ds.sources}
@@ -76,7 +83,7 @@ def prepare(name: str, log: Callable[[str], None] = print, force: bool = False) 
         stats = ds.build(out, roots, log)
         manifest = {
             "name": name,
-            "build_version": BUILD_VERSION,
+            "build_version": version,
             "what": ds.what,
             "sources": [source_record(s) for s in ds.sources],
             "stats": stats,
@@ -284,11 +291,34 @@ def corpus_documents(roots: dict, log) -> list[dict]:
     return docs
 
 
+BIBLE_SOURCES = ("engKJV2006eb", "engWEB2015eb")  # one verse per line
+
+
+def classify_held_out(log) -> HeldOutText:
+    """The validation and test inputs of every `classify` task (preparing it if needed): texts to
+    keep out of pretraining, and the `isa` words whose dictionary entries go with them."""
+    prepare("classify", log)
+    folder = dataset_dir("classify")
+    texts, words = [], []
+    for task_dir in sorted((folder / "tasks").iterdir()):
+        for split in ("validation", "test"):
+            for r in read_jsonl(task_dir / f"{split}.jsonl"):
+                if task_dir.name == "isa":  # (word, word): the first word's entry describes it
+                    words.append(r["text"])
+                    continue
+                texts += [r["text"]] + ([r["text_b"]] if r.get("text_b") else [])
+    return HeldOutText(texts, words)
+
+
 @register("corpus", CORPUS_SOURCES, "~150 MB of real English for pretraining, 8k + 32k tokenizers")
 def _build_corpus(out: Path, roots: dict, log) -> dict:
+    held = classify_held_out(log)
     docs = corpus_documents(roots, log)
     docs, dropped = dedupe_paragraphs(docs)
+    log("  removing the classify tasks' validation and test inputs")
+    docs, removed = scrub(docs, held, BIBLE_SOURCES)
     stats = {"text": split_text(out, docs), "duplicate_paragraphs_dropped": dropped}
+    stats["held_out_passages_removed"] = removed
     stats["by_source"] = dict(Counter(d["source"] for d in docs))
     stats["chars_by_source"] = {}
     for d in docs:

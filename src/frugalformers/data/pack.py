@@ -39,3 +39,67 @@ def pack(dataset: str, out: str | Path, tokenizer: str = "tiny", max_mb: float =
     meta["packed_from"] = dataset
     (out / "shards" / tokenizer / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max_mb: float = 40.0,
+                 words: bool = False, log=print) -> Path:  # fmt: skip
+    """Several prepared datasets in one `.tar.xz` laid out as `$FRUGAL_HOME` is (`datasets/NAME/`),
+    for `frugal data unpack` on another machine: a pretraining dataset as `pack` copies it (the
+    tokenizer, the validation shard, the training shard cut to `max_mb`), a task suite whole (its
+    tasks, long documents and tokenizers)."""
+    import tarfile
+    import tempfile
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "datasets"
+        for name in names:
+            src = dataset_dir(name)
+            if not (src / "manifest.json").exists():
+                raise ValueError(f"dataset {name!r} is not prepared; run `frugal data prepare {name}` first")
+            dst = root / name
+            if (src / "shards" / tokenizer).exists():
+                pack(name, dst, tokenizer, max_mb, words)
+            for part in ("tasks", "long"):
+                if (src / part).exists():
+                    shutil.copytree(src / part, dst / part)
+            if (src / "tokenizer").exists() and not (dst / "tokenizer").exists():
+                shutil.copytree(src / "tokenizer", dst / "tokenizer")
+            meta = json.loads((src / "manifest.json").read_text())
+            meta["packed"] = {"tokenizer": tokenizer, "max_mb": max_mb, "words": words}
+            dst.mkdir(parents=True, exist_ok=True)
+            (dst / "manifest.json").write_text(json.dumps(meta, indent=2))
+            log(f"  {name}: {sum(p.stat().st_size for p in dst.rglob('*') if p.is_file()) / 1e6:.1f} MB")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(out, "w:xz") as tar:
+            tar.add(root, arcname="datasets")
+    return out
+
+
+def unpack_archive(archive: str | Path, force: bool = False) -> list[str]:
+    """Extract a `pack_archive` file into $FRUGAL_HOME; a dataset already there is kept unless
+    `force`. Returns the dataset names unpacked."""
+    import tarfile
+
+    from frugalformers.data.sources import frugal_home
+
+    archive = Path(archive)
+    if not archive.exists():
+        raise ValueError(f"{archive}: no such file (make it with `frugal data pack NAME ... --out FILE.tar.xz`)")
+    home = frugal_home()
+    done = []
+    with tarfile.open(archive, "r:xz") as tar:
+        members = tar.getmembers()
+        names = sorted({Path(m.name).parts[1] for m in members if len(Path(m.name).parts) > 1})
+        for m in members:
+            parts = Path(m.name).parts
+            if parts[0] != "datasets" or ".." in parts or m.issym() or m.islnk():
+                raise ValueError(f"{archive}: unexpected member {m.name!r}; not an archive of `frugal data pack`")
+        for name in names:
+            if (home / "datasets" / name).exists():
+                if not force:
+                    continue
+                shutil.rmtree(home / "datasets" / name)
+            tar.extractall(home, members=[m for m in members if Path(m.name).parts[1:2] == (name,)])
+            done.append(name)
+    return done

@@ -45,7 +45,8 @@ class BertEmbeddings(nn.Module):
 
 class BertEncoder(nn.Module):
     """Embeddings, a stack of post-LN layers built from the recipe, and an optional tanh pooler
-    (`with_pooler`, default `config.pooler`; the MLM model has none, as in BERT's code)."""
+    (`with_pooler`, default `config.pooler`; the MLM model has none, as in BERT's code) over token 0
+    (`classifier_pooling="cls"`, BERT's and FNet's) or the mean of the real tokens ("mean")."""
 
     def __init__(self, config: ModelConfig, with_pooler: bool | None = None):
         super().__init__()
@@ -70,8 +71,17 @@ class BertEncoder(nn.Module):
         for layer in self.layers:
             x, layer_aux = layer(x, ctx)
             add_aux(aux, layer_aux)
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        pooled = torch.tanh(self.pooler(self.pool(x, attention_mask))) if self.pooler is not None else None
         return ModelOutput(hidden=x, pooled=pooled, aux_losses=aux)
+
+    def pool(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, d) -> (B, d): token 0, or the mean over real tokens (all tokens without a mask)."""
+        if self.config.classifier_pooling == "cls":
+            return x[:, 0]
+        if attention_mask is None:
+            return x.mean(1)
+        keep = attention_mask[:, :, None].to(x.dtype)  # (B, T, 1)
+        return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
 class MLMHead(nn.Module):
@@ -121,7 +131,8 @@ class BertForMaskedLM(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """Pooled token 0 -> dropout -> Linear(num_labels); cross-entropy, or MSE when num_labels == 1."""
+    """Pooled output (token 0, or the tokens' mean: `classifier_pooling`) -> dropout ->
+    Linear(num_labels); cross-entropy, or MSE when num_labels == 1."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -17,8 +17,9 @@ Routing (`routing=`):
   outputs are summed, weighted by its router probabilities. No balancing loss is needed.
 - `tokens_choose`: each token picks its top-k experts; with Batch Prioritized Routing tokens are
   served in order of their top-1 probability, top-1 choices before top-2; a token over an expert's
-  capacity C = max(round(cf * k * T / E), min_capacity) is dropped (its residual passes on);
-  Switch load-balancing loss.
+  capacity C = max(round(cf * T / E), min_capacity) is dropped (its residual passes on; the
+  official `MoeLayer` does not scale C by k); Switch load-balancing loss over every selected
+  expert (official `_load_balancing_loss`).
 - `dropless`: tokens-choose with no capacity: tokens sorted by expert, one grouped GEMM
   (`torch._grouped_mm` on CUDA bf16 when available) or a padded batched matmul elsewhere.
 
@@ -52,8 +53,10 @@ def num_groups(n_tokens: int, max_group_size: int) -> int:
     return g
 
 
-def capacity(cf: float, tokens_per_group: int, n_experts: int, k: int = 1, minimum: int = 4) -> int:
-    return min(tokens_per_group * k, max(int(round(cf * k * tokens_per_group / n_experts)), minimum))
+def capacity(cf: float, tokens_per_group: int, n_experts: int, minimum: int = 4) -> int:
+    """Slots per expert and group: max(round(cf * T / E), minimum), at most T (official `MoeLayer`:
+    the same for experts-choose and for tokens-choose with any k)."""
+    return min(tokens_per_group, max(int(round(cf * tokens_per_group / n_experts)), minimum))
 
 
 @dataclass
@@ -93,11 +96,12 @@ def z_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, -1).pow(2).mean()
 
 
-def switch_balance_loss(probs: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
+def switch_balance_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Switch Transformer eq. 4-6 per group, averaged: E * sum_e f_e P_e, with f_e the fraction of
-    tokens whose top-1 expert is e and P_e the mean router probability of e."""
+    tokens that selected e among their top-k choices `experts` (G, T, k) and P_e the mean router
+    probability of e (official `_load_balancing_loss`: one-hot over the k choices, max over k)."""
     E = probs.shape[-1]
-    f = F.one_hot(top1, E).float().mean(-2)  # (G, E)
+    f = F.one_hot(experts, E).amax(-2).float().mean(-2)  # (G, T, k, E) -> (G, T, E) -> (G, E)
     p = probs.mean(-2)  # (G, E)
     return (f * p).sum(-1).mean() * E
 
@@ -219,7 +223,7 @@ class MoEFeedForward(nn.Module):
         offsets = (torch.arange(G, device=xg.device) * T)[:, None, None]
         cf = self.cf if self.training else self.eval_cf
         if self.routing == "experts_choose":
-            cap = capacity(cf, T, E, 1, self.min_capacity)
+            cap = capacity(cf, T, E, self.min_capacity)
             token, weight, _ = route_experts_choose(probs, cap)  # (G, E, C)
             # flattened expert-major, (E, G, C): the gather then lands in the experts' (E, G*C, d)
             # layout directly, with no copy of the activations to reorder them
@@ -229,10 +233,10 @@ class MoEFeedForward(nn.Module):
             balance = torch.zeros((), device=xg.device)
             keep = None
         else:
-            cap = None if self.routing == "dropless" else capacity(cf, T, E, self.top_k, self.min_capacity)
+            cap = None if self.routing == "dropless" else capacity(cf, T, E, self.min_capacity)
             expert, weight, keep = route_tokens_choose(probs, self.top_k, cap, self.bpr)  # (G, T, k)
             token = torch.arange(T, device=xg.device)[None, :, None].expand_as(expert)
-            balance = switch_balance_loss(probs, expert[..., 0])
+            balance = switch_balance_loss(probs, expert)
             flat_token = (token + offsets).reshape(-1)
         expert, weight = expert.reshape(-1), weight.reshape(-1)
         if keep is not None and xg.device.type != "meta":  # (meta: FLOP counting, every slot kept)

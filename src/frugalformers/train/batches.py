@@ -35,8 +35,17 @@ def load_tokenizer(dataset: str, name: str) -> Tokenizer:
     """The tokenizer `name` of `dataset`, or `OTHER_DATASET/name` for a dataset without its own
     (e.g. `longdoc` tasks with `data.tokenizer=corpus/tiny`)."""
     if "/" in name:
-        dataset, name = name.split("/", 1)
-    return Tokenizer.load(dataset_folder(dataset) / "tokenizer", name)
+        dataset, name = name.rsplit("/", 1)
+    folder = dataset_folder(dataset) / "tokenizer"
+    if not (folder / f"{name}.model").exists():
+        have = sorted(p.stem for p in folder.glob("*.model")) if folder.exists() else []
+        if have:
+            raise ValueError(f"dataset {dataset!r} has no tokenizer {name!r}; its tokenizers: {have}")
+        raise ValueError(
+            f"dataset {dataset!r} has no tokenizer of its own (a task suite): name the pretraining data's, "
+            f"e.g. data.tokenizer=corpus/tiny (DATASET/NAME)"
+        )
+    return Tokenizer.load(folder, name)
 
 
 def _generators(seed: int, epoch: int, position: int) -> tuple[random.Random, torch.Generator]:

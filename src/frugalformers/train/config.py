@@ -36,6 +36,7 @@ class OptimSection:
     beta2: float = 0.98
     eps: float = 1e-6
     warmup_steps: int = 100
+    warmup: float | None = None  # warm-up as a fraction of `steps` (e.g. 0.1); replaces warmup_steps when set
     schedule: str = "linear"  # linear | cosine | inverse_sqrt | constant (after warm-up)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     accumulation: int = 1  # micro-batches per optimizer step
@@ -48,6 +49,7 @@ class RunConfig:
     steps: int = 1000  # optimizer steps
     eval_every: int = 200  # steps between evaluations (0: only at the end)
     eval_batches: int = 20  # validation batches per evaluation
+    eval_at_start: bool = False  # also evaluate the untrained model (step 0), e.g. to show what training bought
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_last: int = 2  # checkpoints kept
     save_final: bool = True  # write a checkpoint at the last step (false: benchmarks of huge models)
@@ -123,6 +125,12 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "positive"),
         (cfg.optim.accumulation >= 1, "optim.accumulation", cfg.optim.accumulation, ">= 1"),
         (cfg.optim.warmup_steps >= 0, "optim.warmup_steps", cfg.optim.warmup_steps, ">= 0"),
+        (
+            cfg.optim.warmup is None or 0 <= cfg.optim.warmup < 1,
+            "optim.warmup",
+            cfg.optim.warmup,
+            "a fraction in [0, 1)",
+        ),
         (cfg.optim.grad_clip >= 0, "optim.grad_clip", cfg.optim.grad_clip, ">= 0 (0 disables)"),
         (cfg.data.batch_size > 0, "data.batch_size", cfg.data.batch_size, "positive"),
         (cfg.data.seq_len > 1, "data.seq_len", cfg.data.seq_len, "> 1"),
@@ -136,6 +144,13 @@ def validate(cfg: RunConfig) -> None:
             raise ValueError(f"{key}={value!r} is not valid; use {valid}")
     if cfg.model:
         get_preset(cfg.preset).replace(**cfg.model)  # raises naming a bad model field
+
+
+def warmup_steps(cfg: RunConfig) -> int:
+    """Warm-up steps: `optim.warmup` x steps when the fraction is set, else `optim.warmup_steps`."""
+    if cfg.optim.warmup is not None:
+        return round(cfg.optim.warmup * cfg.steps)
+    return cfg.optim.warmup_steps
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:

@@ -249,5 +249,10 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         preds, golds = task_predict(model, batches, "test")
     result["test"] = score(metric, preds, golds)
     if dist_env.current().is_main:
-        (run_dir / "test_metrics.json").write_text(__import__("json").dumps(result["test"], indent=2))
+        import json
+
+        (run_dir / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
+        with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:  # the test rows, in order
+            for p, g in zip(preds, golds):
+                f.write(json.dumps({"label": g, "prediction": p}, ensure_ascii=False) + "\n")
     return result

@@ -35,7 +35,7 @@ from frugalformers.dist.state import (
     unsharded,
 )
 from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
-from frugalformers.train.config import RunConfig
+from frugalformers.train.config import RunConfig, warmup_steps
 from frugalformers.train.logger import MetricsLogger
 from frugalformers.train.row_sparse_adamw import RowSparseAdamW, clip_grad_norm_, is_row_sparse
 from frugalformers.train.schedule import make_scheduler
@@ -152,7 +152,7 @@ def fit(
         dense_bank_gradients(model, log)
     wrapped, grad_sync = wrap_for_data_parallel(model, cfg.parallel, env)
     optimizer = make_optimizer(model, cfg, device, fused=cfg.parallel != "fsdp" or not env.distributed)
-    scheduler = make_scheduler(optimizer, cfg.optim.warmup_steps, cfg.steps, cfg.optim.schedule)
+    scheduler = make_scheduler(optimizer, warmup_steps(cfg), cfg.steps, cfg.optim.schedule)
     if state is not None:
         load_optimizer_state_by_name(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -201,6 +201,8 @@ def fit(
         dynamic_ncols=True,
         desc=Path(run_dir).name,
     )
+    if cfg.eval_at_start and step == 0:
+        metrics.log({"step": 0, **{f"valid_{k}": v for k, v in run_eval().items()}})
     model.train()
     bad_run, t_last, tokens_since, last = 0, time.perf_counter(), 0, {}
     stop_reason = None

@@ -1,0 +1,92 @@
+"""The cells of a comparison: each one unit of work whose result is cached in the run folder.
+
+A cell has a key that is also its folder under `cells/` (`pretrain/bert-small`,
+`finetune/fnet-small/isa/seed1`, `speed/bert-small`, `uptrain/gqa2-mean/a0.05`, ...), the cells it
+needs first, and whether it must run alone (timings: nothing else on the device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from frugalformers.compare.recipe import Recipe
+
+SCRATCH = "scratch"  # the suffix of a model's row without pretraining
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    kind: str  # unigram | pretrain | finetune | speed | uptrain | decode
+    args: dict = field(default_factory=dict, compare=False, hash=False)
+    deps: tuple[str, ...] = ()
+    exclusive: bool = False  # run with nothing else on the device (timings)
+
+    def describe(self) -> str:
+        a = self.args
+        if self.kind == "finetune":
+            return f"finetune {a['label']}{' (no pretraining)' if a['scratch'] else ''} on {a['task']} seed {a['seed']}"
+        if self.kind == "uptrain":
+            return f"uptrain {a['variant']} alpha {a['alpha']:g}"
+        if self.kind in ("pretrain", "speed", "decode"):
+            return f"{self.kind} {a.get('label', a.get('variant', ''))}"
+        return self.kind
+
+
+def alpha_tag(alpha: float) -> str:
+    return f"a{alpha:g}"
+
+
+def variant_name(kv_heads: int | None, method: str | None, n_heads: int) -> str:
+    """'mha', 'mqa-mean', 'gqa2-first' (kv heads in the name), as rows and folders."""
+    if kv_heads is None or kv_heads == n_heads:
+        return "mha"
+    return f"{'mqa' if kv_heads == 1 else f'gqa{kv_heads}'}" + (f"-{method}" if method else "")
+
+
+def finetune_steps(n_rows: int, batch_size: int, epochs: float, min_steps: int, max_steps: int) -> int:
+    """epochs x rows / batch, clamped to [min_steps, max_steps]."""
+    return int(min(max_steps, max(min_steps, math.ceil(epochs * n_rows / batch_size))))
+
+
+def plan(recipe: Recipe) -> list[Cell]:
+    """Every cell of the recipe, dependencies before dependants."""
+    cells = [Cell("baseline/unigram", "unigram")]
+    for m in recipe.models:
+        cells.append(Cell(f"pretrain/{m.label}", "pretrain", {"label": m.label}))
+    if recipe.study == "finetune":
+        spec = recipe.finetune
+        for m in recipe.models:
+            for scratch in (False, True) if spec.scratch else (False,):
+                name = f"{m.label}-{SCRATCH}" if scratch else m.label
+                deps = () if scratch else (f"pretrain/{m.label}",)
+                for task in spec.tasks:
+                    for seed in spec.seeds_for(task):
+                        args = {"label": m.label, "task": task, "seed": seed, "scratch": scratch}
+                        cells.append(Cell(f"finetune/{name}/{task}/seed{seed}", "finetune", args, deps))
+        if recipe.speed.kind != "none":
+            for m in recipe.models:
+                cells.append(Cell(f"speed/{m.label}", "speed", {"label": m.label}, exclusive=True))
+    else:
+        m = recipe.models[0]
+        up = recipe.uptrain
+        from frugalformers.presets import get_preset
+
+        n_heads = get_preset(m.preset).replace(**recipe.model_overrides(m)).n_heads
+        pre = (f"pretrain/{m.label}",)
+        for alpha in up.alphas:
+            name = variant_name(None, None, n_heads)
+            args = {"variant": name, "kv_heads": None, "method": None, "alpha": alpha}
+            cells.append(Cell(f"uptrain/{name}/{alpha_tag(alpha)}", "uptrain", args, pre))
+        for g in up.kv_heads:
+            for method in up.methods:
+                name = variant_name(g, method, n_heads)
+                for alpha in up.alphas:
+                    args = {"variant": name, "kv_heads": g, "method": method, "alpha": alpha}
+                    cells.append(Cell(f"uptrain/{name}/{alpha_tag(alpha)}", "uptrain", args, pre))
+        if recipe.speed.kind != "none":
+            for g in [n_heads, *up.kv_heads]:
+                name = variant_name(g, None, n_heads)
+                cells.append(Cell(f"decode/{name}", "decode", {"variant": name, "kv_heads": g}, exclusive=True))
+    return cells

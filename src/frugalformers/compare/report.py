@@ -1,0 +1,381 @@
+"""The report of a comparison: `compare.md` (the table, verdicts, baselines, what each model did
+differently, the hardware and the command), `compare.json` (every number, and every cell's
+result) and the plots (`compare.png`: quality against training speed, as the FNet paper's
+Figure 2; for GQA `quality_vs_time.png` and `quality_vs_alpha.png`, as its Figures 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from frugalformers.compare.cells import majority_baseline
+from frugalformers.compare.plan import SCRATCH, alpha_tag, plan, variant_name
+from frugalformers.compare.recipe import Recipe
+
+OBJECTIVE_NAMES = {"mlm": "MLM", "clm": "LM", "span": "span", "ul2": "UL2"}
+
+
+def _mean_sd(xs: list[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _cell(mean, sd) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.3f} ± {sd:.3f}" if sd else f"{mean:.3f}"
+
+
+def _num(v, fmt: str = "{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _hardware(results: dict) -> str:
+    devices = sorted({r["device"] for r in results.values() if isinstance(r, dict) and r.get("device")})
+    if devices:
+        return "; ".join(devices)
+    from frugalformers.bench.report import hardware
+
+    return hardware()
+
+
+def write_report(recipe: Recipe, run_dir: Path, results: dict, command: str = "") -> str:
+    """Write compare.md / compare.json / the plots from the finished cells; return the markdown."""
+    if recipe.study == "uptrain":
+        md, data = _uptrain_report(recipe, run_dir, results)
+    else:
+        md, data = _finetune_report(recipe, run_dir, results)
+    done = sum(1 for c in plan(recipe) if c.key in results)
+    total = len(plan(recipe))
+    head = f"# {recipe.name}\n\n{recipe.description.strip()}\n\n" if recipe.description else f"# {recipe.name}\n\n"
+    tail = (
+        f"\n\nCells: {done} of {total} done. Hardware: {_hardware(results)}. "
+        f"Command: `{command or 'frugal compare ' + recipe.path}`."
+    )
+    md = head + md + tail
+    (run_dir / "compare.md").write_text(md + "\n")
+    data.update(recipe=recipe.raw, command=command, cells={k: results[k] for k in sorted(results)})
+    (run_dir / "compare.json").write_text(json.dumps(data, indent=2, default=str))
+    return md
+
+
+# ------------------------------------------------------------------ finetune studies
+def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
+    """One row per model (and per model without pretraining): the numbers of the table."""
+    spec = recipe.finetune
+    rows = []
+    ref_row = None
+    for m in recipe.models:
+        for scratch in (False, True) if spec.scratch else (False,):
+            name = f"{m.label}-{SCRATCH}" if scratch else m.label
+            pre = None if scratch else results.get(f"pretrain/{m.label}")
+            row = {"model": m.label + (", no pretraining" if scratch else ""), "label": name, "scratch": scratch}
+            if pre:
+                row.update(
+                    params=pre["params"],
+                    pretrain_tokens=pre["tokens"],
+                    pretrain_loss_start=pre.get("initial_valid_loss"),
+                    pretrain_loss=pre["valid_loss"],
+                    pretrain_accuracy=pre.get("valid_accuracy"),
+                )
+            tasks = {}
+            for task in spec.tasks:
+                scores = [
+                    results[k]["score"]
+                    for s in spec.seeds_for(task)
+                    if (k := f"finetune/{name}/{task}/seed{s}") in results
+                ]
+                mean, sd = _mean_sd(scores)
+                tasks[task] = {"mean": mean, "sd": sd, "n": len(scores), "scores": scores}
+                if spec.breakdown:
+                    parts = [
+                        results[k].get("breakdown", {})
+                        for s in spec.seeds_for(task)
+                        if (k := f"finetune/{name}/{task}/seed{s}") in results
+                    ]
+                    keys = sorted({g for p in parts for g in p})
+                    tasks[task]["breakdown"] = {g: statistics.fmean(p[g] for p in parts if g in p) for g in keys}
+            row["tasks"] = tasks
+            means = [t["mean"] for t in tasks.values()]
+            row["average"] = statistics.fmean(means) if means and None not in means else None
+            speed = results.get(f"speed/{m.label}")
+            if speed:
+                row.update(
+                    train_tokens_per_s=speed["train_tokens_per_s"], infer_tokens_per_s=speed["infer_tokens_per_s"]
+                )
+            rows.append(row)
+            if name == recipe.reference:
+                ref_row = row
+    for row in rows:
+        _relative(row, ref_row, recipe.reference)
+    return rows
+
+
+def _relative(row: dict, ref: dict | None, ref_name: str) -> None:
+    if ref is None:
+        return
+    if row.get("average") is not None and ref.get("average"):
+        row["percent_of_reference"] = 100 * row["average"] / ref["average"]
+    for key in ("train", "infer"):
+        mine, theirs = row.get(f"{key}_tokens_per_s"), ref.get(f"{key}_tokens_per_s")
+        if mine and theirs:
+            row[f"{key}_speedup"] = mine / theirs
+
+
+def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
+    """One line a person reads: speed and quality against the reference, and what pretraining bought."""
+    parts = []
+    if row["label"] != ref_name and row.get("train_speedup"):
+        parts.append(f"{row['train_speedup']:.2f}x {ref_name}'s training speed")
+    if row["label"] != ref_name and row.get("percent_of_reference") is not None:
+        parts.append(f"{row['percent_of_reference']:.0f}% of its score")
+    if not row["scratch"] and row.get("average") is not None:
+        twin = next((r for r in rows if r["label"] == f"{row['label']}-{SCRATCH}"), None)
+        if twin and twin.get("average") is not None:
+            gain = 100 * (row["average"] - twin["average"])
+            losers = [
+                t
+                for t, v in row["tasks"].items()
+                if v["mean"] is not None
+                and twin["tasks"][t]["mean"] is not None
+                and v["mean"] <= twin["tasks"][t]["mean"]
+            ]
+            said = f"pretraining {gain:+.1f} points"
+            if losers:
+                said += f" (no gain on {', '.join(losers)})"
+            parts.append(said)
+    return "; ".join(parts) if parts else "reference"
+
+
+def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, dict]:
+    spec = recipe.finetune
+    rows = finetune_rows(recipe, results)
+    unigram = results.get("baseline/unigram")
+    obj = OBJECTIVE_NAMES.get(unigram["objective"], "pretraining") if unigram else "pretraining"
+    majority = {t: majority_baseline(spec.dataset, t, spec.breakdown) for t in spec.tasks}
+    ref = recipe.reference
+    columns = ["model", "params", "pretrain tokens", f"{obj} loss", f"{obj} acc"]
+    columns += [f"{t} ({_metric_name(spec.dataset, t)})" for t in spec.tasks]
+    columns += ["average", f"% of {ref}", "train speed", "inference speed", "verdict"]
+    table = []
+    for row in rows:
+        row["verdict"] = verdict(row, rows, ref)
+        loss = row.get("pretrain_loss")
+        start = row.get("pretrain_loss_start")
+        table.append(
+            [
+                row["model"],
+                _num(row.get("params"), "{:,.0f}") if row.get("params") else "-",
+                _num(row.get("pretrain_tokens"), "{:,}") if row.get("pretrain_tokens") else "0",
+                (f"{start:.2f} → {loss:.2f}" if start and loss else _num(loss, "{:.2f}")),
+                _num(row.get("pretrain_accuracy")),
+                *[_cell(row["tasks"][t]["mean"], row["tasks"][t]["sd"]) for t in spec.tasks],
+                _num(row.get("average")),
+                _num(row.get("percent_of_reference"), "{:.1f}%"),
+                _num(row.get("train_speedup"), "{:.2f}x"),
+                _num(row.get("infer_speedup"), "{:.2f}x"),
+                row["verdict"],
+            ]
+        )
+    maj_avg = statistics.fmean(majority[t]["score"] for t in spec.tasks)
+    table.append(
+        ["majority class", "-", "-", "-", "-", *[f"{majority[t]['score']:.3f}" for t in spec.tasks], f"{maj_avg:.3f}"]
+        + ["-"] * 4
+    )
+    if unigram:
+        table.append(
+            ["unigram", "-", "-", f"{unigram['valid_loss']:.2f}", f"{unigram['valid_accuracy']:.3f}"]
+            + ["-"] * (len(spec.tasks) + 5)
+        )
+    seeds = sorted({len(spec.seeds_for(t)) for t in spec.tasks})
+    parts = [
+        _table(columns, table),
+        "",
+        f"Task cells: test score, mean ± sd over {'/'.join(map(str, seeds))} fine-tuning seeds (the task's metric in "
+        f"the header); average: the macro average of the task means; the {obj} loss is held-out, from the untrained "
+        "model to the pretrained one. Speeds: training (forward, backward, optimizer step on a pretraining batch) and "
+        f"inference (encoder forward) tokens/s against {ref}, medians measured in this run with nothing else on the "
+        "device:",
+        "",
+    ]
+    speeds = [
+        f"- {r['model']}: train {r['train_tokens_per_s']:,.0f} tokens/s, "
+        f"inference {r['infer_tokens_per_s']:,.0f} tokens/s"
+        for r in rows
+        if r.get("train_tokens_per_s")
+    ]
+    parts += speeds or ["- (not measured yet)"]
+    diffs = [f"- {m.label}: {m.differences()}" for m in recipe.models if m.differences()]
+    if diffs:
+        parts += ["", "What each model does differently from the shared recipe:", "", *diffs]
+    if spec.breakdown:
+        parts += ["", _breakdown_table(spec, rows, majority)]
+    md = "\n".join(parts)
+    _plot_speed_quality(recipe, rows, run_dir / "compare.png")
+    return md, {"rows": rows, "majority": majority, "unigram": unigram}
+
+
+def _metric_name(dataset: str, task: str) -> str:
+    from frugalformers.data.tasks import task_info
+
+    metric = task_info(dataset, task)["metric"]
+    return {"em_f1": "exact match", "macro_f1": "macro-F1"}.get(metric, metric)
+
+
+def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
+    out = []
+    for task in spec.tasks:
+        groups = sorted(majority[task].get("breakdown", {}))
+        cols = [spec.breakdown, "most common answer"] + [r["model"] for r in rows]
+        body = []
+        for g in groups:
+            cells = [g, f"{majority[task]['breakdown'][g]:.3f}"]
+            cells += [_num(r["tasks"][task].get("breakdown", {}).get(g)) for r in rows]
+            body.append(cells)
+        out.append(f"{task} by {spec.breakdown} (test, mean over seeds):\n\n" + _table(cols, body))
+    return "\n\n".join(out)
+
+
+def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path) -> None:
+    points = [r for r in rows if r.get("train_speedup") and r.get("average") is not None and not r["scratch"]]
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    for r in points:
+        ax.scatter(r["train_speedup"], r["average"], s=40)
+        ax.annotate(r["model"], (r["train_speedup"], r["average"]), textcoords="offset points", xytext=(5, 4))
+    ax.set_xlabel(f"training speed relative to {recipe.reference} (tokens/s ratio)")
+    ax.set_ylabel(f"{recipe.finetune.dataset} suite average (test)")
+    ax.set_title(f"{recipe.name}: quality against training speed")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ GQA uptraining study
+def uptrain_rows(recipe: Recipe, results: dict) -> list[dict]:
+    from frugalformers.presets import get_preset
+
+    m = recipe.models[0]
+    up = recipe.uptrain
+    n_heads = get_preset(m.preset).replace(**recipe.model_overrides(m)).n_heads
+    variants = [(None, None)] + [(g, meth) for g in up.kv_heads for meth in up.methods]
+    decode = {r["kv_heads"]: r for k, r in results.items() if k.startswith("decode/")}
+    rows = []
+    for g, meth in variants:
+        name = variant_name(g, meth, n_heads)
+        row = {"variant": name, "kv_heads": g or n_heads, "method": meth or "-", "loss": {}}
+        for a in up.alphas:
+            r = results.get(f"uptrain/{name}/{alpha_tag(a)}")
+            row["loss"][a] = r["loss"] if r else None
+        d = decode.get(g or n_heads)
+        row["ms_per_step"] = d["ms_per_step"] if d else None
+        rows.append(row)
+    mha = rows[0]
+    for row in rows:
+        row["vs_mha_percent"] = {
+            a: 100 * (row["loss"][a] / mha["loss"][a] - 1) if row["loss"][a] and mha["loss"][a] else None
+            for a in up.alphas
+        }
+        if row["ms_per_step"] and mha["ms_per_step"]:
+            row["decode_speedup"] = mha["ms_per_step"] / row["ms_per_step"]
+    return rows
+
+
+def _uptrain_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, dict]:
+    up = recipe.uptrain
+    rows = uptrain_rows(recipe, results)
+    pre = results.get(f"pretrain/{recipe.models[0].label}")
+    unigram = results.get("baseline/unigram")
+    cols = ["variant", "kv heads", "method"] + [f"loss, alpha {a:g} (vs MHA)" for a in up.alphas]
+    cols += [f"ppl, alpha {max(up.alphas):g}", "decode ms/step", "decode speed vs MHA"]
+    body = []
+    import math
+
+    for r in rows:
+        cells = [r["variant"], str(r["kv_heads"]), r["method"]]
+        for a in up.alphas:
+            loss, rel = r["loss"][a], r["vs_mha_percent"][a]
+            cells.append("-" if loss is None else f"{loss:.4f}" + ("" if r is rows[0] else f" ({rel:+.2f}%)"))
+        last = r["loss"][max(up.alphas)]
+        cells += [
+            _num(math.exp(last) if last else None, "{:.2f}"),
+            _num(r["ms_per_step"]),
+            _num(r.get("decode_speedup"), "{:.2f}x"),
+        ]
+        body.append(cells)
+    lines = [_table(cols, body), ""]
+    if pre:
+        lines.append(
+            f"The multi-head model: {pre['params']:,} parameters, {pre['steps']} steps ({pre['tokens']:,} tokens), "
+            f"held-out loss {pre['initial_valid_loss']:.3f} untrained -> {pre['valid_loss']:.3f}."
+        )
+    if unigram:
+        lines.append(f"Unigram baseline on the same held-out text: loss {unigram['valid_loss']:.3f}.")
+    decode = next((r for k, r in results.items() if k.startswith("decode/")), None)
+    how = "not measured yet"
+    if decode:
+        cuda = "CUDA" in decode["device"]
+        how = (
+            f"one step at batch {decode['batch_size']}, {decode['context']} cached positions, "
+            + ("compiled, " if decode["compile"] else "eager, ")
+            + ("CUDA-graph replays" if cuda else "host clock")
+            + " (median), same run"
+        )
+    lines.append(
+        "alpha: uptraining steps as a fraction of the original run's, with its recipe (alpha 0: converted, not "
+        "uptrained; the MHA row at alpha > 0 is the original model continued for the same steps, the fair reference). "
+        f"Held-out loss over {up.eval_batches} batches. Decode: {how}."
+    )
+    _plot_uptrain(recipe, rows, run_dir)
+    return "\n".join(lines), {"rows": rows, "pretrain": pre, "unigram": unigram}
+
+
+def _plot_uptrain(recipe: Recipe, rows: list[dict], run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    up = recipe.uptrain
+    target = min(up.alphas, key=lambda a: abs(a - 0.05))
+    pts = [r for r in rows if r["ms_per_step"] and r["loss"].get(target) and r["method"] in ("-", "mean")]
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+        for r in pts:
+            ax.scatter(r["ms_per_step"], r["loss"][target], s=40)
+            ax.annotate(r["variant"], (r["ms_per_step"], r["loss"][target]), textcoords="offset points", xytext=(5, 4))
+        ax.set_xlabel("decode time per step (ms)")
+        ax.set_ylabel(f"held-out loss after uptraining (alpha {target:g})")
+        ax.set_title(f"{recipe.name}: quality against decode time (GQA Figure 3)")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(run_dir / "quality_vs_time.png")
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for r in rows:
+        xs = [a for a in up.alphas if r["loss"].get(a) is not None]
+        if xs:
+            ax.plot(xs, [r["loss"][a] for a in xs], marker="o", label=r["variant"])
+    ax.set_xlabel("uptraining steps / original steps (alpha)")
+    ax.set_ylabel("held-out loss")
+    ax.set_title(f"{recipe.name}: quality against uptraining (GQA Figure 4)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run_dir / "quality_vs_alpha.png")
+    plt.close(fig)

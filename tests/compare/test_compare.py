@@ -1,0 +1,126 @@
+"""`frugal compare`: the tiny FNet / Sparse Mixer recipe end to end on the CPU, cut off by kill -9
+and resumed without training a finished cell again; recipe and run-folder errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from frugalformers.compare import RecipeError, load_recipe, run_compare
+from frugalformers.compare.recipe import recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "recipes" / "fnet-tiny.yaml"
+SRC = str(ROOT / "src")
+
+
+def _results(out: Path) -> dict[str, float]:
+    return {
+        str(p.parent.relative_to(out / "cells")): p.stat().st_mtime_ns for p in (out / "cells").rglob("result.json")
+    }
+
+
+def test_fnet_tiny_runs_is_killed_and_resumes_without_retraining(tmp_path, demo_data):
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "frugalformers.cli", "compare", str(TINY), "--out", str(out), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while len(_results(out)) < 14 if out.exists() else True:  # pretraining done and a few fine-tunings
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _results(out)
+    assert 14 <= len(before) < 49
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"{len(before)} already done" in r.stdout
+    after = _results(out)
+    assert len(after) == 49 and all(after[k] == t for k, t in before.items())  # no finished cell ran again
+    assert time.time() - t0 < 60
+
+    md = (out / "compare.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == [
+        "model", "params", "pretrain tokens", "MLM loss", "MLM acc", "sentiment (accuracy)", "topic (accuracy)",
+        "average", "% of bert-tiny", "train speed", "inference speed", "verdict",
+    ]  # fmt: skip
+    for name in ("bert-tiny", "fnet-tiny", "fnet-hybrid-tiny", "linear-tiny", "sparse-mixer-tiny", "majority class"):
+        assert f"| {name} |" in md
+    data = json.loads((out / "compare.json").read_text())
+    rows = {r["label"]: r for r in data["rows"]}
+    for label, row in rows.items():  # every model's held-out MLM loss fell, every task has 3 seeds
+        assert row["pretrain_loss"] < row["pretrain_loss_start"], label
+        assert all(t["n"] == 3 for t in row["tasks"].values())
+        assert row["train_tokens_per_s"] > 0 and row["average"] is not None
+    assert rows["bert-tiny"]["percent_of_reference"] == pytest.approx(100.0)
+    assert (out / "compare.png").exists()
+
+
+def _recipe(**over):
+    base = {
+        "models": ["bert-tiny", "fnet-tiny"],
+        "pretrain": {"steps": 2, "data": {"dataset": "demo"}},
+        "finetune": {"dataset": "demo", "tasks": ["sentiment"]},
+    }
+    return {**base, **over}
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"models": ["bert-tiny", "fnet-tni"]}, "unknown preset 'fnet-tni'; did you mean"),
+        ({"finetune": {"dataset": "demo", "tasks": ["sentimnet"]}}, "unknown task 'sentimnet' in dataset 'demo'"),
+        ({"finetune": {"dataset": "nope", "tasks": ["x"]}}, "finetune.dataset='nope' is neither a dataset"),
+        ({"pretrian": {}}, "unknown key 'pretrian'; did you mean"),
+        ({"pretrain": {"optim": {"lrr": 1}}}, "optim.lrr"),
+        ({"reference": "bert-base"}, "reference='bert-base' is not one of the models"),
+        ({"models": ["bert-tiny", "bert-tiny"]}, "appear twice"),
+        ({"study": "uptrain", "models": ["llama-tiny-mqa"], "uptrain": {"kv_heads": [1]}}, "fewer than the model's"),
+    ],
+)
+def test_recipe_errors_name_the_problem(over, message, demo_data):
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(_recipe(**over), "r.yaml")
+
+
+def test_a_folder_is_never_mixed(tmp_path, demo_data):
+    path = tmp_path / "r.yaml"
+    path.write_text("models: [bert-tiny]\nfinetune: {dataset: demo, tasks: [sentiment]}\npretrain: {steps: 2}\n")
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+    other = tmp_path / "used"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RecipeError, match="is not a comparison's folder"):
+        run_compare(str(path), str(other))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(path.read_text())
+    with pytest.raises(RecipeError, match="already holds a comparison; add --resume"):
+        run_compare(str(path), str(out))
+    path.write_text(path.read_text().replace("steps: 2", "steps: 3"))
+    with pytest.raises(RecipeError, match=r"differs from the recipe .* \(keys \['pretrain'\]\)"):
+        run_compare(str(path), str(out), resume=True)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [bert-tiny\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, demo_data):
+    from frugalformers.compare.runner import folder_lock
+
+    path = tmp_path / "r.yaml"
+    path.write_text("models: [bert-tiny]\nfinetune: {dataset: demo, tasks: [sentiment]}\npretrain: {steps: 2}\n")
+    out = tmp_path / "cmp"
+    with folder_lock(out / ".lock", str(out)):  # as a running `frugal compare` holds it
+        with pytest.raises(RecipeError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+            run_compare(str(path), str(out))
