@@ -3,6 +3,8 @@ result (a JSON-able dict); the runner writes it to `cells/KEY/result.json` when 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import statistics
@@ -36,7 +38,7 @@ def tokenizer_name(recipe: Recipe) -> str:
 
 
 # ------------------------------------------------------------------ baselines
-def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
+def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The trivial baseline of the pretraining objective: predict every target from the training
     tokens' unigram frequencies (add-one smoothed), on the same held-out batches as the models."""
     import numpy as np
@@ -62,7 +64,7 @@ def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
 
 
 # ------------------------------------------------------------------ pretraining
-def run_pretrain(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
+def run_pretrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     from frugalformers.api import count_parameters
     from frugalformers.checkpoint import load as load_model
     from frugalformers.train.checkpointing import list_checkpoints
@@ -192,7 +194,7 @@ def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> 
 
 
 # ------------------------------------------------------------------ speed
-def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
+def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """Training (forward, backward, AdamW step on a pretraining batch, the objective's loss) and
     inference (the encoder's forward) tokens/s of one model, medians over repeats, on a device with
     nothing else running."""
@@ -229,7 +231,6 @@ def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    t_train = measure(train, spec.warmup, spec.repeats, device)
     inputs = {k: v for k, v in data.items() if k != "labels"}
     encoder = model.encoder if model.config.family == "bert" else model
     infer_fwd = compiled(encoder, compile_)
@@ -239,7 +240,10 @@ def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
         with torch.no_grad(), amp():
             infer_fwd(**inputs)
 
-    t_infer = measure(infer, spec.warmup, spec.repeats, device)
+    train(), infer()  # compile (beside other cells' compiles), then time alone
+    with quiet_device(run_dir):
+        t_train = measure(train, spec.warmup, spec.repeats, device)
+        t_infer = measure(infer, spec.warmup, spec.repeats, device)
     tokens = batch * cfg.data.seq_len
     return {
         "label": cell.args["label"],
@@ -312,7 +316,7 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
     return out
 
 
-def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
+def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The compiled decode step of the pretrained shape with `kv_heads` kv heads (random weights:
     a step's cost does not depend on them), one batch and cache length, CUDA-graph replays."""
     from frugalformers.api import build_model
@@ -332,7 +336,9 @@ def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log) -> dict:
     model = model.to(device=device, dtype=dtype).eval()
     cuda = device.type == "cuda"
     compile_ = (cfg.compile if spec.compile is None else spec.compile) and cuda
-    ms = decode_step_time(model, batch, spec.context, device.type, cuda, spec.repeats, compile_)
+    ms = decode_step_time(
+        model, batch, spec.context, device.type, cuda, spec.repeats, compile_, quiet=quiet_device(run_dir)
+    )
     return {
         "variant": cell.args["variant"],
         "kv_heads": cell.args["kv_heads"],
@@ -352,13 +358,21 @@ RUNNERS = {
     "uptrain": run_uptrain,
     "decode": run_decode,
 }
-NEEDS_RUN_DIR = ("finetune", "uptrain")
 
 
 def run_cell(recipe: Recipe, cell: Cell, run_dir: Path, log: Log) -> dict:
     folder = cell_dir(run_dir, cell.key)
     folder.mkdir(parents=True, exist_ok=True)
-    fn = RUNNERS[cell.kind]
-    if cell.kind in NEEDS_RUN_DIR:
-        return fn(recipe, cell, folder, log, run_dir)
-    return fn(recipe, cell, folder, log)
+    return RUNNERS[cell.kind](recipe, cell, folder, log, run_dir)
+
+
+@contextlib.contextmanager
+def quiet_device(run_dir: Path):
+    """Held while a cell times something: timing cells compile and warm up side by side, but time
+    one at a time (a blocking lock on the run folder's `.timing`), so no two timings overlap."""
+    with open(Path(run_dir) / ".timing", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -6,7 +6,8 @@ The run folder (default `runs/compare/NAME`) holds `recipe.yaml` (the recipe it 
 its `result.json` exists; the file is written atomically at the cell's end, so a run cut off at
 any point (device time ends, kill -9) continues with `--resume` where it stopped: finished cells
 are read back, an interrupted pretraining continues from its last checkpoint, any other
-interrupted cell starts again. Cells that time things run last and alone.
+interrupted cell starts again. Cells that time things run after all training, and time one at a
+time (they may compile side by side).
 """
 
 from __future__ import annotations
@@ -277,18 +278,19 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
     def blocked(c: Cell) -> bool:
         return any(d in failed for d in c.deps)
 
-    shared = [c for c in todo if not c.exclusive]
-    if workers == 1:
-        for c in sorted(shared, key=lambda c: PRIORITY.get(c.kind, 2)):
-            if blocked(c):
-                failed[c.key] = "a cell it needs failed"
-                continue
-            finished(*execute(stored, str(run_dir), c.key))
-    else:
-        _run_pool(shared, stored, run_dir, workers, ready, blocked, finished, failed)
-    for c in todo:  # timings: last, one at a time, nothing else on the device
-        if c.exclusive:
-            finished(*execute(stored, str(run_dir), c.key))
+    import torch
+
+    # training first; then the timings: on a GPU they compile side by side and time one at a time
+    # (cells.quiet_device); on the CPU, which they would share, one after another in this process
+    for phase in ([c for c in todo if not c.exclusive], [c for c in todo if c.exclusive]):
+        if workers == 1 or (phase and phase[0].exclusive and not torch.cuda.is_available()):
+            for c in sorted(phase, key=lambda c: PRIORITY.get(c.kind, 2)):
+                if blocked(c):
+                    failed[c.key] = "a cell it needs failed"
+                    continue
+                finished(*execute(stored, str(run_dir), c.key))
+        elif phase:
+            _run_pool(phase, stored, run_dir, workers, ready, blocked, finished, failed)
     return failed
 
 
