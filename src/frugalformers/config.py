@@ -119,6 +119,7 @@ class ModelConfig:
     decoder_layer_ffns: tuple[str, ...] | None = None  # t5 only: one FFN kind per decoder layer
     attention_impl: str = "sdpa"  # sdpa | reference
     classifier_pooling: str = "cls"  # bert classify head: "cls" (token 0, the papers) | "mean" (real tokens)
+    prenorm: bool = False  # bert family: pre-LayerNorm layers + a final LayerNorm (the papers: post-LN)
     options: dict[str, Any] = field(default_factory=dict)  # block-specific settings of later blocks
 
     def __post_init__(self) -> None:
@@ -204,6 +205,10 @@ class ModelConfig:
         for name in ("ffn", "decoder_ffn"):
             _one_of(name, getattr(self, name), sorted(FFNS))
         _one_of("classifier_pooling", self.classifier_pooling, POOLINGS)
+        if self.prenorm and self.family != "bert":
+            raise ValueError(
+                f"prenorm=True applies to family 'bert' (t5 and decoder are pre-norm already), not {self.family!r}"
+            )
         for name, layout, registry in (("layer_mixers", "mixer_layout", MIXERS), ("layer_ffns", "ffn_layout", FFNS)):
             if getattr(self, layout) is not None:
                 if getattr(self, name) is not None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.config import ModelConfig
-from frugalformers.models.layers import PostNormLayer
+from frugalformers.models.layers import PostNormLayer, PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
 from frugalformers.models.recipe import MixContext
 from frugalformers.nn.ffn import activation_fn
@@ -44,17 +44,26 @@ class BertEmbeddings(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Embeddings, a stack of post-LN layers built from the recipe, and an optional tanh pooler
-    (`with_pooler`, default `config.pooler`; the MLM model has none, as in BERT's code) over token 0
-    (`classifier_pooling="cls"`, BERT's and FNet's) or the mean of the real tokens ("mean")."""
+    """Embeddings, a stack of post-LN layers (pre-LN with `prenorm`) built from the recipe, and an
+    optional pooled output (`with_pooler`, default `config.pooler`; the MLM model has none, as in
+    BERT's code): BERT's and FNet's tanh pooler over token 0 (`classifier_pooling="cls"`) or the
+    mean of the real tokens ("mean")."""
 
     def __init__(self, config: ModelConfig, with_pooler: bool | None = None):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(PostNormLayer(config, i) for i in range(config.n_layers))
-        with_pooler = config.pooler if with_pooler is None else with_pooler
-        self.pooler = nn.Linear(config.d_model, config.d_model) if with_pooler else None
+        layer = (
+            (lambda i: PreNormLayer(config, i, "encoder")) if config.prenorm else (lambda i: PostNormLayer(config, i))
+        )
+        self.layers = nn.ModuleList(layer(i) for i in range(config.n_layers))
+        # pre-LN (`prenorm`, an option; BERT and the papers are post-LN): the stream is normalised once at the end
+        self.final_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps) if config.prenorm else None
+        self.pools = config.pooler if with_pooler is None else with_pooler
+        # BERT's pooler (Dense + tanh on token 0, trained by NSP in the papers); mean pooling reads the
+        # tokens' mean directly: a fresh tanh layer on it slowed and destabilised fine-tuning (QUALITY.md, demo)
+        cls = self.pools and config.classifier_pooling == "cls"
+        self.pooler = nn.Linear(config.d_model, config.d_model) if cls else None
         init_bert_weights(self, config.init_std)
 
     def forward(
@@ -71,13 +80,15 @@ class BertEncoder(nn.Module):
         for layer in self.layers:
             x, layer_aux = layer(x, ctx)
             add_aux(aux, layer_aux)
-        pooled = torch.tanh(self.pooler(self.pool(x, attention_mask))) if self.pooler is not None else None
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        pooled = self.pool(x, attention_mask) if self.pools else None
         return ModelOutput(hidden=x, pooled=pooled, aux_losses=aux)
 
     def pool(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, T, d) -> (B, d): token 0, or the mean over real tokens (all tokens without a mask)."""
-        if self.config.classifier_pooling == "cls":
-            return x[:, 0]
+        """(B, T, d) -> (B, d): tanh(Dense(token 0)), or the mean over real tokens (all without a mask)."""
+        if self.pooler is not None:
+            return torch.tanh(self.pooler(x[:, 0]))
         if attention_mask is None:
             return x.mean(1)
         keep = attention_mask[:, :, None].to(x.dtype)  # (B, T, 1)

@@ -67,6 +67,7 @@ class PretrainBatches:
         vocab_size: int,
         word_ids: bool = False,
         decoder_words: bool = False,
+        mlm_rate: float = 0.15,
     ):
         """word_ids: also yield the inputs' routing ids (MoWE encoders; T5 objectives only);
         decoder_words: the decoder inputs' causal routing ids (MoWE decoder layers)."""
@@ -94,7 +95,7 @@ class PretrainBatches:
                 f"{'have' if self.train_words is not None else 'lack'} them"
             )
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
-        self.vocab_size = vocab_size
+        self.vocab_size, self.mlm_rate = vocab_size, mlm_rate
         self.loader = TokenLoader(
             self.train_tokens,
             seq_len,
@@ -106,7 +107,9 @@ class PretrainBatches:
     def _make(self, ids: torch.Tensor, rng: random.Random, gen: torch.Generator, words=None) -> dict:
         t = self.tok
         if self.objective == "mlm":
-            inputs, labels = mlm_mask(ids, t.mask_id, self.vocab_size, t.special_ids, generator=gen)
+            # at most 80 predictions per 512 tokens (FNet's code), scaled with the rate and the length
+            cap = max(80, round(80 * self.mlm_rate / 0.15 * ids.shape[1] / 512))
+            inputs, labels = mlm_mask(ids, t.mask_id, self.vocab_size, t.special_ids, self.mlm_rate, cap, generator=gen)
             return {"input_ids": inputs, "labels": labels}
         if self.objective == "clm":
             return causal_lm(ids)
@@ -176,6 +179,7 @@ def pretrain_batches(cfg, model_config) -> PretrainBatches:
         model_config.vocab_size,
         word_ids=model_config.routes_words(),
         decoder_words=model_config.routes_decoder_words(),
+        mlm_rate=d.mlm_rate,
     )
 
 

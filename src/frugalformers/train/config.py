@@ -26,6 +26,7 @@ class DataSection:
     seq_len: int = 128  # input length (encoders pad to it; pretraining windows have this length)
     target_len: int = 32  # seq2seq target length (span corruption, UL2, text-to-text fine-tuning)
     batch_size: int = 32
+    mlm_rate: float = 0.15  # MLM: share of tokens predicted (BERT / FNet 0.15; Wettig et al. 2022: 0.4 for short runs)
 
 
 @dataclass
@@ -134,6 +135,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optim.grad_clip >= 0, "optim.grad_clip", cfg.optim.grad_clip, ">= 0 (0 disables)"),
         (cfg.data.batch_size > 0, "data.batch_size", cfg.data.batch_size, "positive"),
         (cfg.data.seq_len > 1, "data.seq_len", cfg.data.seq_len, "> 1"),
+        (0 < cfg.data.mlm_rate < 1, "data.mlm_rate", cfg.data.mlm_rate, "a fraction in (0, 1)"),
         (cfg.keep_last >= 1, "keep_last", cfg.keep_last, ">= 1"),
         (cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "auto, cpu or cuda"),
         (cfg.max_bad_steps >= 1, "max_bad_steps", cfg.max_bad_steps, ">= 1"),
