@@ -7,7 +7,8 @@ Families:
   types, optional embedding projection d_emb -> d_model (FNet's `hidden_mapping_in`).
 - `t5`: pre-RMSNorm encoder-decoder (T5.1.1, LongT5, CoLT5, MoWE), relative position bias, no
   biases, gated-gelu. `n_kv_heads` sets the decoder's self- and cross-attention kv heads (the GQA
-  paper converts the decoder only); `encoder_n_kv_heads` the encoder's (default: n_heads).
+  paper converts the decoder only); `cross_n_kv_heads` the cross-attention's alone (CoLT5 makes
+  only cross-attention multi-query); `encoder_n_kv_heads` the encoder's (default: n_heads).
 - `decoder`: pre-RMSNorm causal LM (Llama style), rotary positions, SwiGLU, GQA.
 
 The per-layer recipe: layer i uses mixer `layer_mixers[i]` (default `mixer`) and feed-forward
@@ -84,6 +85,7 @@ class ModelConfig:
     n_heads: int = 12
     n_kv_heads: int | None = None  # default n_heads (MHA); 1 = MQA
     encoder_n_kv_heads: int | None = None  # t5 only; default n_heads
+    cross_n_kv_heads: int | None = None  # t5 only: the decoder's cross-attention kv heads; default n_kv_heads
     head_dim: int | None = None  # default d_model // n_heads
     d_ff: int = 3072
     activation: str = "gelu"  # gelu | gelu_new | relu | silu
@@ -143,11 +145,11 @@ class ModelConfig:
         _one_of(f"head (family {self.family!r})", self.head, HEADS[self.family])
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len", "num_labels"):
             _positive_int(name, getattr(self, name))
-        for name in ("n_decoder_layers", "n_kv_heads", "encoder_n_kv_heads", "head_dim", "d_emb"):
+        for name in ("n_decoder_layers", "n_kv_heads", "encoder_n_kv_heads", "cross_n_kv_heads", "head_dim", "d_emb"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.family != "t5":
-            for name in ("n_decoder_layers", "encoder_n_kv_heads"):
+            for name in ("n_decoder_layers", "encoder_n_kv_heads", "cross_n_kv_heads"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}={getattr(self, name)!r} applies to family 't5' only; remove it")
         if self.head_dim is None and self.d_model % self.n_heads:
@@ -155,7 +157,7 @@ class ModelConfig:
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                 f"set head_dim or use n_heads in {[h for h in range(1, 65) if self.d_model % h == 0]}"
             )
-        for name in ("n_kv_heads", "encoder_n_kv_heads"):
+        for name in ("n_kv_heads", "encoder_n_kv_heads", "cross_n_kv_heads"):
             g = getattr(self, name)
             if g is not None and self.n_heads % g:
                 valid = [d for d in range(1, self.n_heads + 1) if self.n_heads % d == 0]
@@ -243,6 +245,11 @@ class ModelConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def cross_kv_heads(self) -> int:
+        """kv heads of a T5 decoder's cross-attention (CoLT5: 1, multi-query; self-attention keeps its own)."""
+        return self.cross_n_kv_heads if self.cross_n_kv_heads is not None else self.kv_heads
 
     @property
     def encoder_kv_heads(self) -> int:

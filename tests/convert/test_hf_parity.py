@@ -187,7 +187,21 @@ def test_longt5_transient_global_encoder(impl):
     assert (a - b)[mask.bool()].abs().max() <= TOL
 
 
-def test_longt5_local_is_refused_with_the_reason():
-    cfg = transformers.LongT5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
-    with pytest.raises(ValueError, match="encoder_attention_type='local'.*transient-global"):
-        from_hf_model(transformers.LongT5EncoderModel(cfg))
+@pytest.mark.parametrize("impl", ["sdpa", "reference"])
+def test_longt5_local_encoder_with_its_relative_bias(impl):
+    """HF LongT5EncoderModel with local attention (its `LocalSelfAttention.relative_attention_bias`
+    in block 0, shared by the layers) and ours with the same weights: several blocks, a padded row."""
+    cfg = transformers.LongT5Config(
+        vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+        encoder_attention_type="local", local_radius=5, dropout_rate=0.0,
+    )  # fmt: skip
+    hf = transformers.LongT5EncoderModel(cfg).eval()
+    ours = from_hf_model(hf, attention_impl=impl).eval()
+    assert ours.config.mixer == "local_attention" and ours.encoder.local_bias is not None
+    ids = torch.randint(0, 99, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, 21:] = 0
+    with torch.no_grad():
+        a = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = ours(ids, attention_mask=mask).hidden
+    assert (a - b)[mask.bool()].abs().max() <= TOL

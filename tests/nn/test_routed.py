@@ -158,24 +158,24 @@ def test_straight_through_gates_by_one_forward_and_keeps_the_router_gradient():
     )
 
 
-def test_heavy_position_bias_is_a_new_table_that_changes_only_the_heavy_branch():
-    base, biased, missing = _routed_models(heavy_position_bias=True)
-    assert all(k.endswith("mixer.heavy_bias.weight") for k in missing.missing_keys) and missing.missing_keys
+def test_heavy_position_bias_is_a_table_that_changes_only_the_heavy_branch():
+    base, plain, loaded = _routed_models(heavy_position_bias=False)  # the presets' default: with the table
+    assert all(k.endswith("mixer.heavy_bias.weight") for k in loaded.unexpected_keys) and loaded.unexpected_keys
     ids = torch.randint(5, 200, (2, 64))
     with torch.no_grad():
-        for m in biased.modules():
+        for m in base.modules():
             if getattr(m, "heavy_bias", None) is not None:
                 m.heavy_bias.weight.zero_()
-        same = biased(ids).hidden
-        for m in biased.modules():
+        same = base(ids).hidden
+        for m in base.modules():
             if getattr(m, "heavy_bias", None) is not None:
                 m.heavy_bias.weight.normal_()
-        moved = biased(ids).hidden
-    torch.testing.assert_close(same, base(ids).hidden)  # a zero bias is no bias
+        moved = base(ids).hidden
+    torch.testing.assert_close(same, plain(ids).hidden)  # a zero bias is no bias
     assert not torch.allclose(moved, same)
-    biased.train()
-    biased(ids).hidden.square().mean().backward()
-    assert all(m.heavy_bias.weight.grad.abs().sum() > 0 for m in biased.modules() if getattr(m, "heavy_bias", None))
+    base.train()
+    base(ids).hidden.square().mean().backward()
+    assert all(m.heavy_bias.weight.grad.abs().sum() > 0 for m in base.modules() if getattr(m, "heavy_bias", None))
 
 
 def test_routers_can_score_the_residual_stream():

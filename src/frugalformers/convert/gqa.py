@@ -115,6 +115,7 @@ def convert_model(
         updates = {}
         if stacks in ("decoder", "all"):
             updates["n_kv_heads"] = n_kv_heads
+            updates["cross_n_kv_heads"] = None  # self- and cross-attention now both have n_kv_heads
         if stacks in ("encoder", "all"):
             updates["encoder_n_kv_heads"] = n_kv_heads
         model.config = config.replace(**updates)
@@ -134,6 +135,7 @@ def expand_model(model: nn.Module, stacks: str = "all") -> nn.Module:
     if config.family == "t5":
         model.config = config.replace(
             n_kv_heads=None if stacks != "encoder" else config.n_kv_heads,
+            cross_n_kv_heads=None if stacks != "encoder" else config.cross_n_kv_heads,
             encoder_n_kv_heads=None if stacks != "decoder" else config.encoder_n_kv_heads,
         )
     else:

@@ -72,6 +72,8 @@ def _t5_ffn(prefix: str, sub: int, gated: bool) -> list[tuple[str, str]]:
 
 def _t5_rules(config: ModelConfig) -> list[tuple[str, str]]:
     rules = [(r"shared\.", "shared."), (r"lm_head\.", "lm_head.")]
+    if config.mixer == "local_attention":  # LongT5-local: the encoder's local bias lives in block 0
+        rules += [(r"encoder\.local_bias\.", "encoder.block.0.layer.0.LocalSelfAttention.relative_attention_bias.")]
     if config.mixer == "transient_global":  # LongT5-TGlobal: the encoder's two stack biases live in block 0
         tg = "encoder.block.0.layer.0.TransientGlobalSelfAttention."
         rules += [
@@ -83,11 +85,8 @@ def _t5_rules(config: ModelConfig) -> list[tuple[str, str]]:
             ),
         ]
     for stack in ("encoder", "decoder"):
-        attn = (
-            "TransientGlobalSelfAttention"
-            if stack == "encoder" and config.mixer == "transient_global"
-            else "SelfAttention"
-        )
+        hf_names = {"transient_global": "TransientGlobalSelfAttention", "local_attention": "LocalSelfAttention"}
+        attn = hf_names.get(config.mixer, "SelfAttention") if stack == "encoder" else "SelfAttention"
         rules += [
             (rf"{stack}\.relative_bias\.", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias."),
             (rf"{stack}\.final_norm\.", f"{stack}.final_layer_norm."),
@@ -268,14 +267,15 @@ def config_from_hf(hf_config, head: str | None = None) -> ModelConfig:
         extra = {}
         if t == "longt5":
             kind = hf_config.encoder_attention_type
-            if kind != "transient-global":
-                raise ValueError(
-                    f"LongT5 with encoder_attention_type={kind!r} is not supported: only transient-global "
-                    f"(our local attention has no relative bias yet)"
+            if kind not in ("local", "transient-global"):
+                raise ValueError(f"LongT5 encoder_attention_type={kind!r} is not 'local' or 'transient-global'")
+            extra = (
+                dict(
+                    mixer="transient_global",
+                    options={"local_radius": hf_config.local_radius, "global_block": hf_config.global_block_size},
                 )
-            extra = dict(
-                mixer="transient_global",
-                options={"local_radius": hf_config.local_radius, "global_block": hf_config.global_block_size},
+                if kind == "transient-global"
+                else dict(mixer="local_attention", options={"local_radius": hf_config.local_radius})
             )
         proj = hf_config.feed_forward_proj
         gated = proj.startswith("gated-")
@@ -396,7 +396,10 @@ def hf_config_from(config: ModelConfig):
             num_attention_heads=config.n_heads, attention_probs_dropout_prob=config.attention_dropout, **shared
         )
     if config.family == "t5":
-        if config.kv_heads != config.n_heads or config.encoder_kv_heads != config.n_heads:
+        if (
+            config.n_heads not in {config.kv_heads, config.encoder_kv_heads, config.cross_kv_heads}
+            or len({config.kv_heads, config.encoder_kv_heads, config.cross_kv_heads}) > 1
+        ):
             raise ValueError("T5Config has no kv-head setting: export grouped-kv T5 models in our format")
         act = "gelu" if config.activation == "gelu_new" and config.gated_ffn else config.activation
         return transformers.T5Config(

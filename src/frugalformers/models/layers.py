@@ -42,7 +42,7 @@ class PreNormLayer(nn.Module):
         self.mixer_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.mixer = build_mixer(config, i, stack)
         self.cross_norm = make_norm(config.norm, config.d_model, config.norm_eps) if cross_attention else None
-        self.cross = Attention(causal=False, **attention_kwargs(config, "decoder")) if cross_attention else None
+        self.cross = Attention(causal=False, **attention_kwargs(config, "cross")) if cross_attention else None
         self.ffn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.ffn = build_ffn(config, i, stack)
         self.dropout = nn.Dropout(config.dropout)

@@ -104,8 +104,9 @@ class SelfAttentionMixer(Attention):
 
 
 def attention_kwargs(config, stack: str) -> dict:
-    """Constructor arguments of a family's attention for `stack` ("encoder" or "decoder")."""
-    n_kv = config.encoder_kv_heads if stack == "encoder" else config.kv_heads
+    """Constructor arguments of a family's attention for `stack` ("encoder", "decoder", or "cross":
+    a T5 decoder's cross-attention)."""
+    n_kv = {"encoder": config.encoder_kv_heads, "cross": config.cross_kv_heads}.get(stack, config.kv_heads)
     return dict(
         d_model=config.d_model,
         n_heads=config.n_heads,
@@ -205,15 +206,23 @@ def _transient_global(config, i: int, stack: str) -> nn.Module:
     return _windowed(TransientGlobalAttention, config, stack, config.options.get("global_block", 16))
 
 
+def light_heads(config) -> int:
+    """CoLT5's light (local) attention heads: options.light_heads, or a quarter of the heads (r_L = 1/4)."""
+    return config.options.get("light_heads") or max(1, config.n_heads // 4)
+
+
 @register_mixer("routed_attention")
 def _routed_attention(config, i: int, stack: str) -> nn.Module:
-    """CoLT5 conditional attention: 1/4 of the heads light (local), 3/4 heavy (routed). Options for
-    the choices the paper leaves open: heavy_position_bias (False), router_input ("normalized" |
-    "residual"), router_straight_through (False); see `nn.routed.RoutedAttention`."""
+    """CoLT5 conditional attention: 1/4 of the heads light (local, with the stack's LongT5 local bias),
+    3/4 heavy (routed). Options for the choices the paper leaves open: heavy_position_bias (True: a
+    T5 relative bias over the routed tokens' positions, as every LongT5 attention has one),
+    router_input ("normalized" | "residual"), router_straight_through (False), router_solver ("exact":
+    the closed-form fixed point of the paper's 50-step coordinate descent, which tests hold equal to
+    it; "iterative" runs the descent); see `nn.routed.RoutedAttention`."""
     from frugalformers.nn.routed import RoutedAttention
 
     o = config.options
-    light = o.get("light_heads") or max(1, config.n_heads // 4)
+    light = light_heads(config)
     return RoutedAttention(
         config.d_model,
         light,
@@ -228,9 +237,10 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
         iters=o.get("router_iters", 50),
         train_k_factor=o.get("router_train_k_factor", 9 / 8),
         impl=config.attention_impl,
-        heavy_position_bias=o.get("heavy_position_bias", False),
+        heavy_position_bias=o.get("heavy_position_bias", True),
         router_input=o.get("router_input", "normalized"),
         straight_through=o.get("router_straight_through", False),
+        solver=o.get("router_solver", "exact"),
         relative_buckets=config.relative_buckets,
         relative_max_distance=config.relative_max_distance,
     )
@@ -256,6 +266,7 @@ def _routed(config, i: int, stack: str) -> nn.Module:
         train_k_factor=o.get("router_train_k_factor", 9 / 8),
         router_input=o.get("router_input", "normalized"),
         straight_through=o.get("router_straight_through", False),
+        solver=o.get("router_solver", "exact"),
     )
 
 

@@ -16,11 +16,18 @@ from frugalformers.config import ModelConfig
 from frugalformers.models.decoding import attach_caches, detach_caches
 from frugalformers.models.layers import PreNormLayer
 from frugalformers.models.outputs import ModelOutput, add_aux
-from frugalformers.models.recipe import MixContext, share_word_expert_bank
+from frugalformers.models.recipe import MixContext, light_heads, share_word_expert_bank
 from frugalformers.nn.attention import Attention
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.norms import RMSNorm, make_norm
 from frugalformers.nn.positions import RelativePositionBias
+
+LOCAL_MIXERS = ("local_attention", "transient_global", "routed_attention")
+
+
+def local_attention_heads(config: ModelConfig, mixer: str) -> int:
+    """Heads of a mixer's local-window attention: all of them, or CoLT5's light branch's."""
+    return light_heads(config) if mixer == "routed_attention" else config.n_heads
 
 
 class T5Stack(nn.Module):
@@ -42,11 +49,15 @@ class T5Stack(nn.Module):
             if self.dense_attention
             else None
         )
-        # transient-global attention: one local and one global relative bias per stack (shared by its layers)
-        tglobal = not is_decoder and any(config.layer_mixer(i) == "transient_global" for i in range(n))
+        # local windows (LongT5 local / transient-global attention, CoLT5's light branch): LongT5's relative
+        # bias over the window, one table per stack shared by its layers; transient-global adds a second
+        # table over global blocks
+        mixers = [] if is_decoder else [config.layer_mixer(i) for i in range(n)]
+        local_heads = [local_attention_heads(config, m) for m in mixers if m in LOCAL_MIXERS]
+        tglobal = "transient_global" in mixers
         self.local_bias = (
-            RelativePositionBias(config.n_heads, config.relative_buckets, config.relative_max_distance)
-            if tglobal
+            RelativePositionBias(max(local_heads), config.relative_buckets, config.relative_max_distance)
+            if local_heads
             else None
         )
         self.global_bias = (
@@ -82,7 +93,9 @@ class T5Stack(nn.Module):
         mask = attention_mask.bool() if attention_mask is not None else None
         extras = {"word_ids": word_ids} if word_ids is not None else {}
         if self.local_bias is not None:
-            extras["transient_global_bias"] = (self.local_bias, self.global_bias)
+            extras["local_bias"] = self.local_bias
+        if self.global_bias is not None:
+            extras["global_bias"] = self.global_bias
         ctx = MixContext(key_padding_mask=mask, attn_bias=bias, input_pos=input_pos, token_ids=token_ids, extras=extras)
         x = self.dropout(x)
         aux: dict[str, torch.Tensor] = {}

@@ -4,7 +4,13 @@
 Fast path (LongT5 / flaxformer layout): the sequence is cut into blocks of radius + 1 tokens; each
 block attends to the previous, its own and the next block (3 blocks of keys) under a mask that keeps
 |i - j| <= radius, so memory is O(n * 3 * block) instead of O(n^2). Reference path: full attention
-with a band mask. Both take an optional key padding mask and an additive relative bias function.
+with a band mask. Both take an optional key padding mask.
+
+Position signal: LongT5's bucketed T5 relative bias over the key - query offset inside the window
+(flaxformer `long_attention.py`, Hugging Face `LongT5LocalAttention.relative_attention_bias`). As in
+LongT5 the table belongs to the stack, which shares it among its layers and passes it in
+`ctx.extras["local_bias"]` (a `RelativePositionBias` with at least this layer's heads; the first
+`n_heads` columns are used). Without a table the layer has no position signal at all.
 """
 
 from __future__ import annotations
@@ -13,6 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from frugalformers.nn.attention import Attention, reference_attention
+
+
+def local_bias(table, rel: torch.Tensor, H: int, span: int) -> torch.Tensor:
+    """The relative bias (H, *rel.shape) of key - query offsets `rel` (|rel| <= span) from a stack's
+    `RelativePositionBias` (its first H heads), float32; zeros without a table."""
+    if table is None:
+        return torch.zeros(H, *rel.shape, device=rel.device)
+    return table.by_offset(rel, span)[..., :H].permute(-1, *range(rel.dim())).float()
 
 
 def band_mask(n: int, radius: int, device=None) -> torch.Tensor:
@@ -32,28 +46,36 @@ class LocalAttention(Attention):
     def forward(self, x: torch.Tensor, ctx=None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if ctx is not None and key_padding_mask is None:
             key_padding_mask = getattr(ctx, "key_padding_mask", None)
+        table = ctx.extras.get("local_bias") if ctx is not None else None
         B, n, _ = x.shape
         H, D = self.n_heads, self.head_dim
         q = self.q(x).view(B, n, H, D).transpose(1, 2)  # (B, H, n, D)
         k, v = self.project_kv(x)  # (B, G, n, D)
         if self.impl == "reference":
+            i = torch.arange(n, device=x.device)
             keep = band_mask(n, self.radius, x.device)[None, None]  # (1, 1, n, n)
             if key_padding_mask is not None:
                 keep = keep & key_padding_mask[:, None, None, :].bool()
-            mask = torch.zeros(keep.shape, device=x.device).masked_fill(~keep, torch.finfo(torch.float32).min)
+            bias = local_bias(table, i[None, :] - i[:, None], H, n)[None]  # (1, H, n, n)
+            mask = bias.masked_fill(~keep, torch.finfo(torch.float32).min)
             out = reference_attention(q, k, v, mask, self.scale)
         else:
-            out = self._blocked(q, k, v, key_padding_mask)
+            out = self._blocked(q, k, v, key_padding_mask, table)
         return self.o(out.transpose(1, 2).reshape(B, n, H * D))
 
-    def _blocked(self, q, k, v, key_padding_mask):
-        B, _, n, _ = q.shape
+    def _blocked(self, q, k, v, key_padding_mask, table=None):
+        B, H, n, _ = q.shape
         valid = torch.ones(B, n, dtype=torch.bool, device=q.device)
         if key_padding_mask is not None:
             valid = key_padding_mask.bool()
-        qb, kw, vw, keep, _ = self._windows(q, k, v, valid)
-        mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, torch.finfo(q.dtype).min)
-        return self._attend_windows(qb, kw, vw, mask[:, :, None], n)  # mask (B, nb, 1, blk, 3*blk)
+        qb, kw, vw, keep, rel = self._windows(q, k, v, valid)
+        bias = local_bias(table, rel, H, 2 * qb.shape[3]) if table is not None else None  # (H, blk, 3*blk)
+        if bias is None:
+            mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)[:, :, None]  # (B, nb, 1, blk, 3*blk)
+        else:
+            mask = bias[None, None].to(q.dtype).expand(B, keep.shape[1], -1, -1, -1)  # (B, nb, H, blk, 3*blk)
+        mask = mask.masked_fill(~keep[:, :, None], torch.finfo(q.dtype).min)
+        return self._attend_windows(qb, kw, vw, mask, n)
 
     def _windows(self, q, k, v, valid):
         """The block layout of the fast paths. q (B, H, n, D), k / v (B, G, n, D), valid (B, n) ->

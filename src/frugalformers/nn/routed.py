@@ -14,7 +14,7 @@ keep non-zero weight: here the normalisation targets k = 9/8 m in training and m
 (`train_k_factor`, a flag because the paper does not say more).
 
 Two solvers of the same problem: `soft_topk` runs the paper's coordinate descent (the reference;
-`solver="iterate"`), `soft_topk_exact` computes its fixed point directly (the default,
+`solver="iterative"`), `soft_topk_exact` computes its fixed point directly (the default,
 `solver="exact"`): sort the scores, and the first t for which saturating the top t leaves the next
 score below 1 fixes a in closed form. The iteration costs ~10 small kernels x 50 iterations per
 router call (measured on an H200: ~250 ms of fixed overhead per CoLT5-Base encoder forward); the
@@ -90,6 +90,7 @@ def soft_topk_select(scores: torch.Tensor, k: float, m: int, eps: float = 1.0) -
 
 
 ROUTER_INPUTS = ("normalized", "residual")
+SOLVERS = ("exact", "iterative")
 
 
 def gate(weight: torch.Tensor, straight_through: bool) -> torch.Tensor:
@@ -127,8 +128,8 @@ class Router(nn.Module):
         self, d_model: int, eps: float = 1.0, iters: int = 50, train_k_factor: float = 9 / 8, solver: str = "exact"
     ):
         super().__init__()
-        if solver not in ("exact", "iterate"):
-            raise ValueError(f"solver={solver!r} is not 'exact' (closed form) or 'iterate' (coordinate descent)")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver={solver!r} is not 'exact' (closed form) or 'iterative' (coordinate descent)")
         self.u = nn.Parameter(torch.randn(d_model) * d_model**-0.5)
         self.eps, self.iters, self.train_k_factor, self.solver = eps, iters, train_k_factor, solver
 
@@ -167,12 +168,13 @@ class RoutedFeedForward(nn.Module):
         train_k_factor: float = 9 / 8,
         router_input: str = "normalized",
         straight_through: bool = False,
+        solver: str = "exact",
     ):
         super().__init__()
         _check_router_options(router_input)
         self.light = FeedForward(d_model, d_ff_light, activation, gated, bias, dropout)
         self.heavy = FeedForward(d_model, d_ff_heavy, activation, gated, bias, dropout)
-        self.router = Router(d_model, eps, iters, train_k_factor)
+        self.router = Router(d_model, eps, iters, train_k_factor, solver)
         self.routed, self.router_input, self.straight_through = routed, router_input, straight_through
 
     takes_context = True
@@ -196,9 +198,11 @@ class RoutedAttention(nn.Module):
     heads); the key/value *inputs* are scaled by their routing weights, the heavy output by the
     query weights. Separate routers for queries and keys/values.
 
-    Choices the paper leaves open, as flags (defaults first):
-    - `heavy_position_bias=False`: no position signal in the heavy branch; True adds a T5 relative
-      bias (own table) over the original positions of the routed queries and keys.
+    Choices the paper leaves open, as flags (the models' defaults first):
+    - `heavy_position_bias=True` (the presets; the constructor's default is False): a T5 relative
+      bias (own table) over the original positions of the routed queries and keys, since every
+      attention of LongT5, which CoLT5 builds on, has one; False gives the heavy branch no position
+      signal (lucidrains adds rotary embeddings instead).
     - `router_input="normalized"`: the routers score the block's normalised input; "residual"
       scores the residual stream before the norm.
     - `straight_through=False`: outputs are multiplied by the routing scores; True multiplies by
@@ -224,6 +228,7 @@ class RoutedAttention(nn.Module):
         straight_through: bool = False,
         relative_buckets: int = 32,
         relative_max_distance: int = 128,
+        solver: str = "exact",
     ):
         super().__init__()
         from frugalformers.nn.attention import Attention
@@ -242,15 +247,15 @@ class RoutedAttention(nn.Module):
             d_model, n_heads_light, radius, head_dim=head_dim, bias=bias, scale=scale, impl=impl
         )
         self.heavy = Attention(d_model, n_heads_heavy, head_dim=head_dim, bias=bias, scale=scale, impl=impl)
-        self.router_q = Router(d_model, eps, iters, train_k_factor)
-        self.router_kv = Router(d_model, eps, iters, train_k_factor)
+        self.router_q = Router(d_model, eps, iters, train_k_factor, solver)
+        self.router_kv = Router(d_model, eps, iters, train_k_factor, solver)
         self.routed, self.kv_factor = routed, kv_factor
 
     def forward(self, x: torch.Tensor, ctx=None) -> torch.Tensor:
         """x (B, n, d) -> (B, n, d); ctx.key_padding_mask (B, n) if given."""
         B, n, d = x.shape
         mask = getattr(ctx, "key_padding_mask", None) if ctx is not None else None
-        y = self.light(x, key_padding_mask=mask)  # (B, n, d)
+        y = self.light(x, ctx, key_padding_mask=mask)  # (B, n, d); LongT5's local bias from the stack
         m = routed_count(n, self.routed)
         m_kv = min(n, int(round(self.kv_factor * m)))
         scored = router_input(x, ctx, self.router_input)

@@ -6,7 +6,8 @@ of radius + 1 tokens as in `LocalAttention`) and to `n / 16` transient global to
 the (normalised) layer inputs over each fixed block of 16 tokens, RMS-normalised, projected by the
 same k / v weights. Position signal: a T5 relative bias over the local window and a second one
 over (global block index - the token's block index), both owned by the stack and shared by all its
-layers (Hugging Face's layer 0 `relative_attention_bias` / `global_relative_attention_bias`).
+layers (Hugging Face's layer 0 `relative_attention_bias` / `global_relative_attention_bias`), passed
+in `ctx.extras["local_bias"]` and `ctx.extras["global_bias"]`.
 Padding: padded tokens join no block; blocks that hold no real token are masked; tokens of a last,
 incomplete block are assigned to the block before (the flaxformer / Hugging Face rule).
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalformers.nn.attention import reference_attention
-from frugalformers.nn.local_attention import LocalAttention, band_mask
+from frugalformers.nn.local_attention import LocalAttention, band_mask, local_bias
 from frugalformers.nn.norms import RMSNorm
 
 NEG = -1e10  # the mask value of the official implementation
@@ -63,8 +64,8 @@ class TransientGlobalAttention(LocalAttention):
     def forward(self, x: torch.Tensor, ctx=None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if ctx is not None and key_padding_mask is None:
             key_padding_mask = getattr(ctx, "key_padding_mask", None)
-        biases = ctx.extras.get("transient_global_bias") if ctx is not None else None
-        local_table, global_table = biases if biases is not None else (None, None)
+        local_table = ctx.extras.get("local_bias") if ctx is not None else None
+        global_table = ctx.extras.get("global_bias") if ctx is not None else None
         B, n, _ = x.shape
         H, D = self.n_heads, self.head_dim
         valid = (
@@ -97,19 +98,11 @@ class TransientGlobalAttention(LocalAttention):
         side = per_block[ids.clamp(min=0)]  # (B, n, ng, H); padding rows are masked by the caller
         return side.permute(0, 3, 1, 2).float()
 
-    @staticmethod
-    def _local_bias(local_table, rel: torch.Tensor, H: int, span: int) -> torch.Tensor:
-        """Relative bias (H, *rel.shape) of key - query offsets `rel`, |rel| <= span (zeros without a
-        table)."""
-        if local_table is None:
-            return torch.zeros(H, *rel.shape, device=rel.device)
-        return local_table.by_offset(rel, span).permute(-1, *range(rel.dim())).float()
-
     def _reference(self, q, k, v, kg, vg, valid, side, local_table):
         """Full attention over [n tokens ++ ng globals] with explicit masks, float32."""
         B, H, n, D = q.shape
         i = torch.arange(n, device=q.device)
-        local = self._local_bias(local_table, i[None, :] - i[:, None], H, n)[None]  # (1, H, n, n)
+        local = local_bias(local_table, i[None, :] - i[:, None], H, n)[None]  # (1, H, n, n)
         keep = band_mask(n, self.radius, q.device)[None, None] & valid[:, None, None, :]  # (B, 1, n, n)
         local = local.masked_fill(~keep, NEG)
         mask = torch.cat([local.expand(B, H, n, n), side], dim=-1)  # (B, H, n, n + ng)
@@ -123,7 +116,7 @@ class TransientGlobalAttention(LocalAttention):
         # every block of queries also sees all ng global keys: (B, nb, G, 3*blk + ng, D)
         kw = torch.cat([kw, kg[:, None].expand(B, nb, G, ng, D)], dim=3)
         vw = torch.cat([vw, vg[:, None].expand(B, nb, G, ng, D)], dim=3)
-        local = self._local_bias(local_table, rel, H, 2 * blk)  # (H, blk, 3*blk)
+        local = local_bias(local_table, rel, H, 2 * blk)  # (H, blk, 3*blk)
         local = local[None, None].masked_fill(~keep[:, :, None], NEG)  # (B, nb, H, blk, 3*blk)
         side = F.pad(side, (0, 0, 0, nb * blk - n)).reshape(B, H, nb, blk, ng).transpose(1, 2)  # (B, nb, H, blk, ng)
         mask = torch.cat([local.expand(B, nb, H, blk, 3 * blk), side], dim=-1).to(q.dtype)
