@@ -29,9 +29,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace):
-    from frugalformers.train.config import load_run_config
+    from frugalformers.train.config import load_run_config, preset_of_run
 
-    return load_run_config(args.preset, args.config, args.overrides)
+    preset = args.preset
+    if preset is None:  # --resume: the run's own preset; finetune init_from=RUN: the pretrained run's
+        given = dict(o.split("=", 1) for o in args.overrides if "=" in o)
+        if args.resume and given.get("out"):
+            preset = preset_of_run(given["out"])
+        elif getattr(args, "func", None) is _cmd_finetune and given.get("init_from"):
+            preset = preset_of_run(given["init_from"])
+    return load_run_config(preset, args.config, args.overrides)
 
 
 def _run_distributed(args: argparse.Namespace, job) -> int:
@@ -58,13 +65,19 @@ def _run_distributed(args: argparse.Namespace, job) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from frugalformers.train.run import pretrain
 
-    return _run_distributed(args, lambda cfg, env: pretrain(cfg, args.resume, progress=not args.no_progress))
+    progress = not args.no_progress
+    return _run_distributed(
+        args, lambda cfg, env: pretrain(cfg, args.resume, progress=progress, overwrite=args.overwrite)
+    )
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from frugalformers.train.run import finetune
 
-    return _run_distributed(args, lambda cfg, env: finetune(cfg, args.resume, progress=not args.no_progress))
+    progress = not args.no_progress
+    return _run_distributed(
+        args, lambda cfg, env: finetune(cfg, args.resume, progress=progress, overwrite=args.overwrite)
+    )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -72,14 +85,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from frugalformers.train.evaluate import evaluate_checkpoint
 
-    print(
-        json.dumps(
-            evaluate_checkpoint(
-                args.checkpoint, args.task, args.dataset, args.split, args.file, args.tokenizer, args.seq_len
-            ),
-            indent=2,
-        )
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.task,
+        args.dataset,
+        args.split,
+        args.file,
+        args.tokenizer,
+        args.seq_len,
+        args.unknown_labels,
     )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from frugalformers.train.evaluate import predict_file
+
+    rows = predict_file(args.checkpoint, args.file, args.out, args.dataset, args.tokenizer, args.seq_len)
+    if args.out:
+        print(f"{len(rows)} predictions written to {args.out}")
+    else:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
     return 0
 
 
@@ -158,9 +188,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="model preset (`frugal models`); or `preset:` in the YAML")
+    p.add_argument(
+        "--preset",
+        help="model preset (`frugal models`); or `preset:` in the YAML; with --resume (or finetune init_from=RUN) "
+        "the run's own when left out",
+    )
     p.add_argument("--config", help="YAML file with any of the options below")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in `out`")
+    p.add_argument("--resume", action="store_true", help="continue the run in `out` from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in `out` (else refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--nproc", type=int, default=1, help="processes (GPUs) on this machine: relaunches under torchrun (default 1)"
@@ -205,15 +240,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_args(f)
     f.set_defaults(func=_cmd_finetune)
-    e = sub.add_parser("eval", help="evaluate a checkpoint on a task split")
+    e = sub.add_parser("eval", help="score a checkpoint on every row of a file, or on a task split")
     e.add_argument("checkpoint", help="checkpoint folder or run folder")
-    e.add_argument("--dataset", default="demo")
-    e.add_argument("--task", help="task of the dataset")
-    e.add_argument("--file", help="or a CSV / JSONL file")
-    e.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    e.add_argument("--tokenizer", default="tiny")
-    e.add_argument("--seq-len", type=int, default=128)
+    e.add_argument("--task", help="a task of --dataset")
+    e.add_argument("--file", help="or your CSV / JSONL file with labels (every row is scored)")
+    e.add_argument("--split", choices=["train", "validation", "test"], help="with --task (default test)")
+    e.add_argument("--dataset", help="default: the run's")
+    e.add_argument("--tokenizer", help="default: the run's")
+    e.add_argument("--seq-len", type=int, help="input length (default: the run's)")
+    e.add_argument(
+        "--unknown-labels",
+        default="error",
+        choices=["error", "wrong"],
+        help="a label the model was not fine-tuned on: an error naming it (default), or a wrong answer",
+    )
     e.set_defaults(func=_cmd_eval)
+    pr = sub.add_parser("predict", help="label every row of a CSV / JSONL file (with each label's probability)")
+    pr.add_argument("checkpoint", help="checkpoint folder or run folder of a fine-tuned model")
+    pr.add_argument("--file", required=True, help="CSV / JSONL with a `text` column (and `text_b`)")
+    pr.add_argument("--out", help="write the predictions to this .csv / .jsonl (never over an existing file)")
+    pr.add_argument("--dataset", help="default: the run's")
+    pr.add_argument("--tokenizer", help="default: the run's")
+    pr.add_argument("--seq-len", type=int, help="input length (default: the run's)")
+    pr.set_defaults(func=_cmd_predict)
     g = sub.add_parser("generate", help="generate text from a causal LM or encoder-decoder checkpoint")
     g.add_argument("checkpoint")
     g.add_argument("prompt", nargs="+")
@@ -308,15 +357,35 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    import os
+
     from frugalformers.checkpoint import CheckpointError
     from frugalformers.compare import CompareError
     from frugalformers.data.sources import SourceError
-    from frugalformers.train.trainer import TrainingStopped
+    from frugalformers.train.trainer import TrainingInterrupted, TrainingStopped
 
     try:
         return args.func(args)
+    except TrainingInterrupted as e:
+        again = " ".join(["frugal", *(sys.argv[1:] if argv is None else argv)])
+        again += "" if "--resume" in again else " --resume"
+        print(f"frugal: interrupted at step {e.step}; {e.saved}; resume with: {again}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("frugal: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, SourceError, CheckpointError, TrainingStopped, CompareError) as e:
-        print(f"frugal: error: {e}", file=sys.stderr)
+        if os.environ.get("FRUGAL_DEBUG"):
+            raise
+        print(
+            f"frugal: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr
+        )
+        return 2
+    except Exception as e:  # anything else: one line, the traceback on request
+        if os.environ.get("FRUGAL_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"frugal: error: {type(e).__name__}: {first} (FRUGAL_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -107,6 +107,7 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     pooler: bool = True  # bert base / classify heads: Dense + tanh on token 0 (the MLM model has none)
     num_labels: int = 2  # classify head; 1 = regression
+    label_names: tuple[str, ...] | None = None  # classify head: the label of each output, in order
     pad_token_id: int = 0
     decoder_start_token_id: int = 0
     init_std: float = 0.02
@@ -131,6 +132,8 @@ class ModelConfig:
             self.layer_ffns = tuple(self.layer_ffns)
         if isinstance(self.decoder_layer_ffns, list):
             self.decoder_layer_ffns = tuple(self.decoder_layer_ffns)
+        if isinstance(self.label_names, list):
+            self.label_names = tuple(self.label_names)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -207,6 +210,8 @@ class ModelConfig:
         for name in ("ffn", "decoder_ffn"):
             _one_of(name, getattr(self, name), sorted(FFNS))
         _one_of("classifier_pooling", self.classifier_pooling, POOLINGS)
+        if self.label_names is not None and len(self.label_names) != self.num_labels:
+            raise ValueError(f"label_names has {len(self.label_names)} names but num_labels={self.num_labels}")
         if self.prenorm and self.family != "bert":
             raise ValueError(
                 f"prenorm=True applies to family 'bert' (t5 and decoder are pre-norm already), not {self.family!r}"
@@ -302,7 +307,7 @@ class ModelConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("layer_mixers", "layer_ffns", "decoder_layer_ffns"):
+        for k in ("layer_mixers", "layer_ffns", "decoder_layer_ffns", "label_names"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -311,6 +316,27 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         _check_keys(d)
         return cls(**d)
+
+    def architecture_differences(self, other: ModelConfig, shapes_only: bool = False) -> list[str]:
+        """'field: mine vs other' for each architectural field that differs (the blocks, widths and
+        depths weights depend on; not dropout, heads on top or implementation choices). With
+        `shapes_only`, vocab_size and max_seq_len (set from the data) are left out."""
+        fields = [
+            "family", "d_model", "n_layers", "decoder_layers", "n_heads", "kv_heads", "encoder_kv_heads",
+            "cross_kv_heads", "resolved_head_dim", "d_ff", "activation", "gated_ffn", "bias", "norm", "position",
+            "type_vocab_size", "embedding_dim", "embedding_projection", "prenorm", "tie_word_embeddings",
+        ]  # fmt: skip
+        if not shapes_only:
+            fields += ["vocab_size", "max_seq_len"]
+        out = [
+            f"{f}: {getattr(self, f)!r} vs {getattr(other, f)!r}"
+            for f in fields
+            if getattr(self, f) != getattr(other, f)
+        ]
+        for name, mine, theirs in (("mixers", self.mixers(), other.mixers()), ("ffns", self.ffns(), other.ffns())):
+            if mine != theirs:
+                out.append(f"{name}: {list(mine)} vs {list(theirs)}")
+        return out
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A new validated config with `overrides` applied; unknown keys are an error."""

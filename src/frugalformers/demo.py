@@ -45,9 +45,9 @@ def _finetune_all(preset: str, init_from: Path | None, out_dir: Path, steps: int
         ]
         if init_from:
             overrides.append(f"init_from={init_from}")
-        row[f"{task} test acc"] = finetune(load_run_config(preset, None, overrides), progress=progress)["test"][
-            "accuracy"
-        ]
+        row[f"{task} test acc"] = finetune(load_run_config(preset, None, overrides), progress=progress, overwrite=True)[
+            "test"
+        ]["accuracy"]
     return row
 
 
@@ -75,7 +75,7 @@ def run_demo(
                 f"out={run}",
             ],
         )
-        result = pretrain(cfg, progress=progress)
+        result = pretrain(cfg, progress=progress, overwrite=True)
         speeds = [r["tokens_per_s"] for r in read_metrics(run) if "tokens_per_s" in r][1:]
         row = {
             "model": preset,

@@ -7,6 +7,7 @@ stored by reference (document, character span) and materialised here.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import string
@@ -100,30 +101,42 @@ def _check_row(path: Path, line: int, row: dict) -> dict:
     return out
 
 
+def _utf8_text(path: Path, encoding: str = "utf-8") -> str:
+    """The file's text, or a DataError naming the line of a byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
+
+
 def _jsonl_rows(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{i}: each line must be a JSON object, got {type(row).__name__}")
-            rows.append(_check_row(path, i, row))
+    for i, line in enumerate(_utf8_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{i}: each line must be a JSON object, got {type(row).__name__}")
+        rows.append(_check_row(path, i, row))
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
 
 
 def _csv_rows(path: Path, delimiter: str) -> list[dict]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        if reader.fieldnames is None or "text" not in reader.fieldnames:
-            raise DataError(f"{path}:1: the header must name a `text` column, got {reader.fieldnames}")
-        rows = []
+    csv.field_size_limit(2**31 - 1)  # long documents (the default limit is 128 KB a field)
+    reader = csv.DictReader(io.StringIO(_utf8_text(path, "utf-8-sig"), newline=""), delimiter=delimiter)
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        raise DataError(f"{path}:1: the header must name a `text` column, got {reader.fieldnames}")
+    rows = []
+    try:
         for row in reader:
             line = reader.line_num
             if None in row:
@@ -131,6 +144,8 @@ def _csv_rows(path: Path, delimiter: str) -> list[dict]:
             if any(v is None for v in row.values()):
                 raise DataError(f"{path}:{line}: fewer fields than the header's {len(reader.fieldnames)}")
             rows.append(_check_row(path, line, row))
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

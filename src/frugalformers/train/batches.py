@@ -208,17 +208,22 @@ class TaskBatches:
         self.label_index = {lab: i for i, lab in enumerate(labels)}
         self.seq_len, self.target_len, self.batch_size, self.seed = seq_len, target_len, batch_size, seed
         self.encoded = {split: self._encode(r) for split, r in rows.items()}
-        n = len(self.encoded["train"])
-        if n < batch_size:
-            raise ValueError(f"{n} training rows are fewer than one batch of {batch_size}; lower data.batch_size")
+        n = len(self.encoded.get("train", ()))  # (evaluation and prediction bring no training split)
+        if "train" in self.encoded and n < batch_size:
+            raise ValueError(
+                f"{n} training rows are fewer than one batch of data.batch_size={batch_size}; "
+                f"lower data.batch_size to {max(1, n)} or less, or add rows"
+            )
         self.epoch, self.position = 0, 0
 
     def _encode(self, rows: list[dict]) -> list[tuple]:
+        if not rows:
+            return []
         t = self.tok
         texts = t.encode([r["text"] for r in rows])
         texts_b = t.encode([r.get("text_b", "") for r in rows])
-        targets = t.encode([r["label"] for r in rows])
-        return [(a, b, tgt, r["label"]) for a, b, tgt, r in zip(texts, texts_b, targets, rows)]
+        targets = t.encode([r.get("label", "") for r in rows])
+        return [(a, b, tgt, r.get("label")) for a, b, tgt, r in zip(texts, texts_b, targets, rows)]
 
     def _bert(self, items) -> dict:
         t, T = self.tok, self.seq_len

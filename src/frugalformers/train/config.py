@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -23,6 +23,8 @@ class DataSection:
     tokenizer: str = "tiny"  # tokenizer / shard set inside the dataset, or OTHER_DATASET/NAME (e.g. corpus/tiny)
     task: str | None = None  # fine-tuning: a task of the dataset (`frugal data show DATASET`)
     file: str | None = None  # fine-tuning: a user CSV / JSONL file (columns text, [text_b], label)
+    valid_file: str | None = None  # with `file`: its validation rows (default: 10% of `file`, seeded)
+    test_file: str | None = None  # with `file`: its test rows, scored at the end (test_metrics.json)
     seq_len: int = 128  # input length (encoders pad to it; pretraining windows have this length)
     target_len: int = 32  # seq2seq target length (span corruption, UL2, text-to-text fine-tuning)
     batch_size: int = 32
@@ -86,15 +88,39 @@ def _all_keys() -> list[str]:
     return keys
 
 
+def _read_yaml(path: Path):
+    if not path.exists():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except OmegaConfBaseException:
+        raise
+    except Exception as e:  # the YAML parser's own errors
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"config file {path} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ValueError(f"config file {path} must be a mapping of options (key: value), not a list or a value")
+    return loaded
+
+
+def preset_of_run(path: str | Path) -> str:
+    """The preset a run (or a checkpoint inside a run) was trained with, from its config.yaml."""
+    p = Path(path)
+    for saved in (p / "config.yaml", p.parent.parent / "config.yaml"):
+        if saved.exists():
+            preset = OmegaConf.load(saved).get("preset")
+            if preset:
+                return str(preset)
+    raise ValueError(f"{path} holds no run's config.yaml to take the preset from; pass --preset NAME")
+
+
 def load_run_config(preset: str | None = None, yaml_file: str | None = None, overrides: list[str] = ()) -> RunConfig:
     """Resolve defaults <- YAML <- overrides into a validated `RunConfig`."""
     base = OmegaConf.structured(RunConfig)
     try:
         if yaml_file:
-            path = Path(yaml_file)
-            if not path.exists():
-                raise ValueError(f"config file {yaml_file!r} does not exist")
-            base = OmegaConf.merge(base, OmegaConf.load(path))
+            base = OmegaConf.merge(base, _read_yaml(Path(yaml_file)))
         if preset:
             base = OmegaConf.merge(base, {"preset": preset})
         bad = [o for o in overrides if "=" not in o]

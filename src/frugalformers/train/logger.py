@@ -33,10 +33,11 @@ class MetricsLogger:
                     self.tb.add_scalar(k, v, record["step"])
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop records logged after the checkpoint's step (they will be redone)."""
+        """On resume: drop records logged after the checkpoint's step (they will be redone), and a
+        last line a kill tore."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        keep = [json.dumps(r) for r in read_records(self.path) if r.get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def close(self) -> None:
@@ -44,8 +45,30 @@ class MetricsLogger:
             self.tb.close()
 
 
+def read_records(path: Path, warn=None) -> list[dict]:
+    """The JSON lines of `path`. A last line cut off by a kill is left out with a warning naming the
+    file; a bad line elsewhere is an error naming the file and line."""
+    import sys
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines):
+                (warn or (lambda m: print(m, file=sys.stderr)))(
+                    f"warning: {path}: its last line is incomplete (the run was stopped while writing it); ignored"
+                )
+                break
+            raise ValueError(f"{path}:{i}: not a JSON record; the metrics file is damaged") from None
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise ValueError(f"no metrics.jsonl in {run_dir}: not a run folder")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_records(path)

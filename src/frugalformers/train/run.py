@@ -9,7 +9,7 @@ import torch
 
 from frugalformers.api import build_model
 from frugalformers.checkpoint import load as load_model
-from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
+from frugalformers.data.tasks import score
 from frugalformers.generate import generate
 from frugalformers.train.batches import (
     PretrainBatches,
@@ -85,66 +85,86 @@ def train_flops_per_token(config, batches: PretrainBatches) -> float:
     return body + 0.15 * 2 * (d * e + e * v)
 
 
-def _rank_setup(cfg: RunConfig, log):
-    """Run folder and config written once (rank 0); other ranks stay quiet."""
+def _quiet(*a, **k) -> None:
+    pass
+
+
+def check_resume(cfg: RunConfig, run_dir: Path, config) -> None:
+    """--resume continues the run in `out` as it was: the same preset, the same architecture
+    (otherwise its checkpoints would not load and it would silently start again)."""
+    from frugalformers.checkpoint import load_config
+    from frugalformers.train.checkpointing import list_checkpoints
+
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        from omegaconf import OmegaConf
+
+        before = OmegaConf.load(saved).get("preset")
+        if before and before != cfg.preset:
+            raise ValueError(
+                f"out={run_dir} holds a run of preset {before!r}, not {cfg.preset!r}: resume it with "
+                f"--preset {before} (or leave --preset out: it is read from the run), or choose another out"
+            )
+    ckpts = list_checkpoints(run_dir)
+    if ckpts:
+        diff = config.architecture_differences(load_config(ckpts[-1]))
+        if diff:
+            raise ValueError(
+                f"out={run_dir}: its checkpoint {ckpts[-1].name} is not this model ({'; '.join(diff)} for this run "
+                f"vs the checkpoint); resume with the run's own settings, or choose another out"
+            )
+
+
+def _write_config(cfg: RunConfig, run_dir: Path, fresh: bool) -> None:
+    """Once the model and data have been checked: clear a run being overwritten, write config.yaml
+    (rank 0), and wait for the other ranks."""
     from frugalformers.dist import env as dist_env
+    from frugalformers.train.run_folder import clear_run
 
     env = dist_env.current()
-    run_dir = Path(cfg.out)
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            clear_run(run_dir)
         save_run_config(cfg, run_dir / "config.yaml")
     dist_env.barrier(env)
-    return run_dir, (log if env.is_main else (lambda *a, **k: None))
 
 
-def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
-    run_dir, log = _rank_setup(cfg, log)
-    tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
-    seed_everything(cfg.seed)  # the model's initial weights depend on the seed alone
-    if cfg.init_from:  # continue pretraining a saved model (e.g. uptraining a GQA conversion)
-        model = load_model(resolve_checkpoint(cfg.init_from))
-        if cfg.model:
-            state = model.state_dict()
-            model = build_model(model.config.replace(**cfg.model))
-            model.load_state_dict(state)
-    else:
-        extra = {} if "vocab_size" in cfg.model else {"vocab_size": max(tok.vocab_size, 8)}
-        model = model_for(cfg, **extra)
-    if model.config.family == "bert" and cfg.data.seq_len > model.config.max_seq_len:
-        raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
-    batches = pretrain_batches(cfg, model.config)
-    fpt = train_flops_per_token(model.config, batches) if pick_device(cfg).type == "cuda" else None
-    log(
-        f"pretraining {cfg.preset} ({batches.objective}) on {cfg.data.dataset}/{cfg.data.tokenizer}: "
-        f"{cfg.steps} steps x {cfg.data.batch_size * cfg.optim.accumulation} x {cfg.data.seq_len} tokens -> {run_dir}"
-    )
-    return fit(cfg, model, batches, pretrain_eval(batches, cfg.eval_batches), run_dir, resume, fpt, log, progress)
+def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
+    from frugalformers.dist import env as dist_env
+    from frugalformers.train.run_folder import run_folder
+
+    main = dist_env.current().is_main
+    log = log if main else _quiet
+    with run_folder(cfg.out, resume, overwrite, log, enabled=main) as run_dir:
+        tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
+        seed_everything(cfg.seed)  # the model's initial weights depend on the seed alone
+        if cfg.init_from:  # continue pretraining a saved model (e.g. uptraining a GQA conversion)
+            model = load_model(resolve_checkpoint(cfg.init_from))
+            if cfg.model:
+                state = model.state_dict()
+                model = build_model(model.config.replace(**cfg.model))
+                model.load_state_dict(state)
+        else:
+            extra = {} if "vocab_size" in cfg.model else {"vocab_size": max(tok.vocab_size, 8)}
+            model = model_for(cfg, **extra)
+        if model.config.family == "bert" and cfg.data.seq_len > model.config.max_seq_len:
+            raise ValueError(
+                f"data.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}"
+            )
+        batches = pretrain_batches(cfg, model.config)
+        if resume:
+            check_resume(cfg, run_dir, model.config)
+        _write_config(cfg, run_dir, fresh=not resume)
+        fpt = train_flops_per_token(model.config, batches) if pick_device(cfg).type == "cuda" else None
+        log(
+            f"pretraining {cfg.preset} ({batches.objective}) on {cfg.data.dataset}/{cfg.data.tokenizer}: "
+            f"{cfg.steps} steps x {cfg.data.batch_size * cfg.optim.accumulation} x {cfg.data.seq_len} tokens "
+            f"-> {run_dir}"
+        )
+        return fit(cfg, model, batches, pretrain_eval(batches, cfg.eval_batches), run_dir, resume, fpt, log, progress)
 
 
 # ------------------------------------------------------------------ fine-tuning
-def task_rows(cfg: RunConfig) -> tuple[dict[str, list[dict]], list[str], str]:
-    """Splits, label list and metric of the configured task or user file."""
-    if cfg.data.file:
-        rows = load_user_rows(cfg.data.file)
-        if any("label" not in r for r in rows):
-            raise ValueError(f"{cfg.data.file}: fine-tuning needs a `label` in every row")
-        rows_shuffled = list(rows)
-        torch.manual_seed(cfg.seed)
-        perm = torch.randperm(len(rows_shuffled)).tolist()
-        n_val = max(1, len(rows) // 10)
-        val = [rows_shuffled[i] for i in perm[:n_val]]
-        train = [rows_shuffled[i] for i in perm[n_val:]]
-        labels = sorted({r["label"] for r in rows})
-        return {"train": train, "validation": val, "test": val}, labels, "accuracy"
-    if not cfg.data.task:
-        raise ValueError("fine-tuning needs data.task=TASK (see `frugal data show DATASET`) or data.file=PATH")
-    info = task_info(cfg.data.dataset, cfg.data.task)
-    rows = {s: load_task(cfg.data.dataset, cfg.data.task, s) for s in ("train", "validation", "test")}
-    labels = info["labels"] or sorted({r["label"] for r in rows["train"]})
-    return rows, labels, info["metric"]
-
-
 def task_predict(model, batches: TaskBatches, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
     items = batches.split_items(split)[:limit]
     family = model.config.family
@@ -191,68 +211,95 @@ def freeze_word_experts(model: torch.nn.Module) -> None:
         bank.freeze()
 
 
-def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True) -> dict:
-    run_dir, log = _rank_setup(cfg, log)
-    rows, labels, metric = task_rows(cfg)
-    seed_everything(cfg.seed)
-    if cfg.init_from:
-        ckpt = resolve_checkpoint(cfg.init_from)
-        base = load_model(ckpt)
-        config = base.config
-        if config.family == "bert":
-            config = config.replace(head="classify", num_labels=len(labels), pooler=True, **cfg.model)
-            model = build_model(config)
-            missing = model.load_state_dict(base.state_dict(), strict=False)
-            new = sorted(k for k in missing.missing_keys if not k.startswith(("classifier", "encoder.pooler")))
-            if new:
-                raise ValueError(f"checkpoint {ckpt} lacks encoder weights: {new[:5]}")
-        else:
-            model = base if not cfg.model else build_model(config.replace(**cfg.model))
-            if cfg.model:
-                model.load_state_dict(base.state_dict())
-        log(f"fine-tuning from {ckpt}")
-    else:
-        from frugalformers.presets import get_preset
+def finetuned_model(cfg: RunConfig, labels: list[str], log):
+    """The model to fine-tune: from `init_from` (checked against --preset) with a fresh classifier
+    for the labels (encoders), or the preset from scratch."""
+    from frugalformers.presets import get_preset
 
-        bert = get_preset(cfg.preset).family == "bert"
-        model = model_for(cfg, **({"head": "classify", "num_labels": len(labels)} if bert else {}))
-    if cfg.freeze_experts:
-        freeze_word_experts(model)
-        log("MoWE expert bank frozen (freeze_experts=true)")
-    if metric == "em_f1" and model.config.family == "bert":
+    wanted = get_preset(cfg.preset).replace(**cfg.model)
+    encoder_head = {"head": "classify", "num_labels": len(labels), "label_names": tuple(labels)}
+    if not cfg.init_from:
+        return model_for(cfg, **(encoder_head if wanted.family == "bert" else {}))
+    ckpt = resolve_checkpoint(cfg.init_from)
+    base = load_model(ckpt)
+    diff = wanted.architecture_differences(base.config, shapes_only=True)
+    if diff:
         raise ValueError(
-            f"task {cfg.data.task!r} has free-text answers (exact match / F1): fine-tune a generative model "
-            f"(a t5 or decoder preset), not the encoder {cfg.preset!r}"
+            f"init_from={cfg.init_from} is not a {cfg.preset!r} model ({'; '.join(diff)} for {cfg.preset} vs the "
+            f"checkpoint); give the preset it was trained as, or leave --preset out (it is read from the run)"
         )
-    folder = dataset_folder(cfg.data.dataset)
-    tok = load_tokenizer(str(folder), cfg.data.tokenizer)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")
-    batches = TaskBatches(
-        model.config, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
-    )
+    config = base.config
+    if config.family == "bert":
+        model = build_model(config.replace(pooler=True, **encoder_head, **cfg.model))
+        missing = model.load_state_dict(base.state_dict(), strict=False)
+        new = sorted(k for k in missing.missing_keys if not k.startswith(("classifier", "encoder.pooler")))
+        if new:
+            raise ValueError(f"checkpoint {ckpt} lacks encoder weights: {new[:5]}")
+    else:
+        model = base if not cfg.model else build_model(config.replace(**cfg.model))
+        if cfg.model:
+            model.load_state_dict(base.state_dict())
+    log(f"fine-tuning from {ckpt}")
+    return model
 
-    def evaluate(m) -> dict:
-        preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
-        return score(metric, preds, golds)
 
-    log(
-        f"fine-tuning {model.config.family} model on {cfg.data.task or cfg.data.file} ({metric}), "
-        f"{len(rows['train'])} training rows -> {run_dir}"
-    )
-    result = fit(cfg, model, batches, evaluate, run_dir, resume, None, log, progress)
+def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
+    import json
+
     from frugalformers.dist import env as dist_env
     from frugalformers.dist.state import unsharded
+    from frugalformers.train.run_folder import run_folder
+    from frugalformers.train.user_data import one_class_warning, task_rows
 
-    model.eval()
-    with torch.no_grad(), unsharded(model):
-        preds, golds = task_predict(model, batches, "test")
-    result["test"] = score(metric, preds, golds)
-    if dist_env.current().is_main:
-        import json
+    main = dist_env.current().is_main
+    log = log if main else _quiet
+    with run_folder(cfg.out, resume, overwrite, log, enabled=main) as run_dir:
+        rows, labels, metric = task_rows(cfg)
+        seed_everything(cfg.seed)
+        model = finetuned_model(cfg, labels, log)
+        if cfg.freeze_experts:
+            freeze_word_experts(model)
+            log("MoWE expert bank frozen (freeze_experts=true)")
+        if metric == "em_f1" and model.config.family == "bert":
+            raise ValueError(
+                f"task {cfg.data.task!r} has free-text answers (exact match / F1): fine-tune a generative model "
+                f"(a t5 or decoder preset), not the encoder {cfg.preset!r}"
+            )
+        tok = load_tokenizer(str(dataset_folder(cfg.data.dataset)), cfg.data.tokenizer)
+        if tok.vocab_size > model.config.vocab_size:
+            raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")
+        batches = TaskBatches(
+            model.config, rows, labels, tok, cfg.data.seq_len, cfg.data.target_len, cfg.data.batch_size, cfg.seed
+        )
+        if resume:
+            check_resume(cfg, run_dir, model.config)
+        _write_config(cfg, run_dir, fresh=not resume)
+        last_valid: dict = {}
 
-        (run_dir / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
-        with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:  # the test rows, in order
-            for p, g in zip(preds, golds):
-                f.write(json.dumps({"label": g, "prediction": p}, ensure_ascii=False) + "\n")
-    return result
+        def evaluate(m) -> dict:
+            preds, golds = task_predict(m, batches, "validation", limit=cfg.eval_batches * cfg.data.batch_size)
+            last_valid["preds"] = preds
+            return score(metric, preds, golds)
+
+        source = cfg.data.task or cfg.data.file
+        if model.config.family == "bert":
+            log(f"labels ({len(labels)}): {', '.join(labels)}")
+        log(
+            f"fine-tuning {model.config.family} model on {source} ({metric}), {len(rows['train'])} training and "
+            f"{len(rows['validation'])} validation rows -> {run_dir}"
+        )
+        result = fit(cfg, model, batches, evaluate, run_dir, resume, None, log, progress)
+        if model.config.family == "bert" and (warning := one_class_warning(last_valid.get("preds", []), labels)):
+            log(warning)
+        if not rows["test"]:  # a user's files without data.test_file: no test score
+            return result
+        model.eval()
+        with torch.no_grad(), unsharded(model):
+            preds, golds = task_predict(model, batches, "test")
+        result["test"] = score(metric, preds, golds)
+        if main:
+            (run_dir / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
+            with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:  # the test rows, in order
+                for p, g in zip(preds, golds):
+                    f.write(json.dumps({"label": g, "prediction": p}, ensure_ascii=False) + "\n")
+        return result

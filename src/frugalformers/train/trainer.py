@@ -45,6 +45,14 @@ class TrainingStopped(RuntimeError):
     """Training stopped on purpose (too many bad steps); the message says why."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the step reached and what the run folder holds to resume from."""
+
+    def __init__(self, step: int, saved: str):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.saved = step, saved
+
+
 def pick_device(cfg: RunConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -206,107 +214,122 @@ def fit(
     model.train()
     bad_run, t_last, tokens_since, last = 0, time.perf_counter(), 0, {}
     stop_reason = None
-    while step < cfg.steps:
-        micro = [batches.next_batch() for _ in range(cfg.optim.accumulation)]
-        counts = [target_count(b, family) for b in micro]
-        total_count = float(dist_env.all_reduce_sum(torch.tensor(float(sum(counts)), device=device), env))
-        loss_sum, aux_sums = torch.zeros((), device=device), {}
-        for i, raw in enumerate(micro):
-            batch = _to(raw, device)
-            last_micro = i == len(micro) - 1
-            sync_ctx = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
-            with sync_ctx:
-                with amp():
-                    out = train_model(**batch)
-                loss = out.loss.float()
-                aux = {k: v.float() for k, v in out.aux_losses.items()}
-                # this micro-batch's share of the global token mean (x W: data parallel averages over ranks)
-                share = counts[i] * env.world_size / max(total_count, 1.0)
-                total = loss * share
-                if aux:
-                    total = total + cfg.aux_loss_weight * sum(aux.values()) / cfg.optim.accumulation
-                total.backward()
-            loss_sum = loss_sum + loss.detach() * counts[i]
-            for k, v in aux.items():
-                aux_sums[k] = aux_sums.get(k, 0.0) + v.detach() / cfg.optim.accumulation
-            tokens_since += batches.tokens_per_batch  # the global batch's tokens
-        if grad_sync is not None:
-            grad_sync()
-        loss_value = float(dist_env.all_reduce_sum(loss_sum, env)) / max(total_count, 1.0)
-        if env.distributed and aux_sums:
-            aux_sums = {k: dist_env.all_reduce_sum(v, env) / env.world_size for k, v in aux_sums.items()}
-        if cfg.optim.grad_clip <= 0:
-            grad_norm = torch.tensor(0.0)
-        elif grad_sync is not None:  # expert shards differ per rank: the norm needs their all_reduce
-            grad_norm = grad_sync.clip_grad_norm(cfg.optim.grad_clip)
-        elif any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):  # a MoWE bank's rows
-            grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        else:
-            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
-        if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+    try:
+        while step < cfg.steps:
+            micro = [batches.next_batch() for _ in range(cfg.optim.accumulation)]
+            counts = [target_count(b, family) for b in micro]
+            total_count = float(dist_env.all_reduce_sum(torch.tensor(float(sum(counts)), device=device), env))
+            loss_sum, aux_sums = torch.zeros((), device=device), {}
+            for i, raw in enumerate(micro):
+                batch = _to(raw, device)
+                last_micro = i == len(micro) - 1
+                sync_ctx = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
+                with sync_ctx:
+                    with amp():
+                        out = train_model(**batch)
+                    loss = out.loss.float()
+                    aux = {k: v.float() for k, v in out.aux_losses.items()}
+                    # this micro-batch's share of the global token mean (x W: data parallel averages over ranks)
+                    share = counts[i] * env.world_size / max(total_count, 1.0)
+                    total = loss * share
+                    if aux:
+                        total = total + cfg.aux_loss_weight * sum(aux.values()) / cfg.optim.accumulation
+                    total.backward()
+                loss_sum = loss_sum + loss.detach() * counts[i]
+                for k, v in aux.items():
+                    aux_sums[k] = aux_sums.get(k, 0.0) + v.detach() / cfg.optim.accumulation
+                tokens_since += batches.tokens_per_batch  # the global batch's tokens
+            if grad_sync is not None:
+                grad_sync()
+            loss_value = float(dist_env.all_reduce_sum(loss_sum, env)) / max(total_count, 1.0)
+            if env.distributed and aux_sums:
+                aux_sums = {k: dist_env.all_reduce_sum(v, env) / env.world_size for k, v in aux_sums.items()}
+            if cfg.optim.grad_clip <= 0:
+                grad_norm = torch.tensor(0.0)
+            elif grad_sync is not None:  # expert shards differ per rank: the norm needs their all_reduce
+                grad_norm = grad_sync.clip_grad_norm(cfg.optim.grad_clip)
+            elif any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):  # a MoWE bank's rows
+                grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            else:
+                grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+            if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+                optimizer.zero_grad(set_to_none=True)
+                bad_run += 1
+                bad_total += 1
+                step += 1
+                with warnings.catch_warnings():  # the schedule advances with the step count, update or not
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
+                metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
+                if bad_run >= cfg.max_bad_steps:
+                    stop_reason = (
+                        f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step {step}); "
+                        f"lower optim.lr, check the data, or raise max_bad_steps"
+                    )
+                    break
+                bar.update(1)
+                continue
+            bad_run = 0
+            optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            bad_run += 1
-            bad_total += 1
             step += 1
-            with warnings.catch_warnings():  # the schedule advances with the step count, update or not
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
-            metrics.log({"step": step, "skipped_nonfinite": 1, "bad_steps_total": bad_total})
-            if bad_run >= cfg.max_bad_steps:
-                stop_reason = (
-                    f"{bad_run} consecutive steps had a non-finite loss or gradient (last at step {step}); "
-                    f"lower optim.lr, check the data, or raise max_bad_steps"
-                )
-                break
             bar.update(1)
-            continue
-        bad_run = 0
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.perf_counter() - t_last
-            tps = tokens_since / dt if dt > 0 else 0.0
-            record = {
-                "step": step,
-                "loss": loss_value,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                "tokens_per_s": tps,
-            }
-            record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
-            record.update(expert_load(model))
-            if device.type == "cuda":
-                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if flops_per_token and peak:
-                record["mfu"] = 3 * flops_per_token * tps / peak
-            metrics.log(record)
-            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
-            t_last, tokens_since = time.perf_counter(), 0
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-            result = run_eval()
-            last = {"step": step, **{f"valid_{k}": v for k, v in result.items()}}
-            metrics.log(last)
-            if cfg.early_stop_metric:
-                value = last.get(cfg.early_stop_metric)
-                if value is None:
-                    raise ValueError(f"early_stop_metric={cfg.early_stop_metric!r} is not logged; have {sorted(last)}")
-                better = best is None or (value < best if "loss" in cfg.early_stop_metric else value > best)
-                best, stale = (value, 0) if better else (best, stale + 1)
-                if stale >= cfg.early_stop_patience:
-                    stop_reason = f"early stop: {cfg.early_stop_metric} did not improve for {stale} evaluations"
-        final = (step == cfg.steps and cfg.save_final) or stop_reason
-        if (cfg.save_every and step % cfg.save_every == 0) or final:
-            checkpoint()
-        if stop_reason:
-            break
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                dt = time.perf_counter() - t_last
+                tps = tokens_since / dt if dt > 0 else 0.0
+                record = {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": tps,
+                }
+                record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
+                record.update(expert_load(model))
+                if device.type == "cuda":
+                    record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                if flops_per_token and peak:
+                    record["mfu"] = 3 * flops_per_token * tps / peak
+                metrics.log(record)
+                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
+                t_last, tokens_since = time.perf_counter(), 0
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                result = run_eval()
+                last = {"step": step, **{f"valid_{k}": v for k, v in result.items()}}
+                metrics.log(last)
+                if cfg.early_stop_metric:
+                    value = last.get(cfg.early_stop_metric)
+                    if value is None:
+                        raise ValueError(
+                            f"early_stop_metric={cfg.early_stop_metric!r} is not logged; have {sorted(last)}"
+                        )
+                    better = best is None or (value < best if "loss" in cfg.early_stop_metric else value > best)
+                    best, stale = (value, 0) if better else (best, stale + 1)
+                    if stale >= cfg.early_stop_patience:
+                        stop_reason = f"early stop: {cfg.early_stop_metric} did not improve for {stale} evaluations"
+            final = (step == cfg.steps and cfg.save_final) or stop_reason
+            if (cfg.save_every and step % cfg.save_every == 0) or final:
+                checkpoint()
+            if stop_reason:
+                break
+    except KeyboardInterrupt:
+        from frugalformers.train.checkpointing import list_checkpoints
+
+        bar.close()
+        metrics.close()
+        good = list_checkpoints(run_dir)
+        raise TrainingInterrupted(
+            step, f"the newest checkpoint is {good[-1].name}" if good else "no checkpoint was saved yet"
+        ) from None
     bar.close()
     metrics.close()
-    if stop_reason and "consecutive" in stop_reason:
-        checkpoint()
-        raise TrainingStopped(stop_reason)
+    if stop_reason and "consecutive" in stop_reason:  # the diverged weights are not saved over the last good ones
+        from frugalformers.train.checkpointing import list_checkpoints
+
+        good = list_checkpoints(run_dir)
+        kept = f"the newest checkpoint, {good[-1].name}, is from before it" if good else "no checkpoint was saved"
+        raise TrainingStopped(f"{stop_reason}; {kept}")
     if stop_reason:
         log(stop_reason)
     return {**last, "step": step, "bad_steps": bad_total}
