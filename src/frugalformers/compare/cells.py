@@ -305,7 +305,7 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
         cfg.save_every = cfg.eval_every = steps
         cfg.keep_last = 1
         cfg.model = {}  # the converted model's own config (its kv heads)
-        if cfg.optim.warmup is None:  # (a fraction scales with the uptraining's steps by itself)
+        if cfg.optim.warmup_steps is not None:  # (a fraction scales with the uptraining's steps by itself)
             cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, max(1, steps // 10))
         resume = bool(list_checkpoints(folder / "run"))
         pretrain(cfg, resume=resume, log=log, progress=False)

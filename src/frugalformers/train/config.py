@@ -38,8 +38,8 @@ class OptimSection:
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    warmup_steps: int = 100
-    warmup: float | None = None  # warm-up as a fraction of `steps` (e.g. 0.1); replaces warmup_steps when set
+    warmup_steps: int | None = None  # linear warm-up steps (default: `warmup` x steps)
+    warmup: float | None = None  # warm-up as a fraction of `steps` when warmup_steps is unset (default 0.06)
     schedule: str = "linear"  # linear | cosine | inverse_sqrt | constant (after warm-up)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     accumulation: int = 1  # micro-batches per optimizer step
@@ -151,7 +151,12 @@ def validate(cfg: RunConfig) -> None:
         (cfg.steps > 0, "steps", cfg.steps, "a positive integer"),
         (cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "positive"),
         (cfg.optim.accumulation >= 1, "optim.accumulation", cfg.optim.accumulation, ">= 1"),
-        (cfg.optim.warmup_steps >= 0, "optim.warmup_steps", cfg.optim.warmup_steps, ">= 0"),
+        (
+            cfg.optim.warmup_steps is None or cfg.optim.warmup_steps >= 0,
+            "optim.warmup_steps",
+            cfg.optim.warmup_steps,
+            ">= 0",
+        ),  # fmt: skip
         (
             cfg.optim.warmup is None or 0 <= cfg.optim.warmup < 1,
             "optim.warmup",
@@ -174,11 +179,14 @@ def validate(cfg: RunConfig) -> None:
         get_preset(cfg.preset).replace(**cfg.model)  # raises naming a bad model field
 
 
+DEFAULT_WARMUP = 0.06  # a fraction of the run, so that short runs (fine-tuning) leave warm-up too
+
+
 def warmup_steps(cfg: RunConfig) -> int:
-    """Warm-up steps: `optim.warmup` x steps when the fraction is set, else `optim.warmup_steps`."""
-    if cfg.optim.warmup is not None:
-        return round(cfg.optim.warmup * cfg.steps)
-    return cfg.optim.warmup_steps
+    """Warm-up steps: `optim.warmup_steps` when set, else `optim.warmup` (default 0.06) x steps."""
+    if cfg.optim.warmup_steps is not None:
+        return cfg.optim.warmup_steps
+    return round((DEFAULT_WARMUP if cfg.optim.warmup is None else cfg.optim.warmup) * cfg.steps)
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:

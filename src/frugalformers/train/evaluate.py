@@ -52,7 +52,7 @@ def _classifier_or_generator(model, checkpoint: str, what: str) -> None:
     c = model.config
     if c.family == "bert" and c.head != "classify":
         raise ValueError(
-            f"{checkpoint} is a {'masked-LM' if c.head == 'mlm' else c.head!r} checkpoint, not a classifier: "
+            f"{checkpoint} is a {'masked-LM' if c.head == 'mlm' else repr(c.head)} checkpoint, not a classifier: "
             f"fine-tune it first (frugal finetune ... init_from={checkpoint}), then {what} the fine-tuned run"
         )
 

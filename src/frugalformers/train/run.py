@@ -265,7 +265,7 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
                 f"task {cfg.data.task!r} has free-text answers (exact match / F1): fine-tune a generative model "
                 f"(a t5 or decoder preset), not the encoder {cfg.preset!r}"
             )
-        tok = load_tokenizer(str(dataset_folder(cfg.data.dataset)), cfg.data.tokenizer)
+        tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
         if tok.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")
         batches = TaskBatches(

@@ -92,14 +92,12 @@ def run_folder(out: str | Path, resume: bool = False, overwrite: bool = False, l
         gone = clean_leftovers(folder)
         if gone:
             log(f"removed what an interrupted write left in {folder}: {', '.join(gone)}")
-        if holds_a_run(folder) and not resume:
-            if not overwrite:
-                raise RunFolderError(
-                    f"out={folder} already holds a run; add --resume to continue it, --overwrite to start it "
-                    f"again, or choose another out"
-                )
-            clear_run(folder)
-        yield folder
+        if holds_a_run(folder) and not resume and not overwrite:
+            raise RunFolderError(
+                f"out={folder} already holds a run; add --resume to continue it, --overwrite to start it "
+                f"again, or choose another out"
+            )
+        yield folder  # (an overwritten run is cleared by the caller once the new one has validated: clear_run)
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()

@@ -44,7 +44,8 @@ def uptrain(
     cfg.steps, cfg.init_from, cfg.out = steps, str(converted), out
     cfg.save_every = min(cfg.save_every or steps, steps)
     cfg.eval_every = min(cfg.eval_every or steps, steps)
-    cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, max(1, steps // 10))
+    if cfg.optim.warmup_steps is not None:  # (a fraction scales with the uptraining's steps by itself)
+        cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, max(1, steps // 10))
     model = load_model(resolve_checkpoint(converted))
     batches = pretrain_batches(cfg, model.config)
     report = {"steps": steps, "alpha": alpha, "kv_heads": model.config.kv_heads}
