@@ -208,8 +208,8 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint(tmp_path, runs, monkeypat
         return o
 
     monkeypatch.setattr(encoder.BertForMaskedLM, "forward", nan)
-    expect_error([*base, "steps=8", "max_bad_steps=2", "--resume"], capsys,
-                 r"2 consecutive steps had a non-finite loss.*the newest checkpoint, step-00000002, is from before it")  # fmt: skip
+    pattern = r"2 consecutive steps had a non-finite loss.*the newest checkpoint, step-00000002, is from before it"
+    expect_error([*base, "steps=8", "max_bad_steps=2", "--resume"], capsys, pattern)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000002"]
     assert (list_checkpoints(out)[-1] / "model.safetensors").read_bytes() == good
 

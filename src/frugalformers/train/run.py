@@ -14,7 +14,6 @@ from frugalformers.generate import generate
 from frugalformers.train.batches import (
     PretrainBatches,
     TaskBatches,
-    dataset_folder,
     load_tokenizer,
     pretrain_batches,
 )
