@@ -1,4 +1,4 @@
-"""Decode attention alone: the Triton flash-decoding kernel (`nn/decode_attention.py`) under cache
+"""Decode attention alone: the Triton flash-decoding kernel (`kernels/decode_attention.py`) under cache
 splits and launch options, against the matmul path (`grouped_decode_attention(impl="matmul")`, the
 compiled step's default) and, for MHA, SDPA, on the 1B Llama-shaped decoder's attention (16 query
 heads of 128, batch 32, bf16) for kv heads 16 (MHA) / 8 / 4 / 2 / 1 (MQA).
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from frugalformers.bench import format_table, hardware, update_results, write_json
 from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.timing import bench_device, copy_bandwidth, cuda_graph_ms
-from frugalformers.nn import decode_attention as da
+from frugalformers.kernels import decode_attention as da
 from frugalformers.nn.attention import grouped_decode_attention
 
 HERE = Path(__file__).resolve().parent

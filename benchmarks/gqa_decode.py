@@ -18,20 +18,15 @@ With `--compile` the step is first compiled (`torch.compile`, static shapes: the
 work between the GEMMs fuses into a few kernels) and then captured, as `generate(compile=True)`
 does; those rows go to the section `gqa-decode-compiled`.
 
-`--alts` times the same step with opt-in decode kernels (ALTS) beside the default one, in the same
-process. `triton-gemm` (`nn/skinny_gemm.py`): expected, before measuring, to bring the GEMMs from
-~40% of the copy bandwidth (cuBLAS at M = 32) toward 80%, i.e. GQA-4 at batch 32, ctx 1k from
-1.39 ms to ~0.9-1.0 ms (floor 0.65 ms); its block sizes are autotuned on the first (warm-up) call.
-Measured 2026-12-01: it ties cuBLAS (`decode_gemm.py`: both lose ~4 us per GEMM to launch, ramp-up
-and tail). `triton-attn` (`nn/decode_attention.py`, one flash-decoding kernel per layer): expected
-to take GQA-4's attention from 0.47 ms (two batched matmuls around a fused softmax) to ~0.3 ms (85%
-of the bandwidth over its 1.07 GB cache), the step from 1.40 to ~1.25 ms. `triton-all+pdl` (both
-Triton kernels and Inductor's with programmatic dependent launch, `nn/pdl.py`): expected to halve
-the ~4 us gap of each of the step's ~100 kernels, another ~0.2 ms.
+`--alts` times the same step with another decode attention path (ALTS) beside the default one, in
+the same process: `triton-attn` (the flash-decoding kernel, `kernels/decode_attention.py`, everywhere)
+and `matmul-attn` (two batched matmuls). Paths tried earlier and removed after measuring (a Triton
+decode GEMM, split-K GEMMs, SDPA / FlexAttention on regrouped heads, programmatic dependent launch,
+a fused persistent decode layer) are summarised in RESULTS.md.
 
     python benchmarks/gqa_decode.py
     python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 16384
-    python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --alts triton-gemm sdpa-grouped
+    python benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --alts triton-attn matmul-attn
     python benchmarks/gqa_decode.py --smoke      # CPU, tiny, eager
 """
 
@@ -57,33 +52,12 @@ from frugalformers.bench import (
 from frugalformers.bench.decode import decode_step_time, step_weight_bytes
 from frugalformers.bench.report import add_output_args, output_dir
 from frugalformers.bench.timing import bench_device, copy_bandwidth
-from frugalformers.nn.pdl import inductor_has_pdl
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = [("MHA", 16), ("GQA-8", 8), ("GQA-4", 4), ("GQA-2", 2), ("MQA", 1)]
-ALTS = {  # opt-in decode kernels (setup_cache options), timed beside the default step with --alts
-    "split-K": {"decode_gemm": "split-k"},
-    "triton-gemm": {"decode_gemm": "triton"},
-    "sdpa-grouped": {"grouped_decode": "sdpa"},
-    "flex-grouped": {"grouped_decode": "flex"},
-    "both": {"decode_gemm": "split-k", "grouped_decode": "sdpa"},
-    "triton+sdpa": {"decode_gemm": "triton", "grouped_decode": "sdpa"},
+ALTS = {  # decode attention paths (setup_cache's grouped_decode), timed beside the default step with --alts
     "triton-attn": {"grouped_decode": "triton"},
     "matmul-attn": {"grouped_decode": "matmul"},  # the default before "auto" took the Triton kernel on CUDA
-    "triton-all": {"decode_gemm": "triton", "grouped_decode": "triton"},
-    "triton-all+pdl": {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
-    "fused-layer": {"decode_layer": "fused"},  # each layer one persistent kernel (nn.decode_layer_kernel)
-    "fused-plain-grid": {"decode_layer": "fused", "fused_options": {"cooperative": False}},
-    "fused-launches": {"decode_layer": "fused", "fused_options": {"persistent": False}},  # a launch per phase
-    "fused-2cta": {  # two programs of 4 warps per SM
-        "decode_layer": "fused",
-        "fused_options": {"ctas_per_sm": 2, "launch": {"num_warps": 4, "num_stages": 3}},
-    },
-    **{  # the fused layer's launch options
-        f"fused-w{w}-s{st}": {"decode_layer": "fused", "fused_options": {"launch": {"num_warps": w, "num_stages": st}}}
-        for w in (4, 8)
-        for st in (2, 3, 4)
-    },
 }
 
 
@@ -245,7 +219,7 @@ def main(argv=None) -> int:
     table = format_table(rows, [col for col in COLUMNS if any(col in r for r in rows)])  # the columns measured
     print(table)
     hw = hardware()
-    print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "", f"Inductor PDL: {inductor_has_pdl()}")
+    print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = output_dir(args.out, args.smoke, HERE)
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
     subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files

@@ -18,7 +18,7 @@ batch 16 x 512 input tokens, 128 target tokens.
 
 Three layer variants per expert count (VARIANTS): the grouped GEMM over gathered weights with an
 fp32 bank and a dense gradient (the path before 2026-12-01), the fused kernels
-(`nn/word_expert_kernels.py`) with the same bank, and the fused kernels with mowe-base's bf16 bank
+(`kernels/word_experts.py`) with the same bank, and the fused kernels with mowe-base's bf16 bank
 and row-sparse gradient. "weights floor ms" is three passes over the touched experts' weights
 (read forward, read for dx, gradient written) at the measured copy bandwidth.
 
@@ -167,7 +167,7 @@ def sweep_rows(tokens, d, d_e, device, autocast, repeats, E: int = 32768):
     the rest as it is: which num_warps / num_stages / BLOCK_D move the weights and their gradient
     fastest. (Streaming stores for the gradient, cache_modifier ".cs", were tried on 2026-12-01:
     2.59-2.77 ms against 2.53-2.70 without, so they are not kept.)"""
-    from frugalformers.nn import word_expert_kernels as wk
+    from frugalformers.kernels import word_experts as wk
 
     x, _, ctx, _ = layer_inputs(tokens, d, device)
     label, dtype, sparse, impl = VARIANTS[-1]

@@ -51,9 +51,7 @@ case "${1:-}" in
         --models ours-bert ours-fnet-fft ours-fnet-dft
     run python3 benchmarks/fnet.py --compile --profile --seq 8192 --models ours-bert ours-fnet-fft
     ;;
-5)  # if time remains: issue 10's other variants; the eager rows of the split MoE / Sparse Mixer scripts
-    run python3 benchmarks/gqa_decode.py --compile --batch 32 --ctx 1024 --variants GQA-8 GQA-2 \
-        --alts triton-gemm triton+sdpa
+5)  # if time remains: the eager rows of the split MoE / Sparse Mixer scripts
     run python3 benchmarks/moe.py                                                   # ~1.5 min
     run python3 benchmarks/sparse_mixer.py                                          # ~1.5 min
     ;;

@@ -36,18 +36,17 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
 
 
 def test_decode_options_reach_the_cache_and_keep_the_tokens():
-    """generate(decode_options=...) sets up the cache with the opt-in decode kernels (the split-K
-    GEMMs and the grouped attention run on CPU too) and generates the default path's tokens, for a
-    decoder and for T5 (whose decoder's GEMMs are decode GEMMs as well)."""
+    """generate(decode_options=...) sets up the cache with that decode attention path and generates
+    the default path's tokens, for a decoder and for T5."""
     from unittest import mock
 
-    from frugalformers.nn import fused_linear
+    from frugalformers.nn import attention
 
-    torch.manual_seed(0)  # (widths of 512 / 1024: K long enough to split)
-    model = build_model("llama-tiny-gqa4", d_model=512, d_ff=1024, n_heads=4, n_kv_heads=2, n_layers=2).eval()
+    torch.manual_seed(0)
+    model = build_model("llama-tiny-gqa4", d_model=128, d_ff=256, n_heads=4, n_kv_heads=2, n_layers=2).eval()
     prompts = [[5, 6, 7, 8, 9], [11, 12, 13]]
-    options = {"decode_gemm": "split-k", "grouped_decode": "sdpa"}
-    with mock.patch.object(fused_linear, "split_k_linear", wraps=fused_linear.split_k_linear) as spy:
+    options = {"grouped_decode": "matmul"}
+    with mock.patch.object(attention, "grouped_decode_attention", wraps=attention.grouped_decode_attention) as spy:
         assert generate(model, prompts, 6, decode_options=options) == generate(model, prompts, 6)
     assert spy.call_count > 0
     t5 = build_model("t5-tiny").eval()

@@ -128,12 +128,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         args.compile,
-        {
-            "decode_gemm": args.decode_gemm,
-            "grouped_decode": args.grouped_decode,
-            "pdl": args.pdl,
-            **({"decode_layer": "fused"} if args.decode_layer == "fused" else {}),  # (decoder-only models have it)
-        },
+        {"grouped_decode": args.grouped_decode},
     ):
         print(line)
     return 0
@@ -278,31 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="compile the decode step (CUDA graphs on GPU; pays for long outputs)"
     )
     g.add_argument(
-        "--decode-gemm",
-        default="cublas",
-        choices=["cublas", "split-k", "triton"],
-        help="decode GEMMs (opt-in kernels, being measured): triton = one Triton kernel per GEMM that streams the "
-        "weight once (CUDA)",
-    )
-    g.add_argument(
         "--grouped-decode",
         default="auto",
-        choices=["auto", "matmul", "sdpa", "flex", "triton"],
-        help="attention over the kv cache while decoding: auto = the flash-decoding Triton kernel on CUDA (it reads "
-        "each kv head once for its query group; MHA too), the matmul path elsewhere",
-    )
-    g.add_argument(
-        "--decode-layer",
-        default="modules",
-        choices=["modules", "fused"],
-        help="fused = each Llama-shaped decoder layer's decode step as one persistent Triton kernel (CUDA; opt-in, "
-        "being measured: it ties the default step on an H200)",
-    )
-    g.add_argument(
-        "--pdl",
-        action="store_true",
-        help="launch the Triton decode kernels (and, with --compile, Inductor's) with programmatic dependent launch "
-        "(Hopper GPUs)",
+        choices=["auto", "matmul", "triton"],
+        help="attention over the kv cache while decoding: auto = the flash-decoding Triton kernel on CUDA where a "
+        "layer's cache is 16 MB or more (it reads each kv head once for its query group), the matmul path elsewhere",
     )
     g.set_defaults(func=_cmd_generate)
     cv = sub.add_parser("convert", help="convert checkpoints: `convert gqa` pools multi-head K/V into groups")

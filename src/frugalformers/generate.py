@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from frugalformers.nn.pdl import inductor_pdl
-
 
 def sample_next(
     logits: torch.Tensor,
@@ -58,9 +56,8 @@ def generate(
     """New tokens for each prompt (stopping after `eos_id`, which is kept). `word_ids`: the prompts'
     routing ids, for encoders with MoWE layers. `decoder_word_id`: for T5 decoders with MoWE
     layers, a function from one row's decoder inputs so far to the routing id of the last one
-    (`tok.last_word_id`). `compile`: compile the decode step (see above). `decode_options`: the
-    opt-in decode kernels `setup_cache` takes, e.g. {"decode_gemm": "triton", "grouped_decode":
-    "triton", "pdl": True} (`models.decoding.attach_caches`)."""
+    (`tok.last_word_id`). `compile`: compile the decode step (see above). `decode_options`: what
+    `setup_cache` takes besides the sizes, e.g. {"grouped_decode": "matmul"} (`models.decoding`)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     family = model.config.family
@@ -72,8 +69,6 @@ def generate(
         common = (model, prompts, max_new_tokens, pad_id, device, (temperature, top_k, top_p, gen), eos_id)
         if family == "decoder":
             out = _generate_decoder(*common, compile, decode_options or {})
-            if getattr(model, "_fused", None) is not None:  # fused decode layers: no grid barrier gave up
-                model._fused.buffers.check()
         elif family == "t5":
             out = _generate_t5(*common, word_ids, compile, decoder_word_id, decode_options or {})
         else:
@@ -84,9 +79,8 @@ def generate(
     return out
 
 
-def compiled_step(fn, device: torch.device, enabled: bool, pdl: bool = False):
-    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself. `pdl`: Inductor's
-    kernels use programmatic dependent launch (`nn.pdl`), as our Triton decode kernels then do.
+def compiled_step(fn, device: torch.device, enabled: bool):
+    """`fn` compiled for one-token decoding (CUDA graphs on CUDA), or `fn` itself.
 
     Eager fallback: compiling happens on the first call; if it fails (no compiler toolchain, a
     backend error), a warning names the error and every step runs eagerly. Errors after a first
@@ -97,9 +91,7 @@ def compiled_step(fn, device: torch.device, enabled: bool, pdl: bool = False):
     compiled = torch.compile(fn, mode=mode, dynamic=False, fullgraph=False)
     state = {"tried": False, "eager": False}
 
-    def run(*args, **kwargs):
-        with inductor_pdl(pdl):  # codegen happens inside the first calls
-            return compiled(*args, **kwargs)
+    run = compiled
 
     def step(*args, **kwargs):
         if state["eager"]:
@@ -145,7 +137,7 @@ def _generate_decoder(model, prompts, max_new, pad_id, device, sampling, eos_id,
     positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)  # (B, P): per-row position ids
     logits = model(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=device)).logits
     last_pos = positions[:, -1]
-    step = compiled_step(model, device, compile, bool((decode_options or {}).get("pdl")))
+    step = compiled_step(model, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(max_new):
@@ -197,7 +189,7 @@ def _generate_t5(
     kv = model.cross_kv(memory)
     model.setup_cache(B, max_new, device=device, **(decode_options or {}))
     tok = torch.full((B,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
-    step = compiled_step(model.decode_step, device, compile, bool((decode_options or {}).get("pdl")))
+    step = compiled_step(model.decode_step, device, compile)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     if decoder_word_id is None and model.config.routes_decoder_words():

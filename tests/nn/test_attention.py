@@ -153,16 +153,14 @@ def test_bf16_autocast_runs_and_is_close():
 @pytest.mark.parametrize("G", [1, 2, 4, 8])
 def test_grouped_decode_path_equals_reference(G):
     """Decoding with a cache takes the grouped path (K/V read once per group) for G < H, by matmuls
-    (default), by SDPA on the regrouped queries or by FlexAttention; all equal the reference.
-    (Decoding runs without gradients; FlexAttention has no CPU backward.)"""
+    (on CPU the Triton path falls back to them); both equal the reference."""
     attn = Attention(64, n_heads=8, n_kv_heads=G, causal=True).eval()
     x = torch.randn(3, 12, 64)
     mask = torch.ones(3, 16, dtype=torch.bool)
     mask[1, :3] = False  # left padding in the cache
     bias = torch.randn(1, 8, 1, 16)
     outs = {}
-    cases = {"matmul": ("sdpa", "matmul"), "sdpa": ("sdpa", "sdpa"), "flex": ("sdpa", "flex"),
-             "reference": ("reference", "matmul")}  # fmt: skip
+    cases = {"matmul": ("sdpa", "matmul"), "triton": ("sdpa", "triton"), "reference": ("reference", "matmul")}
     for name, (impl, grouped) in cases.items():
         attn.impl, attn.grouped_decode = impl, grouped
         cache = KVCache(3, G, 16, 8)
@@ -175,7 +173,7 @@ def test_grouped_decode_path_equals_reference(G):
                 for t in range(6, 12)
             ]
         outs[name] = torch.cat(steps, 1)
-    for name in ("matmul", "sdpa", "flex"):
+    for name in ("matmul", "triton"):
         assert (outs[name] - outs["reference"]).abs().max() <= 1e-5, name
 
 
@@ -185,8 +183,8 @@ def test_grouped_decode_option_is_checked_and_reset():
     model = build_model("llama-tiny-gqa4")
     with pytest.raises(ValueError, match="grouped_decode='flash'"):
         model.setup_cache(1, 8, grouped_decode="flash")
-    model.setup_cache(1, 8, grouped_decode="sdpa")
-    assert {layer.mixer.grouped_decode for layer in model.layers} == {"sdpa"}
+    model.setup_cache(1, 8, grouped_decode="matmul")
+    assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}
     model.clear_cache()
     assert {layer.mixer.grouped_decode for layer in model.layers} == {"matmul"}
 
@@ -196,14 +194,14 @@ def test_auto_grouped_decode_is_the_triton_kernel_on_cuda_only():
     cache of 16 MB or more), the matmul path for small caches and on CPU (where the Triton kernel
     would not run); an unknown choice is named."""
     from frugalformers import build_model
-    from frugalformers.nn.attention import resolve_grouped_decode
-    from frugalformers.nn.skinny_gemm import triton
+    from frugalformers.kernels.triton_support import triton
+    from frugalformers.models.decoding import resolve_grouped_decode
 
     assert resolve_grouped_decode("auto", torch.device("cpu")) == "matmul"
     big, small = 2 * 32 * 4 * 1024 * 128 * 2, 2 * 1 * 4 * 1024 * 128 * 2  # GQA-4 layer caches, batch 32 / 1
     assert resolve_grouped_decode("auto", torch.device("cuda"), big) == ("triton" if triton is not None else "matmul")
     assert resolve_grouped_decode("auto", torch.device("cuda"), small) == "matmul"
-    assert resolve_grouped_decode("sdpa", torch.device("cuda")) == "sdpa"
+    assert resolve_grouped_decode("matmul", torch.device("cuda")) == "matmul"
     with pytest.raises(ValueError, match="grouped_decode='fast' is not one of"):
         resolve_grouped_decode("fast", torch.device("cpu"))
     model = build_model("llama-tiny-gqa4")
@@ -221,7 +219,7 @@ def test_mha_decodes_with_sdpa_where_the_triton_kernel_does_not_apply():
 
     model = build_model("llama-tiny").eval()
     assert all(layer.mixer.n_kv_heads == layer.mixer.n_heads for layer in model.layers)  # MHA
-    with pytest.warns(UserWarning, match="fall back to PyTorch here"):
+    with pytest.warns(UserWarning, match="falls back to the matmul path here"):
         model.setup_cache(1, 8, grouped_decode="triton")
     ids = torch.randint(5, 100, (1, 8))
     with torch.no_grad(), mock.patch.object(attention, "grouped_decode_attention") as grouped:

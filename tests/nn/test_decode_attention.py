@@ -1,7 +1,6 @@
-"""The Triton decode attention (`nn.decode_attention`) against the float32 reference attention, run
-by Triton's interpreter on CPU (fp32 and fp16; the interpreter has no bf16 dot, so bf16 is checked on
-the GPU by `benchmarks/cuda_checks.py`), and compiled for sm_90 with programmatic dependent launch
-by Triton's own compiler (no GPU needed)."""
+"""The Triton decode attention (`kernels.decode_attention`) against the float32 reference attention,
+run by Triton's interpreter on CPU (fp32 and fp16; the interpreter has no bf16 dot, so bf16 is checked
+on the GPU by `tests/gpu`), and compiled for sm_90 by Triton's own compiler (no GPU needed)."""
 
 import re
 
@@ -19,7 +18,7 @@ def test_kernel_equals_reference_attention(run_interpreted):
         """
         import torch
         from frugalformers.nn.attention import build_attention_mask, reference_attention
-        from frugalformers.nn.decode_attention import decode_attention, decode_attention_applies
+        from frugalformers.kernels.decode_attention import decode_attention, decode_attention_applies
         torch.manual_seed(0)
         cases = [(2, 8, 2, 1, 100, 16, torch.float32, 1, "causal"), (2, 8, 2, 1, 300, 32, torch.float32, 3, "causal"),
                  (3, 4, 1, 2, 129, 16, torch.float32, 2, "pad"), (2, 8, 8, 1, 70, 16, torch.float16, 1, None),
@@ -56,12 +55,12 @@ def test_triton_decode_attention_gives_the_plain_decode_logits(run_interpreted, 
         spy_decode_code
         + """
 from frugalformers import build_model
-import frugalformers.nn.decode_attention as da
+import frugalformers.kernels.decode_attention as da
 torch.manual_seed(0)
 for kv in (2, 4):
     model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=kv, n_layers=2).eval()
     ids = torch.randint(5, 100, (3, 30))
-    fast, prefill, calls = spy_decode(model, da, ids, grouped_decode="triton", decode_gemm="triton", pdl=True)
+    fast, prefill, calls = spy_decode(model, da, ids, grouped_decode="triton")
     assert prefill == 0 and calls == 3 * 2, (prefill, calls)  # every step of 2 layers
     plain, _, none = spy_decode(model, da, ids)
     assert none == 0
@@ -73,49 +72,32 @@ print("ok")
     assert out.strip().endswith("ok")
 
 
-def test_pdl_needs_a_triton_kernel_and_falls_back_on_cpu():
+def test_the_triton_path_falls_back_on_cpu_with_a_warning():
     model = build_model("llama-tiny-gqa4", d_model=64, d_ff=128, n_heads=4, n_kv_heads=2, n_layers=1).eval()
-    with pytest.raises(ValueError, match="pdl=True launches our Triton decode kernels, but decode_gemm='cublas'"):
-        model.setup_cache(1, 8, pdl=True)
+    with pytest.raises(ValueError, match="grouped_decode='flex' is not one of"):
+        model.setup_cache(1, 8, grouped_decode="flex")
     ids = torch.randint(5, 100, (1, 8))
     with torch.no_grad():
         full = model(ids).logits
-        with pytest.warns(UserWarning, match="fall back to PyTorch here"):
-            model.setup_cache(1, 8, grouped_decode="triton", pdl=True)
+        with pytest.warns(UserWarning, match="falls back to the matmul path here"):
+            model.setup_cache(1, 8, grouped_decode="triton")
         steps = [model(ids[:, t : t + 1], input_pos=torch.tensor([t])).logits for t in range(8)]
         model.clear_cache()
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
-    assert {layer.mixer.decode_pdl for layer in model.layers} == {False}
 
 
-def test_kernels_compile_for_hopper_with_programmatic_dependent_launch(compile_for_hopper):
-    """With PDL the attention and combine kernels wait for the previous kernel (griddepcontrol.wait)
-    and let the next one launch early; without it they carry neither instruction. The decode GEMM
-    with PDL issues its first weight load before the wait and keeps its pipelined loop."""
-    from frugalformers.nn.decode_attention import _combine_kernel, _decode_attention_kernel
-    from frugalformers.nn.skinny_gemm import _skinny_kernel
+def test_kernels_compile_for_hopper(compile_for_hopper):
+    """The attention kernel's two products on the tensor cores and its K / V tiles in flight; the
+    combine kernel builds too."""
+    from frugalformers.kernels.decode_attention import _combine_kernel, _decode_attention_kernel
 
     ptrs = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "out_ptr")}
     ptrs.update({"mask_ptr": "*fp32", "part_ptr": "*fp32", "stats_ptr": "*fp32", "scale": "fp32"})
     aligned = ("S", "s_per_split", "sqb", "sqh", "skb", "skg", "sks", "svb", "svg", "svs", "smb", "sob", "soh")
-    for pdl in (False, True):
-        for split in (False, True):
-            consts = {"HAS_MASK": True, "SPLIT": split, "PDL": pdl, "IEEE": False, "BLOCK_R": 16, "BLOCK_S": 64,
-                      "D": 128}  # fmt: skip
-            kernel = compile_for_hopper(_decode_attention_kernel, ptrs, consts, aligned=aligned)
-            ptx = kernel.asm["ptx"]
-            assert ("griddepcontrol.wait" in ptx) == pdl and ("griddepcontrol.launch_dependents" in ptx) == pdl
-            assert "mma" in ptx  # the two products on the tensor cores
-            assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # K / V tiles in flight
-        consts = {"PDL": pdl, "BLOCK_R": 16, "D": 128, "SPLITS": 4}
-        types = {"part_ptr": "*fp32", "stats_ptr": "*fp32", "out_ptr": "*bf16"}
-        ptx = compile_for_hopper(_combine_kernel, types, consts).asm["ptx"]
-        assert ("griddepcontrol.wait" in ptx) == pdl
-    types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")}
-    consts = {"HAS_BIAS": False, "IEEE": False, "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 512, "PDL": True}
-    aligned = ("N", "K", "stride_xm", "stride_wn", "stride_ym")
-    kernel = compile_for_hopper(_skinny_kernel, types, consts, num_stages=4, aligned=aligned)
-    ptx = kernel.asm["ptx"]
-    wait = ptx.index("griddepcontrol.wait")
-    assert re.search(r"ld\.global|cp\.async", ptx[:wait]), "the first weight tile is fetched before the wait"
-    assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # the loop stays pipelined
+    for split in (False, True):
+        consts = {"HAS_MASK": True, "SPLIT": split, "IEEE": False, "BLOCK_R": 16, "BLOCK_S": 64, "D": 128}
+        kernel = compile_for_hopper(_decode_attention_kernel, ptrs, consts, aligned=aligned)
+        assert "mma" in kernel.asm["ptx"]  # the two products on the tensor cores
+        assert len(re.findall("async_copy_global_to_local", kernel.asm["ttgir"])) >= 2  # K / V tiles in flight
+    types = {"part_ptr": "*fp32", "stats_ptr": "*fp32", "out_ptr": "*bf16"}
+    assert "st.global" in compile_for_hopper(_combine_kernel, types, {"BLOCK_R": 16, "D": 128, "SPLITS": 4}).asm["ptx"]

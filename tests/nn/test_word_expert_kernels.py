@@ -1,6 +1,6 @@
-"""The fused word-expert kernels (`nn.word_expert_kernels`) against the per-token loop, in Triton's
+"""The fused word-expert kernels (`kernels.word_experts`) against the per-token loop, in Triton's
 interpreter on CPU (fp32, and fp16 products from fp32 inputs as autocast gives them; bf16 runs on
-the GPU, `benchmarks/cuda_checks.py`), and compiled for sm_90 by Triton's own compiler."""
+the GPU, `tests/gpu`), and compiled for sm_90 by Triton's own compiler."""
 
 import re
 
@@ -13,7 +13,7 @@ def test_routing_sorts_by_expert_and_tiles_every_routed_row_once(run_interpreted
     out = run_interpreted(
         """
         import torch
-        import frugalformers.nn.word_expert_kernels as wk
+        import frugalformers.kernels.word_experts as wk
         from frugalformers.nn.word_experts import expert_of
         torch.manual_seed(0)
         for N, E, skip in ((150, 40, 3), (300, 7, 16), (5, 1000, 0), (20, 9, 99)):
@@ -54,7 +54,7 @@ def test_fused_kernels_equal_the_per_token_loop(run_interpreted):
         """
         import torch
         from unittest import mock
-        import frugalformers.nn.word_expert_kernels as wk
+        import frugalformers.kernels.word_experts as wk
         from frugalformers.nn.ffn import activation_fn
         from frugalformers.nn.word_experts import expert_of
         torch.manual_seed(0)
@@ -107,7 +107,7 @@ def test_mowe_layer_takes_the_fused_path_and_equals_its_reference(run_interprete
         """
         import torch
         from unittest import mock
-        import frugalformers.nn.word_expert_kernels as wk
+        import frugalformers.kernels.word_experts as wk
         from frugalformers.models.recipe import MixContext
         import frugalformers.nn.word_experts as we
         from frugalformers.nn.word_experts import WordExpertBank, WordExperts
@@ -138,7 +138,7 @@ def test_mowe_layer_takes_the_fused_path_and_equals_its_reference(run_interprete
 def test_kernels_compile_for_hopper_with_pipelined_weight_loads(compile_for_hopper):
     """bf16 products of fp32 activations (autocast), a bf16 bank and d_e 64: each kernel's weight
     (or row) loads are software-pipelined, which streaming the touched experts at bandwidth needs."""
-    from frugalformers.nn import word_expert_kernels as wk
+    from frugalformers.kernels import word_experts as wk
 
     meta = dict(ACT=2, IEEE=False, CAST=1, DE=64, BLOCK_M=16, BLOCK_D=128)
     f32, bf, i32, i64 = "*fp32", "*bf16", "*i32", "*i64"

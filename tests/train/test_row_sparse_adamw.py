@@ -112,7 +112,7 @@ def test_mowe_resume_with_a_row_sparse_bank_reproduces_the_losses(tmp_path, demo
 
 
 def test_the_triton_kernel_updates_as_the_torch_path_and_adamw(run_interpreted):
-    """The lazy update as one Triton kernel (`train.lazy_adamw_kernel`, Triton's interpreter on
+    """The lazy update as one Triton kernel (`kernels.lazy_adamw`, Triton's interpreter on
     CPU): rows longer than a block, a row in two gradient pieces, float32 and bf16 banks, equal to
     torch's AdamW on the dense meaning of the gradients; untouched rows unchanged."""
     out = run_interpreted(
@@ -141,7 +141,7 @@ def test_the_triton_kernel_updates_as_the_torch_path_and_adamw(run_interpreted):
             torch.testing.assert_close(master[[0, 1, 4]], dense.detach()[[0, 1, 4]], rtol=1e-5, atol=1e-6)
             assert torch.equal(lazy.detach()[[2, 3, 5]], start[[2, 3, 5]])
             # the parameter is its master rows rounded (the interpreter truncates to bf16 where the GPU
-            # rounds to nearest even: within one bf16 step, 2**-7 relative; cuda_checks holds the GPU exact)
+            # rounds to nearest even: within one bf16 step, 2**-7 relative; tests/gpu holds the GPU exact)
             torch.testing.assert_close(lazy.detach()[[0, 1, 4]].float(), master[[0, 1, 4]], rtol=2**-7, atol=0)
         print("ok")
         """
@@ -150,7 +150,7 @@ def test_the_triton_kernel_updates_as_the_torch_path_and_adamw(run_interpreted):
 
 
 def test_the_kernel_compiles_for_hopper(compile_for_hopper):
-    from frugalformers.train import lazy_adamw_kernel as lk
+    from frugalformers.kernels import lazy_adamw as lk
 
     f32, i64 = "*fp32", "*i64"
     types = {"values_ptr": "*bf16", "order_ptr": i64, "rows_ptr": i64, "starts_ptr": i64, "counts_ptr": i64,

@@ -14,7 +14,6 @@ import torch
 from frugalformers.bench.profile import profile_step
 from frugalformers.bench.steps import compiled
 from frugalformers.bench.timing import cuda_graph_ms
-from frugalformers.nn.pdl import inductor_pdl
 
 
 def decode_step_time(
@@ -31,7 +30,7 @@ def decode_step_time(
 ) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere).
     With a list `profiles`, the step's kernel profile is appended to it; `decode_options` go to
-    `setup_cache` (the opt-in decode kernels, see ALTS). `quiet`, a context manager, is held while
+    `setup_cache` (e.g. grouped_decode). `quiet`, a context manager, is held while
     timing, after the first (compiling) step: e.g. a lock that keeps other timings off the device."""
     dtype = next(model.parameters()).dtype
     model.setup_cache(B, ctx + 8, dtype=dtype, device=device, **decode_options)
@@ -47,11 +46,8 @@ def decode_step_time(
     mode = "max-autotune-no-cudagraphs" if compile == "autotune" else None  # we capture the graph ourselves
     fn = compiled(forward, bool(compile), mode)  # a fresh compile per model and shape
 
-    pdl = bool(decode_options.get("pdl"))
-
     def step():
-        with inductor_pdl(pdl and bool(compile)):  # Inductor's kernels with PDL too (codegen: first call)
-            return fn(ids, pos)
+        return fn(ids, pos)
 
     quiet = quiet if quiet is not None else contextlib.nullcontext()
     with torch.no_grad():

@@ -30,7 +30,6 @@ class DecoderLM(nn.Module):
         self.final_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.dropout = nn.Dropout(config.dropout)
-        self._fused = None  # models.fused_decoding.FusedDecoding while decoding with decode_layer="fused"
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Embedding | LearnedPositions):
                 nn.init.normal_(m.weight, std=config.init_std)
@@ -53,8 +52,6 @@ class DecoderLM(nn.Module):
         if positions is None:
             positions = input_pos if input_pos is not None else torch.arange(T, device=input_ids.device)
         x = self.embed(input_ids)  # (B, T, d)
-        # a one-token step with fused decode layers (`setup_cache(decode_layer="fused")`): rotary inside
-        fused = self._fused is not None and labels is None and self._fused.applies(x, input_pos, self.training)
         rope = None
         if self.rotary is not None:
             # checked where it costs no device sync and breaks no graph (eager CPU); on GPU an out-of-range
@@ -65,19 +62,16 @@ class DecoderLM(nn.Module):
                     f"position {int(positions.max())} exceeds max_seq_len={self.rotary.max_len}; "
                     f"build the model with a larger max_seq_len"
                 )
-            rope = None if fused else self.rotary(positions)
+            rope = self.rotary(positions)
         else:
             x = x + self.positions.weight[positions]
         x = self.dropout(x)
         aux: dict[str, torch.Tensor] = {}
-        if fused:  # each layer one kernel
-            x = self._fused.run_layers(self, x, positions, input_pos, attention_mask)
-        else:
-            mask = attention_mask.bool() if attention_mask is not None else None
-            ctx = MixContext(key_padding_mask=mask, rope=rope, input_pos=input_pos, token_ids=input_ids)
-            for layer in self.layers:
-                x, layer_aux = layer(x, ctx)
-                add_aux(aux, layer_aux)
+        mask = attention_mask.bool() if attention_mask is not None else None
+        ctx = MixContext(key_padding_mask=mask, rope=rope, input_pos=input_pos, token_ids=input_ids)
+        for layer in self.layers:
+            x, layer_aux = layer(x, ctx)
+            add_aux(aux, layer_aux)
         h = self.final_norm(x)
         logits = self.lm_head(h) if self.lm_head is not None else F.linear(h, self.embed.weight)
         out = ModelOutput(hidden=h, logits=logits, aux_losses=aux)
@@ -85,41 +79,14 @@ class DecoderLM(nn.Module):
             out.loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return out
 
-    def setup_cache(
-        self,
-        batch: int,
-        max_len: int,
-        dtype=None,
-        device=None,
-        decode_layer: str = "modules",
-        fused_options: dict | None = None,
-        **decode_options,
-    ) -> None:
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, grouped_decode: str = "auto") -> None:
         """Static KV caches `(B, G, max_len, D)` in every layer: only the G kv heads are stored.
-        `decode_options`: the opt-in decode kernels of `models.decoding.attach_caches`.
-        `decode_layer` "fused": one-token steps of this batch run each layer as one Triton kernel
-        (`models.fused_decoding`; Llama-shaped layers only, an error names what else stands in the
-        way); prefills, other shapes and steps with labels keep the modules. `fused_options`:
-        `FusedDecoding`'s (persistent, cooperative, launch, prefetch, programs, ctas_per_sm, block_k,
-        splits)."""
+        `grouped_decode`: how attention decodes (`models.decoding`)."""
         if max_len > self.config.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds max_seq_len={self.config.max_seq_len}")
-        from frugalformers.models.fused_decoding import DECODE_LAYERS, FusedDecoding
-
-        if decode_layer not in DECODE_LAYERS:
-            raise ValueError(f"decode_layer={decode_layer!r} is not one of {DECODE_LAYERS}")
         dtype, device = dtype or self.embed.weight.dtype, device or self.embed.weight.device
         self.clear_cache()
-        attach_caches(self.layers, self.layers, batch, max_len, dtype, device, **decode_options)
-        if decode_layer == "fused":
-            try:
-                self._fused = FusedDecoding(self, batch, max_len, dtype, **(fused_options or {}))
-            except Exception:
-                self.clear_cache()
-                raise
+        attach_caches(self.layers, self.layers, batch, max_len, dtype, device, grouped_decode)
 
     def clear_cache(self) -> None:
-        if self._fused is not None:
-            self._fused.release()
-            self._fused = None
         detach_caches(self.layers, self.layers)

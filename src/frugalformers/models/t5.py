@@ -207,19 +207,11 @@ class T5ForConditionalGeneration(T5Model):
         return out
 
     # ------------------------------------------------------------------ incremental decoding
-    def setup_cache(
-        self, batch: int, max_len: int, dtype=None, device=None, decode_layer: str = "modules", **decode_options
-    ) -> None:
-        """Static self-attention caches holding the decoder's kv heads only.
-        `decode_options`: the opt-in decode kernels of `models.decoding.attach_caches`. (`decode_layer`
-        "fused" is the decoder-only models' option, `models.fused_decoding`.)"""
-        if decode_layer != "modules":
-            raise ValueError(
-                f"decode_layer={decode_layer!r}: T5 decoders decode with their modules; the fused decode layer "
-                "covers Llama-shaped decoder-only models"
-            )
+    def setup_cache(self, batch: int, max_len: int, dtype=None, device=None, grouped_decode: str = "auto") -> None:
+        """Static self-attention caches holding the decoder's kv heads only; `grouped_decode`: how
+        attention decodes (`models.decoding`)."""
         dtype, device = dtype or self.shared.weight.dtype, device or self.shared.weight.device
-        attach_caches(self.decoder, self.decoder.layers, batch, max_len, dtype, device, **decode_options)
+        attach_caches(self.decoder, self.decoder.layers, batch, max_len, dtype, device, grouped_decode)
 
     def clear_cache(self) -> None:
         detach_caches(self.decoder, self.decoder.layers)

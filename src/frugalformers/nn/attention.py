@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalformers.nn.fused_linear import decode_linear, fuse_linears, project
+from frugalformers.kernels.decode_attention import decode_attention, decode_attention_applies
+from frugalformers.nn.fused_linear import fuse_linears
 from frugalformers.nn.positions import apply_rotary
 
 IMPLS = ("sdpa", "reference")
@@ -100,36 +101,7 @@ def build_attention_mask(
     return mask
 
 
-GROUPED_DECODE = ("matmul", "sdpa", "flex", "triton")
-
-
-AUTO_TRITON_CACHE_BYTES = 16_000_000  # a layer's cache from which "auto" decodes with the Triton kernel
-
-
-def _triton_decodes(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """The Triton decode kernel takes this step (`decode_attention_applies`); for MHA the grouped
-    path is taken only then: where the kernel does not apply, SDPA beats the matmul fallback."""
-    from frugalformers.nn.decode_attention import decode_attention_applies
-
-    return decode_attention_applies(q, k)
-
-
-def resolve_grouped_decode(choice: str, device: torch.device, cache_bytes: int | None = None) -> str:
-    """A decode attention path of GROUPED_DECODE for `choice` on `device`. "auto" (setup_cache's
-    default) is the Triton kernel on CUDA where Triton runs and a layer's cache (K and V, batch x
-    kv heads x max_len x head dim) holds at least AUTO_TRITON_CACHE_BYTES, the matmul path
-    otherwise. Measured on an H200, compiled steps of the 1B decoder (RESULTS.md `gqa-decode-
-    compiled-*`): from 17 MB per layer the kernel's step is 1.00-1.17x the matmul path's (batch 32,
-    ctx 1k, MHA to MQA; batch 1 at 16k: 1.11x), below it 0.95-1.00x (batch 1 and 8 at 1k)."""
-    if choice == "auto":
-        from frugalformers.nn.skinny_gemm import runs_on
-
-        device = torch.device(device)
-        big = cache_bytes is None or cache_bytes >= AUTO_TRITON_CACHE_BYTES
-        return "triton" if device.type == "cuda" and runs_on(device) and big else "matmul"
-    if choice not in GROUPED_DECODE:
-        raise ValueError(f"grouped_decode={choice!r} is not one of {('auto', *GROUPED_DECODE)}")
-    return choice
+GROUPED_DECODE = ("matmul", "triton")
 
 
 def grouped_decode_attention(
@@ -139,7 +111,6 @@ def grouped_decode_attention(
     mask: torch.Tensor | None,
     scale: float,
     impl: str = "matmul",
-    pdl: bool = False,
 ) -> torch.Tensor:
     """Attention for a few query positions against a long cache, reading each kv head once.
 
@@ -147,60 +118,30 @@ def grouped_decode_attention(
     per kv head, r = H / G, so each kv head serves its whole query group at once: K and V are never
     repeated (SDPA with a mask and `enable_gqa` expands them). The regrouped problem is plain
     attention with G heads and r*T query rows, computed by
-    - `impl="matmul"`: two batched matmuls around a float32 softmax (the measured default);
-    - `impl="sdpa"`: `F.scaled_dot_product_attention` on the regrouped heads (the kernel MHA decoding
-      uses, with no expansion; opt-in while it is being measured);
-    - `impl="flex"`: FlexAttention with `enable_gqa` and the mask as a score modification (compiled,
-      its decoding kernel splits the cache over thread blocks; eager it is a slow reference; opt-in);
-    - `impl="triton"`: one flash-decoding Triton kernel (`nn.decode_attention`: a program per batch
-      row, kv head and cache split, online softmax, one read of the cache; `pdl` launches it with
-      programmatic dependent launch); where it does not apply (no Triton, CPU, an untiled head
-      dim, autograd) the matmul path runs (opt-in).
+    - `impl="matmul"`: two batched matmuls around a float32 softmax;
+    - `impl="triton"`: one flash-decoding Triton kernel (`kernels.decode_attention`: a program per
+      batch row, kv head and cache split, online softmax, one read of the cache); where it does not
+      apply (no Triton, CPU, an untiled head dim, autograd) the matmul path runs.
+    (SDPA on the regrouped heads and FlexAttention were tried and measured, RESULTS.md; removed.)
     """
     if impl not in GROUPED_DECODE:
         raise ValueError(f"impl={impl!r} is not a grouped decode path; use one of {GROUPED_DECODE}")
     B, H, T, D = q.shape
     G, S = k.shape[1], k.shape[2]
-    if impl == "flex":
-        return _flex_decode(q, k, v, mask, scale)
-    if impl == "triton":
-        from frugalformers.nn.decode_attention import decode_attention, decode_attention_applies
-
-        if decode_attention_applies(q, k):
-            return decode_attention(q, k, v, mask, scale, pdl)
+    if impl == "triton" and decode_attention_applies(q, k):
+        return decode_attention(q, k, v, mask, scale)
     r = H // G
     qg = q.reshape(B, G, r * T, D)  # (B, G, r*T, D): head h = g*r + j, rows ordered (j, t)
-    m = None
+    scores = torch.matmul(qg, k.transpose(-1, -2)).float() * scale  # (B, G, r*T, S)
     if mask is not None:  # (B|1, H|1, T, S) -> (B|1, G|1, r*T, S)
         if mask.shape[1] == 1:
             m = mask.expand(mask.shape[0], 1, T, S).repeat(1, 1, r, 1)  # (B|1, 1, r*T, S)
         else:
             m = mask.reshape(mask.shape[0], G, r * T, S)
-    if impl == "sdpa":
-        out = F.scaled_dot_product_attention(qg, k, v, attn_mask=None if m is None else m.to(q.dtype), scale=scale)
-        return out.reshape(B, H, T, D)  # (B, G, r*T, D) -> (B, H, T, D)
-    scores = torch.matmul(qg, k.transpose(-1, -2)).float() * scale  # (B, G, r*T, S)
-    if m is not None:
         scores = scores + m.float()
     probs = scores.softmax(-1).to(v.dtype)
     out = torch.matmul(probs, v)  # (B, G, r*T, D)
     return out.reshape(B, H, T, D)
-
-
-def _flex_decode(q, k, v, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """q (B, H, T, D), k / v (B, G, S, D), additive mask (B|1, H|1, T, S) -> (B, H, T, D)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    if mask is None:
-        return flex_attention(q, k, v, enable_gqa=True, scale=scale)
-    B, H, T, _ = q.shape
-    m = mask.expand(B, mask.shape[1], T, mask.shape[-1])  # a view: index it per batch row
-    per_head = mask.shape[1] > 1
-
-    def add_mask(score, b, h, q_idx, kv_idx):
-        return score + m[b, h if per_head else 0, q_idx, kv_idx]
-
-    return flex_attention(q, k, v, score_mod=add_mask, enable_gqa=True, scale=scale)
 
 
 def reference_attention(
@@ -276,9 +217,7 @@ class Attention(nn.Module):
         self.v = nn.Linear(d_context, n_kv_heads * head_dim, bias=bias)
         self.o = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self._fused_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
-        self.decode_gemm: int | str = 0  # while decoding: split-K tiles or "triton" (`nn.fused_linear.decode_linear`)
         self.grouped_decode = "matmul"  # how grouped kv heads are attended while decoding (`grouped_decode_attention`)
-        self.decode_pdl = False  # while decoding: our Triton decode kernels use programmatic dependent launch
 
     def fuse_projections(self) -> None:
         """q, k, v as one GEMM for self-attention (decoding); see `nn.fused_linear`."""
@@ -325,7 +264,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, G, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self._fused_qkv is not None and context is None and kv is None:  # one GEMM for q, k, v
-            qkv = decode_linear(x, *self._fused_qkv, self.decode_gemm)  # (B, T, (H + 2G) * D)
+            qkv = F.linear(x, *self._fused_qkv)  # (B, T, (H + 2G) * D)
             q, k, v = qkv.split([H * D, G * D, G * D], dim=-1)
             q = q.reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
             k = k.reshape(B, T, G, D).transpose(1, 2)  # (B, G, T, D)
@@ -355,16 +294,16 @@ class Attention(nn.Module):
         elif (
             kv_cache is not None
             and T <= 4
-            and (self.n_kv_heads != self.n_heads or (self.grouped_decode == "triton" and _triton_decodes(q, k)))
+            and (
+                self.n_kv_heads != self.n_heads or (self.grouped_decode == "triton" and decode_attention_applies(q, k))
+            )
             and dropout_p == 0.0
         ):
             # decoding with grouped kv heads: one pass over each cached kv head for its whole query group
             # (SDPA with a mask and enable_gqa expands K/V; for MHA, measured on an H200, SDPA is ~10%
             # faster than the matmul path; the Triton kernel serves MHA too, as groups of one)
             mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, torch.float32, x.device, q_pos)
-            out = grouped_decode_attention(
-                q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.grouped_decode, self.decode_pdl
-            )
+            out = grouped_decode_attention(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.grouped_decode)
         else:
             simple_causal = causal and key_padding_mask is None and attn_bias is None and q_pos is None and T == S
             mask = None
@@ -381,4 +320,4 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*D)
-        return project(self.o, out, self.decode_gemm)
+        return self.o(out)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalformers.nn.fused_linear import decode_linear, fuse_linears, project
+from frugalformers.nn.fused_linear import fuse_linears
 
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,6 @@ class FeedForward(nn.Module):
         self.w_out = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self._fused_gate_in: tuple[torch.Tensor, torch.Tensor | None] | None = None  # set while decoding
-        self.decode_gemm: int | str = 0  # while decoding: split-K tiles or "triton" (`nn.fused_linear.decode_linear`)
 
     def fuse_projections(self) -> None:
         """Gate and input projections as one GEMM (decoding); see `nn.fused_linear`."""
@@ -71,15 +70,14 @@ class FeedForward(nn.Module):
         self._fused_gate_in = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        how = self.decode_gemm  # 0, or decoding with another decode GEMM
         if self._fused_gate_in is not None:  # decoding: gate and input as one GEMM
-            gate, inp = decode_linear(x, *self._fused_gate_in, how).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
+            gate, inp = F.linear(x, *self._fused_gate_in).chunk(2, dim=-1)  # 2 x (B, T, d_ff)
             h = self.act(gate) * inp
         elif self.w_gate is None:
-            h = self.act(project(self.w_in, x, how))  # (B, T, d_ff)
+            h = self.act(self.w_in(x))  # (B, T, d_ff)
         else:
             h = self.act(self.w_gate(x)) * self.w_in(x)  # (B, T, d_ff)
-        return project(self.w_out, self.dropout(h), how)
+        return self.w_out(self.dropout(h))
 
     def reset_parameters(self, std: float = 0.02) -> None:
         for lin in (self.w_in, self.w_gate, self.w_out):

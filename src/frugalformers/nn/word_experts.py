@@ -17,7 +17,7 @@ consecutive experts.
 Dispatch: routed tokens are sorted by expert (the paper's frequency buckets and expert blocks are
 one way to batch a Zipfian load; sorting gives every expert its contiguous rows, and tiles of 16
 rows per expert do the rest). Where Triton runs (CUDA; CPU under the interpreter) the experts are
-three fused kernels that read the bank in place (`nn.word_expert_kernels`: a tile per 16 rows of
+three fused kernels that read the bank in place (`kernels.word_experts`: a tile per 16 rows of
 an expert, no gathered weight copy, the weight gradient written once for the touched experts);
 otherwise, on CUDA with bf16, one grouped GEMM over the touched experts' gathered weights
 (`torch._grouped_mm`), and elsewhere gathered per-token expert weights in chunks (exact,
@@ -40,10 +40,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from frugalformers.kernels.word_experts import fused_applies, route_words, word_expert_ffn
 from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import compute_dtype
-from frugalformers.nn.word_expert_kernels import fused_applies, route_words, word_expert_ffn
 
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -178,7 +178,7 @@ class WordExperts(nn.Module):
         return y.reshape(B, T, d)
 
     def _fused(self, x: torch.Tensor, ids: torch.Tensor, ctx=None) -> torch.Tensor:
-        """The fused kernels, the bank read in place (`nn.word_expert_kernels`), routed without a
+        """The fused kernels, the bank read in place (`kernels.word_experts`), routed without a
         host sync. The routing depends only on the word ids, so the MoWE layers of one stack (the
         paper's two per encoder and decoder, sharing the bank) make it once: it is kept in
         ctx.extras for the next layer."""

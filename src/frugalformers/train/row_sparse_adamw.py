@@ -9,7 +9,7 @@ and weight change as AdamW's would; rows not in the gradient keep their moments 
 decayed) and weights. Bias correction uses the parameter's own step count. A low-precision
 parameter (a bf16 bank) gets float32 master weights in the optimizer state, so small updates are
 not lost to rounding; the parameter holds their bf16 copy. On CUDA a row-sparse gradient's update
-is one Triton kernel (`train.lazy_adamw_kernel`); elsewhere, and for dense gradients, torch ops.
+is one Triton kernel (`kernels.lazy_adamw`); elsewhere, and for dense gradients, torch ops.
 
 `clip_grad_norm_` is `torch.nn.utils.clip_grad_norm_` for gradients that may be row-sparse (torch's
 has no norm of a sparse tensor): the norm of a sparse gradient is that of its coalesced values.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from frugalformers.train.lazy_adamw_kernel import lazy_adamw_rows_, lazy_kernel_applies
+from frugalformers.kernels.lazy_adamw import lazy_adamw_rows_, lazy_kernel_applies
 
 
 def is_row_sparse(p: torch.Tensor) -> bool:

@@ -42,12 +42,12 @@ from dataclasses import dataclass
 
 import torch
 
-from frugalformers.nn.skinny_gemm import runs_on, triton
+from frugalformers.kernels.triton_support import runs_on, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from frugalformers.nn.skinny_gemm import tile_dot
+    from frugalformers.kernels.triton_support import tile_dot
 
 ACTIVATION_CODES = {"relu": 0, "gelu": 1, "gelu_new": 2, "silu": 3}
 BLOCK_M = 16  # rows per tile: most experts see 1-2 tokens of a batch; tl.dot needs >= 16

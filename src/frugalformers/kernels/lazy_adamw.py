@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from frugalformers.nn.skinny_gemm import runs_on, triton
+from frugalformers.kernels.triton_support import runs_on, triton
 
 if triton is not None:
     import triton.language as tl

@@ -1,26 +1,29 @@
-"""Fast paths against reference paths on the GPU (the CPU test suite cannot reach CUDA kernels).
+"""GPU correctness: fast paths against reference paths on CUDA, where the CPU suite cannot reach
+(skipped without a GPU; on the device: `python -m pytest tests/gpu -m gpu -s`).
 
-Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softmax reference
-(fp32 reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks,
-in fp32 and bf16; cached decoding vs a full forward for the decoder family (default step and the
-opt-in decode kernels); the grouped-GEMM dispatch of MoE (dropless) and MoWE (also past one call's
-group limit); the Triton decode GEMM in bf16; every Fourier mixing implementation, eager and
-compiled; `generate(compile=True)` vs eager generation.
-
-    python benchmarks/cuda_checks.py
-    python benchmarks/cuda_checks.py --smoke   # the same checks on the CPU, small (a dry run)
+Relative error ||fast - ref|| / ||ref|| of SDPA attention vs the explicit-softmax reference (fp32
+reference on upcast inputs), for MHA / GQA / MQA, with and without padding and causal masks, in
+fp32 and bf16; cached decoding vs a full forward for the decoder family (each decode attention
+path); the grouped-GEMM dispatch of MoE (dropless) and MoWE (also past one call's group limit) and
+the fused MoWE kernels; the Triton decode attention in bf16; every Fourier mixing implementation,
+eager and compiled; `generate(compile=True)` vs eager generation; the lazy AdamW kernel.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-
+import pytest
 import torch
 
 from frugalformers import build_model
 from frugalformers.bench import format_table, hardware
 from frugalformers.nn import Attention
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="GPU correctness checks need CUDA (run them on the device)"
+    ),
+]
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,19 +65,11 @@ def check_attention(dev: str, smoke: bool, rows: list[dict]) -> bool:
 
 
 def check_decoding(dev: str, smoke: bool, rows: list[dict]) -> bool:
-    """Cached decoding vs a full forward, the default step and every opt-in decode kernel."""
+    """Cached decoding vs a full forward, with each decode attention path."""
     ok = True
     model = decoder(dev)
     ids = torch.randint(0, 8192, (2, 64), device=dev)
-    for options in (
-        {},
-        {"decode_gemm": "split-k"},
-        {"decode_gemm": "triton"},
-        {"grouped_decode": "sdpa"},
-        {"grouped_decode": "flex"},
-        {"grouped_decode": "triton"},
-        {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True},
-    ):  # the default and the opt-in decode kernels
+    for options in ({}, {"grouped_decode": "matmul"}, {"grouped_decode": "triton"}):  # "auto" and both paths
         for dtype in (torch.float32, torch.bfloat16):
             with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                 full = model(ids).logits
@@ -124,7 +119,7 @@ def check_experts(dev: str, smoke: bool, rows: list[dict]) -> bool:
                  dtype="bfloat16")  # fmt: skip
     # the fused kernels (the default where Triton runs) against the unfused path in float32, with
     # gradients: a bf16 bank with row-sparse gradients (mowe-base) and an fp32 bank with dense ones
-    from frugalformers.nn.word_expert_kernels import fused_applies
+    from frugalformers.kernels.word_experts import fused_applies
 
     E, d, T = (256, 64, 64) if smoke else (8192, 768, 512)
     for dtype, sparse in (("bfloat16", True), ("float32", False)):
@@ -154,31 +149,14 @@ def check_experts(dev: str, smoke: bool, rows: list[dict]) -> bool:
     return ok
 
 
-def check_skinny_gemm(dev: str, smoke: bool, rows: list[dict]) -> bool:
-    """The Triton decode GEMM in bf16 (the CPU interpreter has no bf16 dot)."""
-    ok = True
-    # the Triton decode GEMM in bf16 (the CPU interpreter has no bf16 dot): 1B-decoder shapes and odd ones
-    from frugalformers.nn.skinny_gemm import skinny_linear
-
-    for M, K, N, has_bias in ((32, 2048, 3072, False), (32, 5632, 2048, False), (1, 2048, 2048, False),
-                              (8, 2048, 11264, False), (5, 520, 100, True)):  # fmt: skip
-        xs = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
-        ws = (torch.randn(N, K, device=dev) / K**0.5).to(torch.bfloat16)
-        bs = torch.randn(N, device=dev, dtype=torch.bfloat16) if has_bias else None
-        ref = torch.nn.functional.linear(xs.double(), ws.double(), None if bs is None else bs.double())
-        ok &= record(rows, f"Triton skinny GEMM {M}x{K} @ {K}x{N}" + (" + bias" if has_bias else ""),
-                     rel(skinny_linear(xs, ws, bs), ref), 1e-2, dtype="bfloat16")  # fmt: skip
-    return ok
-
-
 def check_decode_attention(dev: str, smoke: bool, rows: list[dict]) -> bool:
     """The Triton decode attention in bf16 at the benchmark's sizes."""
     ok = True
     # the Triton decode attention in bf16 at the benchmark's sizes (cache splits and their combine for MQA),
     # with the causal mask of a step and a padded batch row, against the float32 reference
+    from frugalformers.kernels.decode_attention import decode_attention
+    from frugalformers.kernels.triton_support import runs_on
     from frugalformers.nn.attention import build_attention_mask, reference_attention
-    from frugalformers.nn.decode_attention import decode_attention
-    from frugalformers.nn.skinny_gemm import runs_on
 
     shapes = ((4, 16, 4, 1032), (32, 16, 1, 1032), (8, 16, 16, 520)) if not smoke else ((2, 8, 2, 64),)
     for B, H, G, S in shapes if runs_on(torch.device(dev)) else ():  # (a CPU dry run has no Triton to run)
@@ -188,10 +166,9 @@ def check_decode_attention(dev: str, smoke: bool, rows: list[dict]) -> bool:
         keep[0, : S // 3] = False
         pos = torch.tensor([S - 9], device=dev)
         mask = build_attention_mask(keep, None, True, 1, S, torch.float32, dev, pos)
-        for pdl in (False, True):
-            ok &= record(rows, f"Triton decode attention B{B} H{H} G{G} S{S}" + (" pdl" if pdl else ""),
-                         rel(decode_attention(q, kc, vc, mask, 128**-0.5, pdl), reference_attention(
-                             q.float(), kc.float(), vc.float(), mask, 128**-0.5)), 1e-2, dtype="bfloat16")  # fmt: skip
+        ok &= record(rows, f"Triton decode attention B{B} H{H} G{G} S{S}",
+                     rel(decode_attention(q, kc, vc, mask, 128**-0.5), reference_attention(
+                         q.float(), kc.float(), vc.float(), mask, 128**-0.5)), 1e-2, dtype="bfloat16")  # fmt: skip
     return ok
 
 
@@ -216,77 +193,18 @@ def check_fourier(dev: str, smoke: bool, rows: list[dict]) -> bool:
 
 
 def check_generate(dev: str, smoke: bool, rows: list[dict]) -> bool:
-    """generate(compile=True) gives the eager step's greedy tokens, also with the Triton decode kernels."""
+    """generate(compile=True) gives the eager step's greedy tokens, with each decode attention path."""
     ok = True
     model = decoder(dev)
     # generate(compile=True): the compiled, CUDA-graph step gives the eager step's greedy tokens
     from frugalformers.generate import generate
 
     prompts = [[5, 6, 7, 8], [9, 10]]
-    # the Triton decode kernels inside the compiled, captured step (with PDL: Inductor's kernels too)
-    for options in ({}, {"decode_gemm": "triton"}, {"decode_gemm": "triton", "grouped_decode": "triton", "pdl": True}):
+    # the Triton decode attention inside the compiled, captured step
+    for options in ({}, {"grouped_decode": "matmul"}, {"grouped_decode": "triton"}):
         eager = generate(model, prompts, 24, decode_options=options)
         compiled = generate(model, prompts, 24, compile=True, decode_options=options)
         name = "generate(compile=True) tokens == eager" + "".join(f", {k}={v}" for k, v in options.items())
-        ok &= record(rows, name, 0.0 if eager == compiled else 1.0, 0.5, heads="8/2", dtype="float32")
-    return ok
-
-
-def check_fused_layer(dev: str, smoke: bool, rows: list[dict]) -> bool:
-    """The fused decode layer (`setup_cache(decode_layer="fused")`) at the 1B decoder's layer shapes in
-    bf16: the persistent kernel (cooperative, plain grid, attention items as one loop) against a
-    launch per phase (the same sums in the same order: equal) and against the modules' step; no barrier timed out; and
-    generate(compile=True) with it gives the eager modules' greedy tokens."""
-    from frugalformers.generate import generate
-    from frugalformers.nn.skinny_gemm import runs_on
-
-    if not runs_on(torch.device(dev)):  # (a CPU dry run has no Triton to run)
-        return True
-    ok = True
-    shapes = ((4, 32, 1032), (1, 32, 1032), (16, 32, 520), (4, 1, 1032), (8, 8, 2056)) if not smoke else ()
-    for G, B, S in shapes:
-        torch.manual_seed(0)
-        m = build_model("llama-1b", n_layers=2, n_kv_heads=G).to(dev, torch.bfloat16).eval()
-        P = S - 8
-        ids = torch.randint(1, 32000, (B, P), device=dev)
-        mask = torch.zeros(B, S, dtype=torch.bool, device=dev)
-        mask[:, :P] = True
-        mask[0, : P // 3] = False  # a left-padded row
-        positions = (mask[:, :P].long().cumsum(1) - 1).clamp(min=0)
-        outs = {}
-        for name, opts in (
-            ("modules", {}),
-            ("persistent", {"decode_layer": "fused"}),
-            ("plain grid", {"decode_layer": "fused", "fused_options": {"cooperative": False}}),
-            ("launches", {"decode_layer": "fused", "fused_options": {"persistent": False}}),
-        ):
-            m.setup_cache(B, S, **opts)
-            with torch.no_grad():
-                m(ids, attention_mask=mask, positions=positions, input_pos=torch.arange(P, device=dev))
-                mk, last, steps = mask.clone(), positions[:, -1], []
-                for t in range(3):
-                    mk[:, P + t] = True
-                    last = last + 1
-                    tok = torch.full((B, 1), 100 + t, device=dev)
-                    slot = torch.tensor([P + t], device=dev)
-                    steps.append(m(tok, attention_mask=mk, positions=last[:, None], input_pos=slot).logits.float())
-            if m._fused is not None:
-                m._fused.buffers.check()
-            outs[name] = torch.stack(steps)
-            m.clear_cache()
-        where = dict(heads=f"16/{G}", batch=B, cache=S, dtype="bfloat16")
-        for name in ("persistent", "plain grid"):
-            err = rel(outs[name], outs["launches"])
-            ok &= record(rows, f"fused layer {name} vs a launch per phase", err, 1e-6, **where)
-        ok &= record(rows, "fused layer vs the modules' step", rel(outs["persistent"], outs["modules"]), 2e-2, **where)
-        del m
-        torch.cuda.empty_cache()
-    model = decoder(dev)
-    prompts = [[5, 6, 7, 8], [9, 10]]
-    eager = generate(model, prompts, 24)
-    for options in ({"decode_layer": "fused"}, {"decode_layer": "fused", "fused_options": {"cooperative": False}}):
-        compiled = generate(model, prompts, 24, compile=True, decode_options=options)
-        name = "generate(compile=True) tokens == eager modules" + "".join(f", {k}={v}" for k, v in options.items())
         ok &= record(rows, name, 0.0 if eager == compiled else 1.0, 0.5, heads="8/2", dtype="float32")
     return ok
 
@@ -335,32 +253,16 @@ CHECKS = {
     "attention": check_attention,
     "decoding": check_decoding,
     "experts": check_experts,
-    "skinny_gemm": check_skinny_gemm,
     "decode_attention": check_decode_attention,
     "fourier": check_fourier,
     "generate": check_generate,
     "lazy_adamw": check_lazy_adamw,
-    "fused_layer": check_fused_layer,
 }
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="run the same checks on the CPU at small sizes (a dry run)")
-    p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these groups of checks (default: all)")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available() and not args.smoke:
-        print("no CUDA device")
-        return 0
-    dev = "cpu" if args.smoke else "cuda"
-    rows, ok = [], True
-    for name in args.only or CHECKS:
-        ok &= CHECKS[name](dev, args.smoke, rows)
-    print(format_table(rows))
-    print(hardware())
-    print("ALL OK" if ok else "FAILURES")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_fast_path_matches_reference_on_cuda(name):
+    rows: list[dict] = []
+    ok = CHECKS[name]("cuda", False, rows)
+    print(f"\n{format_table(rows)}\n{hardware()}")
+    assert ok, format_table([r for r in rows if not r["rel err"] < r["limit"]])

@@ -20,9 +20,7 @@ the cache is split into parts whose partial results (unnormalised output, max, s
 kernel combines: out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s (`split_count`).
 
 Masks follow `build_attention_mask`: additive float32 logits (B|1, H|1, T, S), masked entries
-finfo.min, so a row whose keys are all masked averages uniformly, as the reference does. With
-`pdl`, the kernels are launched with programmatic dependent launch (Hopper: the launch overlaps
-the previous kernel's tail; each kernel waits for it before its first load). Under
+finfo.min, so a row whose keys are all masked averages uniformly, as the reference does. Under
 `TRITON_INTERPRET=1` the kernels run on CPU tensors (tests, fp32 / fp16).
 """
 
@@ -32,12 +30,12 @@ from typing import Optional
 
 import torch
 
-from frugalformers.nn.skinny_gemm import INTERPRET, runs_on, triton
+from frugalformers.kernels.triton_support import runs_on, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from frugalformers.nn.skinny_gemm import tile_dot
+    from frugalformers.kernels.triton_support import tile_dot
 
 MAX_QUERY_ROWS = 4  # query positions per step this kernel takes (decoding: 1, speculative: a few)
 BLOCK_S = 64  # cache positions per tile
@@ -95,7 +93,7 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, part_ptr, stats_ptr,
         S, T, R, r, G, s_per_split, n_split, scale,
         sqb, sqh, sqt, skb, skg, sks, svb, svg, svs, smb, smh, smt, sms, sob, soh, sot,
-        HAS_MASK: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr, IEEE: tl.constexpr,
+        HAS_MASK: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, D: tl.constexpr,
     ):  # fmt: skip
         pair, split = tl.program_id(0), tl.program_id(1)
@@ -104,9 +102,6 @@ if triton is not None:
         row_ok = rows < R
         h, t = g * r + rows // T, rows % T  # (BLOCK_R,) query head and position of each row
         d = tl.arange(0, D)
-        if PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()  # q and the new cache entries are the previous kernels' outputs
         q = tl.load(q_ptr + b * sqb + h[:, None] * sqh + t[:, None] * sqt + d[None, :], mask=row_ok[:, None], other=0.0)
         m_i = tl.full((BLOCK_R,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_R,), tl.float32)
@@ -142,7 +137,7 @@ if triton is not None:
     @triton.jit
     def _combine_kernel(
         part_ptr, stats_ptr, out_ptr, T, R, r, G, n_split, sob, soh, sot,
-        PDL: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr,
+        BLOCK_R: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr,
     ):  # fmt: skip
         pair = tl.program_id(0)
         b, g = pair // G, pair % G
@@ -150,9 +145,6 @@ if triton is not None:
         sp = tl.arange(0, SPLITS)
         sp_ok = sp < n_split
         d = tl.arange(0, D)
-        if PDL:
-            tl.extra.cuda.gdc_launch_dependents()
-            tl.extra.cuda.gdc_wait()
         st = stats_ptr + (pair * n_split + sp[:, None]) * 2 * BLOCK_R + rows[None, :]  # (SPLITS, BLOCK_R)
         m = tl.load(st, mask=sp_ok[:, None], other=float("-inf"))
         l = tl.load(st + BLOCK_R, mask=sp_ok[:, None], other=0.0)
@@ -169,7 +161,7 @@ if triton is not None:
         tl.store(out_ptr + o_off, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=(rows < R)[:, None])
 
 
-def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None, launch: dict | None = None):
+def _launch(q, k, v, mask, scale: float, n_split: int | None = None, launch: dict | None = None):
     """q (B, H, T, D), k / v (B, G, S, D) with unit stride over D, additive float mask broadcastable
     to (B, H, T, S) or None -> (B, H, T, D) in q's dtype. `launch`: BLOCK_S / num_warps / num_stages
     of the attention kernel (default LAUNCH)."""
@@ -193,20 +185,18 @@ def _launch(q, k, v, mask, scale: float, pdl: bool, n_split: int | None = None, 
     if split:
         part = torch.empty(B * G, n_split, block_r, D, dtype=torch.float32, device=q.device)
         stats = torch.empty(B * G, n_split, 2, block_r, dtype=torch.float32, device=q.device)
-    pdl = bool(pdl) and not INTERPRET
-    pdl_opt = {"launch_pdl": True} if pdl else {}
     _decode_attention_kernel[(B * G, n_split)](
         q, k, v, mask if mask is not None else q, out, part, stats,
         S, T, R, r, G, s_per_split, n_split, scale,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *m_strides, out.stride(0), out.stride(1), out.stride(2),
-        HAS_MASK=mask is not None, SPLIT=split, PDL=pdl, IEEE=q.dtype == torch.float32,
-        BLOCK_R=block_r, BLOCK_S=block_s, D=D, **opts, **pdl_opt,
+        HAS_MASK=mask is not None, SPLIT=split, IEEE=q.dtype == torch.float32,
+        BLOCK_R=block_r, BLOCK_S=block_s, D=D, **opts,
     )  # fmt: skip
     if split:
         _combine_kernel[(B * G,)](
             part, stats, out, T, R, r, G, n_split, out.stride(0), out.stride(1), out.stride(2),
-            PDL=pdl, BLOCK_R=block_r, D=D, SPLITS=triton.next_power_of_2(n_split), num_warps=4, **pdl_opt,
+            BLOCK_R=block_r, D=D, SPLITS=triton.next_power_of_2(n_split), num_warps=4,
         )  # fmt: skip
     return out
 
@@ -218,14 +208,13 @@ def _decode_attention_op(
     v: torch.Tensor,
     mask: Optional[torch.Tensor],  # noqa: UP045 - the schema inference of older torch reads typing.Optional
     scale: float,
-    pdl: bool,
 ) -> torch.Tensor:
     """An opaque op for torch.compile (Inductor calls it as it is, inside the compiled step)."""
-    return _launch(q, k, v, mask, scale, pdl)
+    return _launch(q, k, v, mask, scale)
 
 
 @_decode_attention_op.register_fake
-def _(q, k, v, mask, scale, pdl):
+def _(q, k, v, mask, scale):
     return q.new_empty(q.shape)
 
 
@@ -235,7 +224,6 @@ def decode_attention(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     scale: float,
-    pdl: bool = False,
     n_split: int | None = None,
     launch: dict | None = None,
 ) -> torch.Tensor:
@@ -244,5 +232,5 @@ def decode_attention(
     and `launch` the kernel's options (tests, the sweep); default: enough programs for the GPU and
     LAUNCH. Callers check `decode_attention_applies`."""
     if n_split is not None or launch is not None:
-        return _launch(q, k, v, mask, scale, pdl, n_split, launch)
-    return _decode_attention_op(q, k, v, mask, float(scale), bool(pdl))
+        return _launch(q, k, v, mask, scale, n_split, launch)
+    return _decode_attention_op(q, k, v, mask, float(scale))
