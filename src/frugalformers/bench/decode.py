@@ -5,7 +5,6 @@ on CPU. Shared by `benchmarks/gqa_decode.py` and `frugal compare`'s decode cells
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -25,13 +24,11 @@ def decode_step_time(
     repeats: int,
     compile: bool = False,
     profiles=None,
-    quiet=None,
     **decode_options,
 ) -> float:
     """Median ms of one decode step at context `ctx` (CUDA-graph replay on GPU, eager elsewhere).
     With a list `profiles`, the step's kernel profile is appended to it; `decode_options` go to
-    `setup_cache` (e.g. grouped_decode). `quiet`, a context manager, is held while
-    timing, after the first (compiling) step: e.g. a lock that keeps other timings off the device."""
+    `setup_cache` (e.g. grouped_decode)."""
     dtype = next(model.parameters()).dtype
     model.setup_cache(B, ctx + 8, dtype=dtype, device=device, **decode_options)
     for layer in model.layers:
@@ -49,18 +46,16 @@ def decode_step_time(
     def step():
         return fn(ids, pos)
 
-    quiet = quiet if quiet is not None else contextlib.nullcontext()
     with torch.no_grad():
-        step()  # compiles (and autotunes) outside `quiet`
         if not graphs:
-            with quiet:
-                if profiles is not None:
-                    profiles.append(profile_step(step, device))
-                times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    step()
-                    times.append((time.perf_counter() - t0) * 1e3)
+            step()
+            if profiles is not None:
+                profiles.append(profile_step(step, device))
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t0) * 1e3)
             model.clear_cache()
             return statistics.median(times)
 
@@ -68,8 +63,7 @@ def decode_step_time(
             if profiles is not None:
                 profiles.append(profile_step(graph.replay, device, steps=5))
 
-        with quiet:
-            ms = cuda_graph_ms(step, repeats, warmup=3, on_graph=profile)
+        ms = cuda_graph_ms(step, repeats, warmup=3, on_graph=profile)
     model.clear_cache()
     return ms
 

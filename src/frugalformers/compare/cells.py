@@ -3,8 +3,6 @@ result (a JSON-able dict); the runner writes it to `cells/KEY/result.json` when 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import statistics
@@ -240,10 +238,8 @@ def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path)
         with torch.no_grad(), amp():
             infer_fwd(**inputs)
 
-    train(), infer()  # compile (beside other cells' compiles), then time alone
-    with quiet_device(run_dir):
-        t_train = measure(train, spec.warmup, spec.repeats, device)
-        t_infer = measure(infer, spec.warmup, spec.repeats, device)
+    t_train = measure(train, spec.warmup, spec.repeats, device)
+    t_infer = measure(infer, spec.warmup, spec.repeats, device)
     tokens = batch * cfg.data.seq_len
     return {
         "label": cell.args["label"],
@@ -336,9 +332,7 @@ def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path
     model = model.to(device=device, dtype=dtype).eval()
     cuda = device.type == "cuda"
     compile_ = (cfg.compile if spec.compile is None else spec.compile) and cuda
-    ms = decode_step_time(
-        model, batch, spec.context, device.type, cuda, spec.repeats, compile_, quiet=quiet_device(run_dir)
-    )
+    ms = decode_step_time(model, batch, spec.context, device.type, cuda, spec.repeats, compile_)
     return {
         "variant": cell.args["variant"],
         "kv_heads": cell.args["kv_heads"],
@@ -364,15 +358,3 @@ def run_cell(recipe: Recipe, cell: Cell, run_dir: Path, log: Log) -> dict:
     folder = cell_dir(run_dir, cell.key)
     folder.mkdir(parents=True, exist_ok=True)
     return RUNNERS[cell.kind](recipe, cell, folder, log, run_dir)
-
-
-@contextlib.contextmanager
-def quiet_device(run_dir: Path):
-    """Held while a cell times something: timing cells compile and warm up side by side, but time
-    one at a time (a blocking lock on the run folder's `.timing`), so no two timings overlap."""
-    with open(Path(run_dir) / ".timing", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -6,8 +6,7 @@ The run folder (default `runs/compare/NAME`) holds `recipe.yaml` (the recipe it 
 its `result.json` exists; the file is written atomically at the cell's end, so a run cut off at
 any point (device time ends, kill -9) continues with `--resume` where it stopped: finished cells
 are read back, an interrupted pretraining continues from its last checkpoint, any other
-interrupted cell starts again. Cells that time things run after all training, and time one at a
-time (they may compile side by side).
+interrupted cell starts again. Cells that time things run after all training, one at a time.
 """
 
 from __future__ import annotations
@@ -278,12 +277,11 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
     def blocked(c: Cell) -> bool:
         return any(d in failed for d in c.deps)
 
-    import torch
-
-    # training first; then the timings: on a GPU they compile side by side and time one at a time
-    # (cells.quiet_device); on the CPU, which they would share, one after another in this process
+    # training first (in workers when asked); then the timings one after another in this process, with
+    # nothing else on the device (timing while other cells compiled and warmed up, 2026-12-07 on an
+    # H100, spread the repeats by up to 180% of their median)
     for phase in ([c for c in todo if not c.exclusive], [c for c in todo if c.exclusive]):
-        if workers == 1 or (phase and phase[0].exclusive and not torch.cuda.is_available()):
+        if workers == 1 or (phase and phase[0].exclusive):
             for c in sorted(phase, key=lambda c: PRIORITY.get(c.kind, 2)):
                 if blocked(c):
                     failed[c.key] = "a cell it needs failed"
