@@ -106,7 +106,7 @@ def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
             row["tasks"] = tasks
             means = [t["mean"] for t in tasks.values()]
             row["average"] = statistics.fmean(means) if means and None not in means else None
-            speed = results.get(f"speed/{m.label}")
+            speed = None if scratch else results.get(f"speed/{m.label}")
             if speed:
                 row.update(
                     train_tokens_per_s=speed["train_tokens_per_s"], infer_tokens_per_s=speed["infer_tokens_per_s"]
@@ -132,11 +132,13 @@ def _relative(row: dict, ref: dict | None, ref_name: str) -> None:
 
 def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
     """One line a person reads: speed and quality against the reference, and what pretraining bought."""
+    if row["scratch"]:
+        return "the same model without pretraining"
     parts = []
     if row["label"] != ref_name and row.get("train_speedup"):
         parts.append(f"{row['train_speedup']:.2f}x {ref_name}'s training speed")
     if row["label"] != ref_name and row.get("percent_of_reference") is not None:
-        parts.append(f"{row['percent_of_reference']:.0f}% of its score")
+        parts.append(f"{row['percent_of_reference']:.0f}% of its average score")
     if not row["scratch"] and row.get("average") is not None:
         twin = next((r for r in rows if r["label"] == f"{row['label']}-{SCRATCH}"), None)
         if twin and twin.get("average") is not None:

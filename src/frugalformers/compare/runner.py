@@ -175,17 +175,19 @@ def _worker_init(threads: int) -> None:
 
 
 def run_compare(
-    recipe_path: str,
+    recipe_path: str | dict,
     out: str | None = None,
     resume: bool = False,
     workers: int = 1,
     log: Callable[[str], None] = print,
     report_only: bool = False,
 ) -> Path:
-    """Run (or continue) a comparison; returns the run folder, whose compare.md holds the table."""
+    """Run (or continue) a comparison of a recipe file (or a recipe as a dict, e.g. the demo's);
+    returns the run folder, whose compare.md holds the table."""
+    from frugalformers.compare.recipe import recipe_from_dict
     from frugalformers.compare.report import write_report
 
-    recipe = load_recipe(recipe_path)
+    recipe = recipe_from_dict(recipe_path, "the recipe") if isinstance(recipe_path, dict) else load_recipe(recipe_path)
     if workers < 1:
         raise RecipeError(f"--workers={workers} must be at least 1")
     run_dir = Path(out) if out else default_out(recipe)
