@@ -124,3 +124,23 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path, demo_data):
     with folder_lock(out / ".lock", str(out)):  # as a running `frugal compare` holds it
         with pytest.raises(RecipeError, match=rf"in use by another process \(pid {os.getpid()}\)"):
             run_compare(str(path), str(out))
+
+
+def test_gqa_tiny_converts_uptrains_and_times_the_decode_step(tmp_path, demo_data):
+    """recipes/gqa-tiny.yaml: the multi-head model pretrained once, each conversion scored before
+    and after uptraining, the decode step of each kv-head count timed; one table."""
+    t0 = time.time()
+    out = run_compare(str(ROOT / "recipes" / "gqa-tiny.yaml"), str(tmp_path / "gqa"), workers=2, log=lambda _: None)
+    assert time.time() - t0 < 60
+    data = json.loads((out / "compare.json").read_text())
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert set(rows) == {"mha", *(f"{v}-{m}" for v in ("gqa2", "mqa") for m in ("mean", "first", "random"))}
+    for name, row in rows.items():
+        assert all(loss is not None and loss > 0 for loss in row["loss"].values()), name
+        assert row["ms_per_step"] > 0
+        if name != "mha":  # uptraining lowered every converted model's held-out loss
+            assert row["loss"]["0.5"] < row["loss"]["0"], name
+    assert rows["mqa-mean"]["kv_heads"] == 1 and rows["gqa2-mean"]["kv_heads"] == 2
+    md = (out / "compare.md").read_text()
+    assert "| gqa2-mean | 2 | mean |" in md and "decode ms/step" in md
+    assert (out / "quality_vs_alpha.png").exists() and (out / "quality_vs_time.png").exists()
