@@ -85,6 +85,9 @@ def run_demo(
         names=list(MODELS),
     )
     print("\n" + _table(out_dir))
+    why = _why_pretraining_lost(out_dir)
+    if why:
+        print("\n" + why)
     print(f"\nloss curves: {png}; speed and quality: {out_dir / 'compare.png'}; everything: {out_dir / 'compare.md'}")
     print(f"({time.time() - t0:.0f} s; CPU, float32)")
     return 0
@@ -97,6 +100,32 @@ def _table(out_dir: Path) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
     return "\n".join(lines[start:end])
+
+
+def _why_pretraining_lost(out_dir: Path) -> str | None:
+    """One line naming the pretrained models that lost to their twins without pretraining, and why,
+    as far as the run itself shows it (their MLM loss against the unigram model's)."""
+    import json
+
+    data = json.loads((out_dir / "compare.json").read_text())
+    rows = {r["label"]: r for r in data["rows"]}
+    lost = [
+        r
+        for r in data["rows"]
+        if not r["scratch"] and (twin := rows.get(f"{r['label']}-scratch")) and r["average"] < twin["average"]
+    ]
+    if not lost:
+        return None
+    names = ", ".join(r["label"] for r in lost)
+    unigram = (data.get("unigram") or {}).get("valid_loss")
+    gap = max(unigram - r["pretrain_loss"] for r in lost) if unigram is not None else None
+    if gap is not None and gap < 0.5:
+        return (
+            f"Pretraining lost for {names}: their held-out MLM loss is at most {gap:.2f} below the unigram "
+            f"model's ({unigram:.2f}), so they have learned word frequencies and little context, and fine-tune "
+            "more slowly than a fresh model (benchmarks/QUALITY.md, demo)."
+        )
+    return f"Pretraining lost for {names} at this budget (benchmarks/QUALITY.md, demo)."
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Smoke tests of the commands on tiny presets with the real demo data."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +136,20 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     assert "| majority class |" in out and (tmp_path / "demo/pretrain_curves.png").exists()
     assert len(list((tmp_path / "demo/cells").rglob("result.json"))) == 3 + 12 + 3 + 1
     assert main(args) == 0 and "19 already done, 0 to run" in capsys.readouterr().out  # read back, nothing retrained
+
+    # the two experiments of benchmarks/QUALITY.md `demo` run on a finished demo folder
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import demo_embedding_lr
+        import linear_probe
+    finally:
+        sys.path.remove(str(bench))
+    rows = linear_probe.probe_folder(tmp_path / "demo", ["topic"], log=lambda *_: None)
+    assert [r["model"] for r in rows] == ["bert-tiny", "fnet-tiny", "sparse-mixer-tiny"]
+    assert all(0.0 <= r["pretrained"] <= 1.0 and r["embedding norm, pretrained"] > 0 for r in rows)
+    capsys.readouterr()
+    lr_args = ["--folder", str(tmp_path / "demo"), "--out", str(tmp_path / "x"), "--models", "fnet-tiny"]
+    assert demo_embedding_lr.main(lr_args + ["--factors", "10"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fnet-tiny")]
+    assert len(table) == 4 and all("| 10 |" in line for line in table)  # 2 tasks x with / without pretraining
