@@ -86,3 +86,25 @@ def spy_decode(model, module, ids, **options):
 @pytest.fixture
 def spy_decode_code():
     return SPY_DECODE
+
+
+@pytest.fixture(scope="session")
+def longdoc_mini(demo_data, tmp_path_factory):
+    """A `longdoc`-format dataset at 4k tokens built by the real task writer from the demo text:
+    three 200k-character documents and 2,000 "verses" (demo sentences, the WEB side lower-cased),
+    20 / 5 / 5 rows per task; the demo tokenizer. For CPU runs of the long-input recipes."""
+    import json
+
+    from frugalformers.data.datasets import write_longdoc_tasks
+
+    out = tmp_path_factory.mktemp("longdoc-mini")
+    texts = [json.loads(line)["text"] for line in (demo_data / "text/train.jsonl").read_text().splitlines()]
+    joined = "\n\n".join(texts)
+    docs = [{"id": f"doc{i}", "label": f"work {i}", "text": joined[i * 200_000 : (i + 1) * 200_000]} for i in range(3)]
+    sentences = [s.strip() for s in joined.split(".") if len(s.split()) > 4][:2000]
+    verses = [{"ref": ["Book", i // 30 + 1, i % 30 + 1], "kjv": s, "web": s.lower()} for i, s in enumerate(sentences)]
+    write_longdoc_tasks(out, docs, verses, lengths=(4096,), train_at_4k=20, min_rows=(20, 5))
+    import shutil
+
+    shutil.copytree(demo_data / "tokenizer", out / "tokenizer")
+    return out

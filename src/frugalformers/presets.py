@@ -203,6 +203,8 @@ def _colt5(conditional: bool, light_heads: int | None = None, **shape) -> ModelC
 _T5_BASE = dict(vocab_size=32128, d_model=768, n_layers=12, n_heads=12, head_dim=64, d_ff=2048)
 _T5_LARGE = dict(vocab_size=32128, d_model=1024, n_layers=24, n_heads=16, head_dim=64, d_ff=2816)
 _T5_TINY = dict(vocab_size=TINY_VOCAB, d_model=64, n_layers=2, n_heads=4, head_dim=16, d_ff=128, max_seq_len=16384)
+# T5.1.1-Small's shape (8+8 x 512, 6 heads of 64, gated FFN 1024), for recipes/colt5-small.yaml
+_T5_SMALL = dict(vocab_size=32128, d_model=512, n_layers=8, n_heads=6, head_dim=64, d_ff=1024, max_seq_len=32768)
 
 register_preset("longt5-local-base", "LongT5-Base encoder with local attention (radius 127) only; T5.1.1 decoder")(
     lambda: _colt5(False, **_T5_BASE)
@@ -223,6 +225,13 @@ register_preset(
 register_preset("colt5-large", "CoLT5-Large: 24+24 x 1024, heads 4 light + 12 heavy, FFN 1408 + 11264")(
     lambda: _colt5(True, 4, **_T5_LARGE)
 )
+register_preset("longt5-small", "LongT5-TGlobal at T5.1.1-Small's shape: 8+8 x 512, 6 heads, FFN 1024")(
+    lambda: _colt5(False, tglobal=True, **_T5_SMALL)
+)
+register_preset(
+    "colt5-small",
+    "CoLT5 at T5.1.1-Small's shape: heads 2 light + 4 heavy (Base's 1/3 light), FFN 512 + 4096 on n/16 routed tokens",
+)(lambda: _colt5(True, 2, **_T5_SMALL))
 register_preset("longt5-local-tiny", "tiny LongT5 (local attention, radius 15) for tests")(
     lambda: _colt5(False, radius=15, **_T5_TINY)
 )

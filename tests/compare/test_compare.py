@@ -144,3 +144,31 @@ def test_gqa_tiny_converts_uptrains_and_times_the_decode_step(tmp_path, demo_dat
     md = (out / "compare.md").read_text()
     assert "| gqa2-mean | 2 | mean |" in md and "decode ms/step" in md
     assert (out / "quality_vs_alpha.png").exists() and (out / "quality_vs_time.png").exists()
+
+
+def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp_path, longdoc_mini):
+    """recipes/colt5-tiny.yaml on a 4k-token `longdoc`-format slice of the demo text: both models
+    pretrained with UL2, fine-tuned on retrieval and bible_match at 4k tokens, the encoder timed per
+    example at 1k and 4k; the table has a time column per length and the Figure-1 plot."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "recipes" / "colt5-tiny.yaml").read_text())
+    raw["finetune"]["dataset"] = str(longdoc_mini)  # (the real `longdoc` needs Debian packages)
+    t0 = time.time()
+    out = run_compare(raw, str(tmp_path / "colt5"), workers=2, log=lambda _: None)
+    assert time.time() - t0 < 60
+    data = json.loads((out / "compare.json").read_text())
+    rows = {r["label"]: r for r in data["rows"]}
+    assert set(rows) == {"longt5-tiny", "colt5-tiny"}
+    for label, row in rows.items():
+        assert row["pretrain_loss"] < row["pretrain_loss_start"], label  # UL2 loss fell
+        assert all(row["tasks"][t]["n"] == 1 for t in ("retrieval_4096", "bible_match_4096")), label
+        assert set(row["encoder_infer_ms"]) == {"1024", "4096"} and all(v > 0 for v in row["encoder_infer_ms"].values())
+        assert all(v > 0 for v in row["encoder_train_ms"].values())
+    assert set(rows["colt5-tiny"]["encoder_infer_speedup"]) == {"1024", "4096"}
+    assert "encoder speed at 4,096 tokens" in rows["colt5-tiny"]["verdict"]
+    md = (out / "compare.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model |"))
+    assert "| encoder ms/example, 1,024 tokens | encoder ms/example, 4,096 tokens | verdict |" in header
+    assert "UL2 loss" in header and "retrieval_4096 (exact match)" in header
+    assert (out / "compare.png").exists()

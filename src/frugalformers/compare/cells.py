@@ -195,7 +195,10 @@ def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> 
 def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """Training (forward, backward, AdamW step on a pretraining batch, the objective's loss) and
     inference (the encoder's forward) tokens/s of one model, medians over repeats, on a device with
-    nothing else running."""
+    nothing else running; with `speed.kind: encoder`, the encoder's time per example at each input
+    length instead (`run_encoder_speed`)."""
+    if recipe.speed.kind == "encoder":
+        return run_encoder_speed(recipe, cell)
     from frugalformers.api import build_model
     from frugalformers.bench.report import hardware
     from frugalformers.bench.steps import compiled
@@ -254,6 +257,56 @@ def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path)
         "train_tokens_per_s": tokens / t_train.median_ms * 1e3,
         "infer_tokens_per_s": tokens / t_infer.median_ms * 1e3,
         "peak_mem_gib": t_train.peak_mem_gib,
+    }
+
+
+def run_encoder_speed(recipe: Recipe, cell: Cell) -> dict:
+    """The encoder alone (the model's `head="encoder"` form) at each length of `speed.lengths`:
+    inference (no-grad forward) and a training step (forward, mean-square loss, backward, AdamW) on
+    `speed.batch_size` examples (default 1) of random token ids, milliseconds per example, medians
+    over repeats; as CoLT5's Table 8 and Figure 1 time long inputs. A length that does not fit in
+    memory is recorded as None."""
+    from frugalformers.api import build_model
+    from frugalformers.bench.report import hardware
+    from frugalformers.bench.steps import compiled, step_fns
+    from frugalformers.bench.timing import measure
+    from frugalformers.train.batches import load_tokenizer
+    from frugalformers.train.trainer import autocast_for, pick_device
+
+    cfg = pretrain_config(recipe, cell.args["label"])
+    device = pick_device(cfg)
+    spec = recipe.speed
+    compile_ = cfg.compile if spec.compile is None else spec.compile
+    lengths = spec.lengths or [cfg.data.seq_len]
+    batch = spec.batch_size or 1
+    vocab = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer).vocab_size
+    overrides = {**cfg.model, "vocab_size": max(vocab, 8), "max_seq_len": max(max(lengths), cfg.data.seq_len)}
+    amp = autocast_for(cfg, device)
+    infer_ms, train_ms, spreads = {}, {}, {}
+    for n in lengths:
+        torch.manual_seed(recipe.seed)
+        model = build_model(cfg.preset, head="encoder", **overrides).to(device)
+        ids = torch.randint(5, max(vocab, 8), (batch, n), device=device)  # (B, n)
+        infer, train = step_fns(compiled(model, compile_), ids, amp)
+        try:
+            t_inf = measure(infer, spec.warmup, spec.repeats, device)
+            t_train = measure(train, spec.warmup, spec.repeats, device)
+            infer_ms[str(n)], train_ms[str(n)] = t_inf.median_ms / batch, t_train.median_ms / batch
+            spreads[str(n)] = max(t_inf.spread, t_train.spread)
+        except torch.OutOfMemoryError:
+            infer_ms[str(n)] = train_ms[str(n)] = None
+        del model, infer, train
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {
+        "label": cell.args["label"],
+        "device": hardware(),
+        "batch_size": batch,
+        "lengths": lengths,
+        "compile": bool(compile_),
+        "encoder_infer_ms_per_example": infer_ms,
+        "encoder_train_ms_per_example": train_ms,
+        "spread": spreads,
     }
 
 

@@ -107,7 +107,12 @@ def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
             means = [t["mean"] for t in tasks.values()]
             row["average"] = statistics.fmean(means) if means and None not in means else None
             speed = None if scratch else results.get(f"speed/{m.label}")
-            if speed:
+            if speed and "encoder_infer_ms_per_example" in speed:
+                row.update(
+                    encoder_infer_ms=speed["encoder_infer_ms_per_example"],
+                    encoder_train_ms=speed["encoder_train_ms_per_example"],
+                )
+            elif speed:
                 row.update(
                     train_tokens_per_s=speed["train_tokens_per_s"], infer_tokens_per_s=speed["infer_tokens_per_s"]
                 )
@@ -128,6 +133,10 @@ def _relative(row: dict, ref: dict | None, ref_name: str) -> None:
         mine, theirs = row.get(f"{key}_tokens_per_s"), ref.get(f"{key}_tokens_per_s")
         if mine and theirs:
             row[f"{key}_speedup"] = mine / theirs
+        mine, theirs = row.get(f"encoder_{key}_ms") or {}, ref.get(f"encoder_{key}_ms") or {}
+        ratios = {n: theirs[n] / ms for n, ms in mine.items() if ms and theirs.get(n)}
+        if ratios:
+            row[f"encoder_{key}_speedup"] = ratios  # the reference's time / this model's, per length
 
 
 def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
@@ -137,6 +146,9 @@ def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
     parts = []
     if row["label"] != ref_name and row.get("train_speedup"):
         parts.append(f"{row['train_speedup']:.2f}x {ref_name}'s training speed")
+    if row["label"] != ref_name and row.get("encoder_infer_speedup"):
+        n, x = max(row["encoder_infer_speedup"].items(), key=lambda kv: int(kv[0]))
+        parts.append(f"{x:.2f}x {ref_name}'s encoder speed at {int(n):,} tokens")
     if row["label"] != ref_name and row.get("percent_of_reference") is not None:
         parts.append(f"{row['percent_of_reference']:.0f}% of its average score")
     if not row["scratch"] and row.get("average") is not None:
@@ -166,7 +178,11 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
     ref = recipe.reference
     columns = ["model", "params", "pretrain tokens", f"{obj} loss", f"{obj} acc"]
     columns += [f"{t} ({_metric_name(spec.dataset, t)})" for t in spec.tasks]
-    columns += ["average", f"% of {ref}", "train speed", "inference speed", "verdict"]
+    lengths = _encoder_lengths(recipe, results)
+    speed_cols = (
+        [f"encoder ms/example, {n:,} tokens" for n in lengths] if lengths else ["train speed", "inference speed"]
+    )
+    columns += ["average", f"% of {ref}", *speed_cols, "verdict"]
     table = []
     for row in rows:
         row["verdict"] = verdict(row, rows, ref)
@@ -182,38 +198,50 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
                 *[_cell(row["tasks"][t]["mean"], row["tasks"][t]["sd"]) for t in spec.tasks],
                 _num(row.get("average")),
                 _num(row.get("percent_of_reference"), "{:.1f}%"),
-                _num(row.get("train_speedup"), "{:.2f}x"),
-                _num(row.get("infer_speedup"), "{:.2f}x"),
+                *_speed_cells(row, lengths),
                 row["verdict"],
             ]
         )
     maj_avg = statistics.fmean(majority[t]["score"] for t in spec.tasks)
     table.append(
         ["majority class", "-", "-", "-", "-", *[f"{majority[t]['score']:.3f}" for t in spec.tasks], f"{maj_avg:.3f}"]
-        + ["-"] * 4
+        + ["-"] * (len(speed_cols) + 2)
     )
     if unigram:
         table.append(
             ["unigram", "-", "-", f"{unigram['valid_loss']:.2f}", f"{unigram['valid_accuracy']:.3f}"]
-            + ["-"] * (len(spec.tasks) + 5)
+            + ["-"] * (len(spec.tasks) + len(speed_cols) + 3)
         )
     seeds = sorted({len(spec.seeds_for(t)) for t in spec.tasks})
-    parts = [
-        _table(columns, table),
-        "",
-        f"Task cells: test score, mean ± sd over {'/'.join(map(str, seeds))} fine-tuning seeds (the task's metric in "
-        f"the header); average: the macro average of the task means; the {obj} loss is held-out, from the untrained "
-        "model to the pretrained one. Speeds: training (forward, backward, optimizer step on a pretraining batch) and "
-        f"inference (encoder forward) tokens/s against {ref}, medians measured in this run with nothing else on the "
-        "device:",
-        "",
-    ]
-    speeds = [
-        f"- {r['model']}: train {r['train_tokens_per_s']:,.0f} tokens/s, "
-        f"inference {r['infer_tokens_per_s']:,.0f} tokens/s"
-        for r in rows
-        if r.get("train_tokens_per_s")
-    ]
+    explained = (
+        "Task cells: test score, mean ± sd over "
+        f"{'/'.join(map(str, seeds))} fine-tuning seeds (the task's metric in the header); average: the macro "
+        f"average of the task means; the {obj} loss is held-out, from the untrained model to the pretrained one. "
+    )
+    if lengths:
+        explained += (
+            "Speeds: the encoder alone, inference (no-grad forward) milliseconds per example at each input length, "
+            f"and in brackets {ref}'s time over this model's; the training step (forward, backward, AdamW) per "
+            "example below. Medians measured in this run with nothing else on the device:"
+        )
+        speeds = [
+            f"- {r['model']}: training step "
+            + ", ".join(f"{_num(ms, '{:.1f}')} ms at {int(n):,}" for n, ms in r["encoder_train_ms"].items())
+            for r in rows
+            if r.get("encoder_train_ms")
+        ]
+    else:
+        explained += (
+            "Speeds: training (forward, backward, optimizer step on a pretraining batch) and inference (encoder "
+            f"forward) tokens/s against {ref}, medians measured in this run with nothing else on the device:"
+        )
+        speeds = [
+            f"- {r['model']}: train {r['train_tokens_per_s']:,.0f} tokens/s, "
+            f"inference {r['infer_tokens_per_s']:,.0f} tokens/s"
+            for r in rows
+            if r.get("train_tokens_per_s")
+        ]
+    parts = [_table(columns, table), "", explained, ""]
     parts += speeds or ["- (not measured yet)"]
     diffs = [f"- {m.label}: {m.differences()}" for m in recipe.models if m.differences()]
     if diffs:
@@ -221,8 +249,27 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
     if spec.breakdown:
         parts += ["", _breakdown_table(spec, rows, majority)]
     md = "\n".join(parts)
-    _plot_speed_quality(recipe, rows, run_dir / "compare.png")
+    _plot_speed_quality(recipe, rows, run_dir / "compare.png", lengths)
     return md, {"rows": rows, "majority": majority, "unigram": unigram}
+
+
+def _encoder_lengths(recipe: Recipe, results: dict) -> list[int]:
+    """The input lengths the encoder was timed at (speed kind `encoder`), else []."""
+    if recipe.speed.kind != "encoder":
+        return []
+    timed = [r for k, r in results.items() if k.startswith("speed/") and "lengths" in r]
+    return sorted({int(n) for r in timed for n in r["lengths"]}) or list(recipe.speed.lengths)
+
+
+def _speed_cells(row: dict, lengths: list[int]) -> list[str]:
+    if not lengths:
+        return [_num(row.get("train_speedup"), "{:.2f}x"), _num(row.get("infer_speedup"), "{:.2f}x")]
+    cells = []
+    for n in lengths:
+        ms = (row.get("encoder_infer_ms") or {}).get(str(n))
+        x = (row.get("encoder_infer_speedup") or {}).get(str(n))
+        cells.append("-" if ms is None else f"{ms:.1f}" + (f" ({x:.2f}x)" if x else ""))
+    return cells
 
 
 def _metric_name(dataset: str, task: str) -> str:
@@ -246,8 +293,19 @@ def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
     return "\n\n".join(out)
 
 
-def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path) -> None:
-    points = [r for r in rows if r.get("train_speedup") and r.get("average") is not None and not r["scratch"]]
+def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path, lengths: list[int] | None = None) -> None:
+    """Quality against training speed (FNet's Figure 2), or with encoder timings against the encoder's
+    inference time per example at the longest length (CoLT5's Figure 1)."""
+    if lengths:
+        n = str(max(lengths))
+        xs = {r["label"]: (r.get("encoder_infer_ms") or {}).get(n) for r in rows}
+        xlabel = f"encoder inference time per example at {int(n):,} tokens (ms)"
+        title = f"{recipe.name}: quality against encoder time"
+    else:
+        xs = {r["label"]: r.get("train_speedup") for r in rows}
+        xlabel = f"training speed relative to {recipe.reference} (tokens/s ratio)"
+        title = f"{recipe.name}: quality against training speed"
+    points = [r for r in rows if xs[r["label"]] and r.get("average") is not None and not r["scratch"]]
     if not points:
         return
     import matplotlib
@@ -257,11 +315,11 @@ def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     for r in points:
-        ax.scatter(r["train_speedup"], r["average"], s=40)
-        ax.annotate(r["model"], (r["train_speedup"], r["average"]), textcoords="offset points", xytext=(5, 4))
-    ax.set_xlabel(f"training speed relative to {recipe.reference} (tokens/s ratio)")
+        ax.scatter(xs[r["label"]], r["average"], s=40)
+        ax.annotate(r["model"], (xs[r["label"]], r["average"]), textcoords="offset points", xytext=(5, 4))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{recipe.finetune.dataset} suite average (test)")
-    ax.set_title(f"{recipe.name}: quality against training speed")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -61,6 +61,10 @@ def summary(cell: Cell, r: dict) -> str:
     if cell.kind == "pretrain":
         start = r.get("initial_valid_loss")
         return f"held-out loss {start:.3f} -> {r['valid_loss']:.3f}" if start else f"loss {r['valid_loss']:.3f}"
+    if cell.kind == "speed" and "encoder_infer_ms_per_example" in r:
+        times = r["encoder_infer_ms_per_example"].values()
+        said = ", ".join("out of memory" if ms is None else f"{ms:.1f} ms" for ms in times)
+        return f"encoder {said} per example at {', '.join(f'{n:,}' for n in r['lengths'])} tokens"
     if cell.kind == "speed":
         return f"train {r['train_tokens_per_s']:,.0f} tokens/s, inference {r['infer_tokens_per_s']:,.0f} tokens/s"
     if cell.kind == "uptrain":

@@ -608,18 +608,32 @@ def _build_longdoc(out: Path, roots: dict, log) -> dict:
         reader = readers.pod_documents if pat == "*.pod" else readers.rst_documents
         text = "\n\n".join(t for _, t in reader(sorted((roots[src] / sub).rglob(pat))))
         long_docs.append({"id": label, "label": label, "text": text})
-    write_jsonl(out / "long/docs.jsonl", long_docs)
     kjv = list(readers.bible_verses(roots["sword-text-kjv"], "engKJV2006eb"))
     web = {(b, c, v): t for b, c, v, t in readers.bible_verses(roots["sword-text-web"], "engWEB2015eb")}
-    write_jsonl(
-        out / "long/verses.jsonl", [{"ref": [b, c, v], "kjv": t, "web": web.get((b, c, v), "")} for b, c, v, t in kjv]
-    )
+    verses = [{"ref": [b, c, v], "kjv": t, "web": web.get((b, c, v), "")} for b, c, v, t in kjv]
+    return write_longdoc_tasks(out, long_docs, verses)
+
+
+def write_longdoc_tasks(
+    out: Path,
+    long_docs: list[dict],
+    verses: list[dict],
+    lengths: tuple[int, ...] = LONGDOC_LENGTHS,
+    train_at_4k: int = 2000,
+    min_rows: tuple[int, int] = (100, 50),
+) -> dict:
+    """The longdoc tasks over `long_docs` ({id, label, text}) and parallel `verses` ({ref, kjv, web}):
+    at each length, `train_at_4k` training rows at 4k tokens (fewer as inputs grow, at least
+    min_rows[0]; validation and test a tenth, at least min_rows[1]), stored by reference."""
+    write_jsonl(out / "long/docs.jsonl", long_docs)
+    write_jsonl(out / "long/verses.jsonl", verses)
     labels = [d["label"] for d in long_docs]
     stats = {"documents": {d["label"]: len(d["text"]) for d in long_docs}, "tasks": {}}
-    for length in LONGDOC_LENGTHS:
+    for length in lengths:
         n_chars = length * CHARS_PER_TOKEN
-        n_train = max(100, 2000 * 4096 // length)
-        counts = {"train": n_train, "validation": max(50, n_train // 10), "test": max(50, n_train // 10)}
+        n_train = max(min_rows[0], train_at_4k * 4096 // length)
+        n_held = max(min_rows[1], n_train // 10)
+        counts = {"train": n_train, "validation": n_held, "test": n_held}
         rng = random.Random(length)
         src_rows, ret_rows, match_rows = {}, {}, {}
         for split, n in counts.items():
@@ -645,7 +659,7 @@ def _build_longdoc(out: Path, roots: dict, log) -> dict:
                             "label": words[k],
                         }
                     )
-                match_rows[split].append(_bible_match(rng, len(kjv), n_chars, lo, hi))
+                match_rows[split].append(_bible_match(rng, len(verses), n_chars, lo, hi))
         for name, task_labels, metric, what, splits in (
             ("source", labels, "accuracy", f"~{length}-token excerpt -> which work it is from", src_rows),
             (
