@@ -166,7 +166,8 @@ def _cmd_uptrain(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from frugalformers.compare import run_compare
 
-    run_compare(args.recipe, args.out, args.resume, args.workers, report_only=args.report)
+    skip = tuple(k for k in (args.skip or "").split(",") if k)
+    run_compare(args.recipe, args.out, args.resume, args.workers, report_only=args.report, skip=skip)
     return 0
 
 
@@ -314,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="cells trained at once in worker processes (timings still run alone)"
     )
     cp.add_argument("--report", action="store_true", help="only (re)write the report of the cells done so far")
+    cp.add_argument(
+        "--skip",
+        metavar="KINDS",
+        help="cell kinds to leave for a later --resume, comma-separated (e.g. speed,decode: time the models "
+        "once no other job shares the machine)",
+    )
     cp.set_defaults(func=_cmd_compare)
     pl = sub.add_parser("plot", help="loss and metric curves of runs into a PNG")
     pl.add_argument("runs", nargs="+")

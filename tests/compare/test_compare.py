@@ -144,6 +144,14 @@ def test_gqa_tiny_converts_uptrains_and_times_the_decode_step(tmp_path, demo_dat
     md = (out / "compare.md").read_text()
     assert "| gqa2-mean | 2 | mean |" in md and "decode ms/step" in md
     assert (out / "quality_vs_alpha.png").exists() and (out / "quality_vs_time.png").exists()
+    # a table per uptraining rate; alpha 0 (no uptraining) is shared, alpha > 0 differs with the rate
+    slow = {r["variant"]: r for r in data["by_lr"][1]["rows"]}
+    assert [t["lr"] for t in data["by_lr"]] == [3e-3, 3e-4]
+    assert slow["gqa2-mean"]["loss"]["0"] == rows["gqa2-mean"]["loss"]["0"]
+    assert slow["gqa2-mean"]["loss"]["0.5"] != rows["gqa2-mean"]["loss"]["0.5"]
+    assert "Uptraining at peak learning rate 0.0003:" in md and (out / "quality_vs_alpha_lr0.0003.png").exists()
+    cell = json.loads((out / "cells" / "uptrain" / "gqa2-mean" / "a0.5" / "lr0.0003" / "result.json").read_text())
+    assert cell["lr"] == 3e-4
 
 
 def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp_path, longdoc_mini):
@@ -172,3 +180,19 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
     assert "| encoder ms/example, 1,024 tokens | encoder ms/example, 4,096 tokens | verdict |" in header
     assert "UL2 loss" in header and "retrieval_4096 (exact match)" in header
     assert (out / "compare.png").exists()
+
+
+def test_skipped_kinds_wait_for_a_resume(tmp_path, demo_data):
+    """--skip speed leaves the timings for a later --resume (run when no other job shares the GPU)."""
+    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0],
+                                                     "min_steps": 2, "max_steps": 2})  # fmt: skip
+    recipe["speed"] = {"repeats": 1, "warmup": 0}
+    out = tmp_path / "cmp"
+    lines = []
+    run_compare(recipe, str(out), skip=("speed",), log=lines.append)
+    assert "(1 speed cells left for --resume)" in lines[0] or any("1 speed cells left" in s for s in lines)
+    assert "speed/bert-tiny" not in _results(out)
+    run_compare(recipe, str(out), resume=True, log=lambda _: None)
+    assert "speed/bert-tiny" in _results(out)
+    with pytest.raises(RecipeError, match="--skip 'sped': not a kind of cell"):
+        run_compare(recipe, str(out), resume=True, skip=("sped",))

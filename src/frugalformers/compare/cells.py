@@ -343,6 +343,7 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
     t0 = time.time()
     before = held_out(model)
     out = {"variant": a["variant"], "kv_heads": model.config.kv_heads, "method": a["method"], "alpha": a["alpha"]}
+    out["lr"] = a.get("lr") or base.optim.lr
     out["loss_converted"] = before
     if a["alpha"] == 0:
         out.update(loss=before, steps=0)
@@ -354,6 +355,9 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
         cfg.save_every = cfg.eval_every = steps
         cfg.keep_last = 1
         cfg.model = {}  # the converted model's own config (its kv heads)
+        cfg.compile = False  # a few hundred steps: compiling would cost more than it saves
+        if a.get("lr") is not None:
+            cfg.optim.lr = a["lr"]
         if cfg.optim.warmup_steps is not None:  # (a fraction scales with the uptraining's steps by itself)
             cfg.optim.warmup_steps = min(cfg.optim.warmup_steps, max(1, steps // 10))
         resume = bool(list_checkpoints(folder / "run"))

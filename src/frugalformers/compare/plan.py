@@ -28,14 +28,20 @@ class Cell:
         if self.kind == "finetune":
             return f"finetune {a['label']}{' (no pretraining)' if a['scratch'] else ''} on {a['task']} seed {a['seed']}"
         if self.kind == "uptrain":
-            return f"uptrain {a['variant']} alpha {a['alpha']:g}"
+            return f"uptrain {a['variant']} alpha {a['alpha']:g}" + (f" lr {a['lr']:g}" if a.get("lr") else "")
         if self.kind in ("pretrain", "speed", "decode"):
             return f"{self.kind} {a.get('label', a.get('variant', ''))}"
         return self.kind
 
 
-def alpha_tag(alpha: float) -> str:
-    return f"a{alpha:g}"
+def alpha_tag(alpha: float, lr: float | None = None) -> str:
+    """'a0.05', or 'a0.05/lr0.0001' for an uptraining at a peak rate of its own (alpha 0 has none)."""
+    return f"a{alpha:g}" + (f"/lr{lr:g}" if lr is not None and alpha > 0 else "")
+
+
+def uptrain_lrs(recipe: Recipe) -> list[float | None]:
+    """The uptraining peak rates, one table each; [None]: the original recipe's."""
+    return list(recipe.uptrain.lrs) or [None]
 
 
 def variant_name(kv_heads: int | None, method: str | None, n_heads: int) -> str:
@@ -75,16 +81,13 @@ def plan(recipe: Recipe) -> list[Cell]:
 
         n_heads = get_preset(m.preset).replace(**recipe.model_overrides(m)).n_heads
         pre = (f"pretrain/{m.label}",)
-        for alpha in up.alphas:
-            name = variant_name(None, None, n_heads)
-            args = {"variant": name, "kv_heads": None, "method": None, "alpha": alpha}
-            cells.append(Cell(f"uptrain/{name}/{alpha_tag(alpha)}", "uptrain", args, pre))
-        for g in up.kv_heads:
-            for method in up.methods:
-                name = variant_name(g, method, n_heads)
-                for alpha in up.alphas:
-                    args = {"variant": name, "kv_heads": g, "method": method, "alpha": alpha}
-                    cells.append(Cell(f"uptrain/{name}/{alpha_tag(alpha)}", "uptrain", args, pre))
+        variants = [(None, None)] + [(g, method) for g in up.kv_heads for method in up.methods]
+        for g, method in variants:
+            name = variant_name(g, method, n_heads)
+            for alpha in up.alphas:
+                for lr in uptrain_lrs(recipe) if alpha > 0 else [None]:
+                    args = {"variant": name, "kv_heads": g, "method": method, "alpha": alpha, "lr": lr}
+                    cells.append(Cell(f"uptrain/{name}/{alpha_tag(alpha, lr)}", "uptrain", args, pre))
         if recipe.speed.kind != "none":
             for g in [n_heads, *up.kv_heads]:
                 name = variant_name(g, None, n_heads)

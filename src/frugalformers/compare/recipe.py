@@ -39,7 +39,7 @@ FINETUNE_KEYS = (
     "run",
     "per_task",
 )
-UPTRAIN_KEYS = ("kv_heads", "methods", "alphas", "eval_batches")
+UPTRAIN_KEYS = ("kv_heads", "methods", "alphas", "lrs", "eval_batches")
 SPEED_KEYS = ("kind", "batch_size", "seq_len", "lengths", "repeats", "warmup", "compile", "context")
 MODEL_KEYS = ("preset", "label", "model", "pretrain", "finetune")
 
@@ -123,6 +123,9 @@ class UptrainSpec:
     kv_heads: list[int] = field(default_factory=lambda: [1])
     methods: list[str] = field(default_factory=lambda: ["mean", "first", "random"])
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1])
+    # peak learning rates of the uptraining runs, each a table of its own; empty: the original recipe's
+    # (the paper continues T5's schedule, whose rate is by then a small fraction of its peak)
+    lrs: list[float] = field(default_factory=list)
     eval_batches: int = 50
 
 
@@ -314,6 +317,8 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"{where}: uptrain.methods {bad}: use mean, first or random")
         if any(not 0 <= a <= 1 for a in up.alphas):
             raise RecipeError(f"{where}: uptrain.alphas={up.alphas} must lie in [0, 1] (the paper: 0.05)")
+        if any(not isinstance(lr, (int, float)) or lr <= 0 for lr in up.lrs):
+            raise RecipeError(f"{where}: uptrain.lrs={up.lrs} must be positive learning rates (e.g. [1.0e-4])")
         config = get_preset(recipe.models[0].preset).replace(**recipe.model_overrides(recipe.models[0]))
         if config.family != "decoder":
             raise RecipeError(f"{where}: an uptrain study takes a decoder preset (llama-*), not {config.family!r}")

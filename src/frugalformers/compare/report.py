@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from frugalformers.compare.cells import majority_baseline
-from frugalformers.compare.plan import SCRATCH, alpha_tag, plan, variant_name
+from frugalformers.compare.plan import SCRATCH, alpha_tag, plan, uptrain_lrs, variant_name
 from frugalformers.compare.recipe import Recipe
 
 OBJECTIVE_NAMES = {"mlm": "MLM", "clm": "LM", "span": "span", "ul2": "UL2"}
@@ -327,7 +327,9 @@ def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path, lengths: l
 
 
 # ------------------------------------------------------------------ GQA uptraining study
-def uptrain_rows(recipe: Recipe, results: dict) -> list[dict]:
+def uptrain_rows(recipe: Recipe, results: dict, lr: float | None = None) -> list[dict]:
+    """One row per variant: held-out loss per alpha for uptraining at peak rate `lr` (None: the
+    recipe's), its distance from the multi-head model continued alike, the decode step."""
     from frugalformers.presets import get_preset
 
     m = recipe.models[0]
@@ -340,7 +342,7 @@ def uptrain_rows(recipe: Recipe, results: dict) -> list[dict]:
         name = variant_name(g, meth, n_heads)
         row = {"variant": name, "kv_heads": g or n_heads, "method": meth or "-", "loss": {}}
         for a in up.alphas:
-            r = results.get(f"uptrain/{name}/{alpha_tag(a)}")
+            r = results.get(f"uptrain/{name}/{alpha_tag(a, lr)}")
             row["loss"][a] = r["loss"] if r else None
         d = decode.get(g or n_heads)
         row["ms_per_step"] = d["ms_per_step"] if d else None
@@ -358,27 +360,17 @@ def uptrain_rows(recipe: Recipe, results: dict) -> list[dict]:
 
 def _uptrain_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, dict]:
     up = recipe.uptrain
-    rows = uptrain_rows(recipe, results)
+    lrs = uptrain_lrs(recipe)
     pre = results.get(f"pretrain/{recipe.models[0].label}")
     unigram = results.get("baseline/unigram")
-    cols = ["variant", "kv heads", "method"] + [f"loss, alpha {a:g} (vs MHA)" for a in up.alphas]
-    cols += [f"ppl, alpha {max(up.alphas):g}", "decode ms/step", "decode speed vs MHA"]
-    body = []
-    import math
-
-    for r in rows:
-        cells = [r["variant"], str(r["kv_heads"]), r["method"]]
-        for a in up.alphas:
-            loss, rel = r["loss"][a], r["vs_mha_percent"][a]
-            cells.append("-" if loss is None else f"{loss:.4f}" + ("" if r is rows[0] else f" ({rel:+.2f}%)"))
-        last = r["loss"][max(up.alphas)]
-        cells += [
-            _num(math.exp(last) if last else None, "{:.2f}"),
-            _num(r["ms_per_step"]),
-            _num(r.get("decode_speedup"), "{:.2f}x"),
-        ]
-        body.append(cells)
-    lines = [_table(cols, body), ""]
+    lines, tables = [], []
+    for lr in lrs:
+        rows = uptrain_rows(recipe, results, lr)
+        if len(lrs) > 1:
+            lines += [f"Uptraining at peak learning rate {lr:g}:", ""]
+        lines += [_uptrain_table(up, rows), ""]
+        tables.append({"lr": lr, "rows": rows})
+        _plot_uptrain(recipe, rows, run_dir, "" if lr == lrs[0] else f"_lr{lr:g}")
     if pre:
         lines.append(
             f"The multi-head model: {pre['params']:,} parameters, {pre['steps']} steps ({pre['tokens']:,} tokens), "
@@ -396,16 +388,43 @@ def _uptrain_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, 
             + ("CUDA-graph replays" if cuda else "host clock")
             + " (median), same run"
         )
-    lines.append(
-        "alpha: uptraining steps as a fraction of the original run's, with its recipe (alpha 0: converted, not "
-        "uptrained; the MHA row at alpha > 0 is the original model continued for the same steps, the fair reference). "
-        f"Held-out loss over {up.eval_batches} batches. Decode: {how}."
+    rate = (
+        "the original recipe's schedule at its peak rate"
+        if lrs == [None]
+        else "the original recipe's warm-up and schedule at the peak rate named above each table"
     )
-    _plot_uptrain(recipe, rows, run_dir)
-    return "\n".join(lines), {"rows": rows, "pretrain": pre, "unigram": unigram}
+    lines.append(
+        "alpha: uptraining steps as a fraction of the original run's, with "
+        + rate
+        + " (alpha 0: converted, not uptrained; the MHA row at alpha > 0 is the original model continued for the "
+        f"same steps, the fair reference). Held-out loss over {up.eval_batches} batches. Decode: {how}."
+    )
+    data = {"rows": tables[0]["rows"], "by_lr": tables, "pretrain": pre, "unigram": unigram}
+    return "\n".join(lines), data
 
 
-def _plot_uptrain(recipe: Recipe, rows: list[dict], run_dir: Path) -> None:
+def _uptrain_table(up, rows: list[dict]) -> str:
+    import math
+
+    cols = ["variant", "kv heads", "method"] + [f"loss, alpha {a:g} (vs MHA)" for a in up.alphas]
+    cols += [f"ppl, alpha {max(up.alphas):g}", "decode ms/step", "decode speed vs MHA"]
+    body = []
+    for r in rows:
+        cells = [r["variant"], str(r["kv_heads"]), r["method"]]
+        for a in up.alphas:
+            loss, rel = r["loss"][a], r["vs_mha_percent"][a]
+            cells.append("-" if loss is None else f"{loss:.4f}" + ("" if r is rows[0] else f" ({rel:+.2f}%)"))
+        last = r["loss"][max(up.alphas)]
+        cells += [
+            _num(math.exp(last) if last else None, "{:.2f}"),
+            _num(r["ms_per_step"]),
+            _num(r.get("decode_speedup"), "{:.2f}x"),
+        ]
+        body.append(cells)
+    return _table(cols, body)
+
+
+def _plot_uptrain(recipe: Recipe, rows: list[dict], run_dir: Path, suffix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -421,10 +440,10 @@ def _plot_uptrain(recipe: Recipe, rows: list[dict], run_dir: Path) -> None:
             ax.annotate(r["variant"], (r["ms_per_step"], r["loss"][target]), textcoords="offset points", xytext=(5, 4))
         ax.set_xlabel("decode time per step (ms)")
         ax.set_ylabel(f"held-out loss after uptraining (alpha {target:g})")
-        ax.set_title(f"{recipe.name}: quality against decode time (GQA Figure 3)")
+        ax.set_title(f"{recipe.name}{suffix.replace('_', ' ')}: quality against decode time (GQA Figure 3)")
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        fig.savefig(run_dir / "quality_vs_time.png")
+        fig.savefig(run_dir / f"quality_vs_time{suffix}.png")
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     for r in rows:
@@ -433,9 +452,9 @@ def _plot_uptrain(recipe: Recipe, rows: list[dict], run_dir: Path) -> None:
             ax.plot(xs, [r["loss"][a] for a in xs], marker="o", label=r["variant"])
     ax.set_xlabel("uptraining steps / original steps (alpha)")
     ax.set_ylabel("held-out loss")
-    ax.set_title(f"{recipe.name}: quality against uptraining (GQA Figure 4)")
+    ax.set_title(f"{recipe.name}{suffix.replace('_', ' ')}: quality against uptraining (GQA Figure 4)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(run_dir / "quality_vs_alpha.png")
+    fig.savefig(run_dir / f"quality_vs_alpha{suffix}.png")
     plt.close(fig)

@@ -185,15 +185,21 @@ def run_compare(
     workers: int = 1,
     log: Callable[[str], None] = print,
     report_only: bool = False,
+    skip: tuple[str, ...] = (),
 ) -> Path:
     """Run (or continue) a comparison of a recipe file (or a recipe as a dict, e.g. the demo's);
-    returns the run folder, whose compare.md holds the table."""
+    returns the run folder, whose compare.md holds the table. Cells of the kinds in `skip` (e.g.
+    "speed", "decode": timings, when other jobs share the GPU) are left for a later --resume."""
     from frugalformers.compare.recipe import recipe_from_dict
     from frugalformers.compare.report import write_report
 
     recipe = recipe_from_dict(recipe_path, "the recipe") if isinstance(recipe_path, dict) else load_recipe(recipe_path)
     if workers < 1:
         raise RecipeError(f"--workers={workers} must be at least 1")
+    kinds = ("pretrain", "finetune", "speed", "uptrain", "decode", "unigram")
+    for k in skip:
+        if k not in kinds:
+            raise RecipeError(f"--skip {k!r}: not a kind of cell; use one of {', '.join(kinds)}")
     run_dir = Path(out) if out else default_out(recipe)
     if report_only:  # the report of the cells done so far, nothing run
         if not (run_dir / "recipe.yaml").exists():
@@ -211,13 +217,15 @@ def run_compare(
         cells = plan(stored_recipe)
         results = {c.key: r for c in cells if (r := read_result(run_dir, c.key)) is not None}
         _drop_lost_checkpoints(cells, results, run_dir, log)
-        todo = [c for c in cells if c.key not in results]
+        todo = [c for c in cells if c.key not in results and c.kind not in skip]
         for m in recipe.models:
             if m.differences():
                 log(f"{m.label}: {m.differences()}")
+        held = len(cells) - len(results) - len(todo)
         log(
-            f"compare {recipe.name}: {len(cells)} cells, {len(results)} already done, {len(todo)} to run, "
-            f"{workers} worker{'s' * (workers > 1)} -> {run_dir}"
+            f"compare {recipe.name}: {len(cells)} cells, {len(results)} already done, {len(todo)} to run"
+            + (f" ({held} {'/'.join(skip)} cells left for --resume)" if skip else "")
+            + f", {workers} worker{'s' * (workers > 1)} -> {run_dir}"
         )
         failed = _run_cells(todo, cells, results, stored, run_dir, workers, log)
         md = write_report(stored_recipe, run_dir, results, command=_run_command(run_dir))
