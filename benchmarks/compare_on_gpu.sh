@@ -12,6 +12,9 @@
 #   BUDGET=500 bash benchmarks/compare_on_gpu.sh gqa-small:3 fnet-small:6
 #   PACK='.pack/data.tar.xz .pack/colt5.tar.xz' bash benchmarks/compare_on_gpu.sh fnet-small:6 colt5-small:2
 # (.pack/colt5.tar.xz: `frugal data pack corpus longdoc --tokenizer base --out .pack/colt5.tar.xz`)
+#   PACK='.pack/data.tar.xz .pack/knowledge.tar.xz' \
+#     PREP='python3 -m frugalformers.cli data mix knowledge --into corpus --times 16' \
+#     bash benchmarks/compare_on_gpu.sh mowe-small:4
 set -uo pipefail
 export PYTHONUNBUFFERED=1 FRUGAL_HOME=${FRUGAL_HOME:-/tmp/frugal}
 OUT=${OUT:-out}
@@ -24,6 +27,7 @@ for pack in ${PACK:-.pack/data.tar.xz}; do  # once per machine
   python3 -m frugalformers.cli data unpack "$pack" || exit 1
   touch "$marker"
 done
+[ -n "${PREP:-}" ] && { eval "$PREP" || exit 1; }  # e.g. `frugal data mix` for a recipe's mixture
 deadline=$(( $(date +%s) + ${BUDGET:-540} ))
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 

@@ -273,6 +273,50 @@ register_preset(
         options={"n_experts": 336, "routing": "tokens_choose", "capacity_factor": 1.25, "expert_dropout": 0.0},
     )
 )
+# The knowledge study at T5.1.1-Small's shape (recipes/mowe-small.yaml): word experts or Switch experts in
+# encoder and decoder blocks 4 and 7 of 8 (0-based 3, 6; MoWE-Base's 5 and 10 of 12, scaled), everything
+# else as t5-small. MoWE: 8,192 experts of d_e 64 (the paper's 32K experts for a 1M-word routing vocabulary
+# is ~30 words per expert; the corpus tokenizer's 184K words over 8K experts is ~22), 537M sparse
+# parameters. Switch: 85 top-1 experts per layer of the dense FFN's size (4 x 85 x 1.57M = 535M; the MoE
+# layers do not share experts), capacity 1.25, so it has T5's
+# FLOPs per token; MoWE has fewer (its 4 layers cost 2 x 512 x 64 per routed token instead of
+# 3 x 512 x 1024).
+_SMALL_EXPERT_BLOCKS = tuple("{}" if i in (3, 6) else "dense" for i in range(8))
+
+
+def _t5_small_with(kind: str, options: dict) -> ModelConfig:
+    ffns = tuple(f.format(kind) for f in _SMALL_EXPERT_BLOCKS)
+    return _t5(**{**_T5_SMALL, "max_seq_len": 1024}, layer_ffns=ffns, decoder_layer_ffns=ffns, options=options)
+
+
+register_preset("t5-small", "T5.1.1-Small encoder-decoder: 8+8 x 512, gated-gelu FFN 1024, 6 heads of 64")(
+    lambda: _t5(**{**_T5_SMALL, "max_seq_len": 1024})
+)
+register_preset(
+    "mowe-small",
+    "MoWE at T5.1.1-Small's shape: encoder and decoder blocks 4 and 7 share one bank of 8,192 word experts "
+    "(d_e 64, bf16, row-sparse gradients)",
+)(
+    lambda: _t5_small_with(
+        "word_experts",
+        {
+            "mowe_experts": 8192,
+            "mowe_d_expert": 64,
+            "mowe_skip_top": 16,
+            "mowe_bank_dtype": "bfloat16",
+            "mowe_sparse_grad": True,
+        },
+    )
+)
+register_preset(
+    "switch-small",
+    "Switch-style T5.1.1-Small, MoWE-Small's MoE baseline: encoder and decoder blocks 4 and 7 are top-1 MoE "
+    "layers of 85 experts each (d_ff 1024, capacity 1.25; 535M sparse parameters, as MoWE-Small's bank)",
+)(
+    lambda: _t5_small_with(
+        "moe", {"n_experts": 85, "routing": "tokens_choose", "capacity_factor": 1.25, "expert_dropout": 0.0}
+    )
+)
 register_preset("switch-tiny", "tiny Switch-style T5 for tests: the 2nd encoder FFN is an 8-expert top-1 MoE")(
     lambda: _t5(
         **{**_T5_TINY, "n_layers": 2},

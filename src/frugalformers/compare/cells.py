@@ -31,8 +31,10 @@ def pretrain_config(recipe: Recipe, label: str, out: Path | None = None):
 
 
 def tokenizer_name(recipe: Recipe) -> str:
-    """The pretraining data's tokenizer as `DATASET/NAME` (what fine-tuning on a task suite uses)."""
-    return recipe.finetune.tokenizer or f"{recipe.pretrain_dataset}/{recipe.pretrain_tokenizer}"
+    """The pretraining data's tokenizer as `DATASET/NAME` (what fine-tuning on a task suite uses);
+    a pretraining tokenizer named `DATASET/NAME` already (a mixture's, e.g. `corpus/tiny`) is that."""
+    tok = recipe.pretrain_tokenizer
+    return recipe.finetune.tokenizer or (tok if "/" in tok else f"{recipe.pretrain_dataset}/{tok}")
 
 
 # ------------------------------------------------------------------ baselines
@@ -180,6 +182,12 @@ def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> 
     train, test = load_task(dataset, task, "train"), load_task(dataset, task, "test")
     top = Counter(r["label"] for r in train).most_common(1)[0][0]
     out = {"label": top, "score": score(metric, [top] * len(test), [r["label"] for r in test])[main]}
+    if metric == "em_f1":  # the same question asked with several gold answers: one answer can match one
+        golds: dict[tuple, Counter] = {}
+        for r in test:
+            golds.setdefault((r["text"], r.get("text_b")), Counter())[r["label"]] += 1
+        out["ambiguous"] = sum(sum(c.values()) for c in golds.values() if len(c) > 1)
+        out["ceiling"] = sum(max(c.values()) for c in golds.values()) / len(test)
     if breakdown:
         by = {}
         for key in {str(r.get(breakdown, "-")) for r in test}:

@@ -149,8 +149,13 @@ def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
     if row["label"] != ref_name and row.get("encoder_infer_speedup"):
         n, x = max(row["encoder_infer_speedup"].items(), key=lambda kv: int(kv[0]))
         parts.append(f"{x:.2f}x {ref_name}'s encoder speed at {int(n):,} tokens")
-    if row["label"] != ref_name and row.get("percent_of_reference") is not None:
-        parts.append(f"{row['percent_of_reference']:.0f}% of its average score")
+    ref = next((r for r in rows if r["label"] == ref_name), None)
+    if row["label"] != ref_name and ref and row.get("average") is not None and ref.get("average") is not None:
+        points = f"{100 * (row['average'] - ref['average']):+.1f} points"
+        if row.get("percent_of_reference") is not None:
+            parts.append(f"{row['percent_of_reference']:.0f}% of its average score ({points})")
+        else:
+            parts.append(f"{points} on its average score")
     if not row["scratch"] and row.get("average") is not None:
         twin = next((r for r in rows if r["label"] == f"{row['label']}-{SCRATCH}"), None)
         if twin and twin.get("average") is not None:
@@ -166,7 +171,7 @@ def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
             if losers:
                 said += f" (no gain on {', '.join(losers)})"
             parts.append(said)
-    return "; ".join(parts) if parts else "reference"
+    return "; ".join(parts) if parts else "reference" if row["label"] == ref_name else "-"
 
 
 def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, dict]:
@@ -248,9 +253,52 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         parts += ["", "What each model does differently from the shared recipe:", "", *diffs]
     if spec.breakdown:
         parts += ["", _breakdown_table(spec, rows, majority)]
+    parts += _data_notes(recipe, majority)
     md = "\n".join(parts)
     _plot_speed_quality(recipe, rows, run_dir / "compare.png", lengths)
     return md, {"rows": rows, "majority": majority, "unigram": unigram}
+
+
+def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
+    """What bounds the scores and what the models were pretrained on, where a reader needs it: the
+    exact-match ceiling of questions asked with several gold answers, each mixture's make-up."""
+    import json
+
+    from frugalformers.compare.cells import pretrain_config
+
+    notes = []
+    for task, m in majority.items():
+        if m.get("ambiguous"):
+            notes.append(
+                f"- {task}: {m['ambiguous']} test questions are asked with several gold answers, so exact match "
+                f"can reach at most {m['ceiling']:.3f}."
+            )
+    seen = set()
+    for entry in recipe.models:
+        data = pretrain_config(recipe, entry.label).data
+        if (data.dataset, data.tokenizer) in seen:
+            continue
+        seen.add((data.dataset, data.tokenizer))
+        try:
+            from frugalformers.data.shards import shard_path
+
+            meta = json.loads((shard_path(data.dataset, data.tokenizer) / "meta.json").read_text())
+        except (ValueError, OSError):
+            continue
+        if meta.get("mix"):
+            mix = meta["mix"]
+            share = meta["added_tokens"] * mix["times"] / meta["tokens"]["train"]
+            line = (
+                f"- pretraining data `{data.dataset}` ({data.tokenizer}): {mix['base']} plus the {mix['added']} "
+                f"text x {mix['times']} ({share:.1%} of its {meta['tokens']['train']:,} train tokens)"
+            )
+            if "unrouted_subject_words" in meta:
+                line += (
+                    f"; {meta['unrouted_subject_words']:.0%} of the test questions' subject words are outside the "
+                    "routing vocabulary (MoWE skips them)"
+                )
+            notes.append(line + ".")
+    return ["", *notes] if notes else []
 
 
 def _encoder_lengths(recipe: Recipe, results: dict) -> list[int]:

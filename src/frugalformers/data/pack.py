@@ -60,7 +60,8 @@ def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max
             dst = root / name
             if (src / "shards" / tokenizer).exists():
                 pack(name, dst, tokenizer, max_mb, words)
-            for part in ("tasks", "long"):
+            parts = ("tasks", "long") if (src / "shards" / tokenizer).exists() else ("tasks", "long", "text")
+            for part in parts:  # a suite's text too: `frugal data mix` adds it to another's shards
                 if (src / part).exists():
                     shutil.copytree(src / part, dst / part)
             if (src / "tokenizer").exists() and not (dst / "tokenizer").exists():

@@ -76,7 +76,8 @@ class PretrainBatches:
         if self.objective not in allowed:
             raise ValueError(f"objective={self.objective!r} does not fit family {family!r}; use one of {allowed}")
         folder = dataset_folder(dataset)
-        self.tok = Tokenizer.load(folder / "tokenizer", tokenizer)
+        # a mixture (`frugal data mix`) names its base's tokenizer, DATASET/NAME: shards/DATASET/NAME
+        self.tok = load_tokenizer(dataset, tokenizer)
         if self.tok.vocab_size > vocab_size:
             raise ValueError(
                 f"the {tokenizer!r} tokenizer has {self.tok.vocab_size} pieces but the model's vocab_size is "
