@@ -7,11 +7,7 @@ names every missing, unexpected or mis-shaped tensor instead of failing on the f
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,47 +16,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from frugalformers.config import ModelConfig
+from frugalformers.files import atomic_dir, atomic_write  # noqa: F401  (re-exported)
 
 WEIGHTS = "model.safetensors"
+MARKER = "COMPLETE"  # a training checkpoint (`checkpoints/step-N/`) is whole once this file is in it
 CONFIG = "config.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the model it is loaded into, or cannot be read."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path`: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_dir(final: str | Path):
-    """Yield a hidden temporary folder beside `final`; on success it replaces `final` in one rename,
-    on any error (or interrupt) it is removed, so readers never see a half-built folder."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -159,3 +123,11 @@ def load(directory: str | Path, device: str | torch.device | None = None, dtype:
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """A run folder's complete checkpoints (`checkpoints/step-N/` holding MARKER), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / MARKER).exists())

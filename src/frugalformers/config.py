@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalformers.layout import LAYOUTS, layer_recipe
+from frugalformers.registry import ACTIVATIONS, ATTENTION_IMPLS, FFNS, MIXERS
 
 FAMILIES = ("bert", "t5", "decoder")
 HEADS = {
@@ -138,10 +139,6 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        from frugalformers.models.recipe import FFNS, MIXERS  # registries fill as blocks import
-        from frugalformers.nn.attention import IMPLS
-        from frugalformers.nn.ffn import ACTIVATIONS
-
         _one_of("family", self.family, FAMILIES)
         if self.head is None:
             self.head = HEADS[self.family][0]
@@ -204,7 +201,7 @@ class ModelConfig:
             raise ValueError(
                 f"decoder_start_token_id={self.decoder_start_token_id!r} must be in [0, vocab_size={self.vocab_size})"
             )
-        _one_of("attention_impl", self.attention_impl, IMPLS)
+        _one_of("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         for name in ("mixer", "decoder_mixer"):
             _one_of(name, getattr(self, name), sorted(MIXERS))
         for name in ("ffn", "decoder_ffn"):

@@ -49,7 +49,7 @@ def read_result(run_dir: Path, key: str) -> dict | None:
 
 
 def write_result(run_dir: Path, key: str, result: dict) -> None:
-    from frugalformers.checkpoint import atomic_write
+    from frugalformers.files import atomic_write
 
     atomic_write(cell_dir(run_dir, key) / RESULT, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
 
@@ -120,7 +120,7 @@ def prepare_folder(recipe: Recipe, run_dir: Path, resume: bool) -> None:
     elif any(p.name != ".lock" for p in run_dir.iterdir()):
         raise RecipeError(f"{run_dir} exists and is not a comparison's folder; choose another --out")
     else:
-        from frugalformers.checkpoint import atomic_write
+        from frugalformers.files import atomic_write
 
         run_dir.mkdir(parents=True, exist_ok=True)
         text = OmegaConf.to_yaml(OmegaConf.create(recipe.raw))

@@ -8,15 +8,13 @@ from pathlib import Path
 
 from torch import nn
 
-from frugalformers.checkpoint import load, save
+from frugalformers.checkpoint import list_checkpoints, load, save
 
 
 def model_folder(path: str | Path) -> Path:
     """`path` itself, or for a run folder (no config.json, a checkpoints/ folder) its newest checkpoint."""
     p = Path(path)
     if not (p / "config.json").exists() and (p / "checkpoints").exists():
-        from frugalformers.train.checkpointing import list_checkpoints
-
         ckpts = list_checkpoints(p)
         if ckpts:
             return ckpts[-1]

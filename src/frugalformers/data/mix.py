@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalformers.checkpoint import atomic_dir
 from frugalformers.data.shards import _dtype, open_shard, shard_path
+from frugalformers.data.store import dataset_folder
+from frugalformers.data.tokenizer import load_tokenizer
+from frugalformers.files import atomic_dir
 
 COPY_CHUNK = 1 << 24  # tokens per copy step (memory-bounded copies of the base shards)
 
@@ -28,8 +30,6 @@ COPY_CHUNK = 1 << 24  # tokens per copy step (memory-bounded copies of the base 
 def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, force: bool = False, log=print) -> Path:
     """Write ADD/shards/INTO/TOKENIZER (see the module docstring); returns the folder. An existing
     mixture made with other settings is refused unless `force`."""
-    from frugalformers.train.batches import dataset_folder, load_tokenizer
-
     if times < 1:
         raise ValueError(f"--times={times}: the added text must appear at least once")
     base = shard_path(into, tokenizer)
@@ -119,6 +119,4 @@ def routing_ids(tokens: np.ndarray, tok, dataset: str, name: str, chunk: int = 1
 
 def _span_word_ids(args) -> np.ndarray:
     dataset, name, ids = args
-    from frugalformers.train.batches import load_tokenizer
-
     return load_tokenizer(dataset, name).word_ids(ids)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frugalformers.checkpoint import atomic_dir
 from frugalformers.data.store import dataset_dir
+from frugalformers.files import atomic_dir
 
 
 def _dtype(vocab_size: int):

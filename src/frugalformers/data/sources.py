@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from frugalformers.checkpoint import atomic_dir
+from frugalformers.files import atomic_dir
 
 
 class SourceError(RuntimeError):

@@ -17,8 +17,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from frugalformers.checkpoint import atomic_dir
 from frugalformers.data.sources import frugal_home
+from frugalformers.files import atomic_dir
 
 
 def datasets_root() -> Path:
@@ -60,3 +60,14 @@ def stable_fraction(key: str) -> float:
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def dataset_folder(name: str) -> Path:
+    """A prepared dataset by name, or a folder (e.g. made by `frugal data pack`)."""
+    p = Path(name)
+    if (p / "shards").exists() or (p / "tasks").exists():
+        return p
+    folder = dataset_dir(name)
+    if not folder.exists():
+        raise ValueError(f"dataset {name!r} is not prepared; run `frugal data prepare {name}` (or give a folder)")
+    return folder

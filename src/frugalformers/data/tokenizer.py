@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from frugalformers.data.store import dataset_folder
+
 N_SENTINELS = 100
 SPECIAL = ["[CLS]", "[SEP]", "[MASK]"] + [f"<extra_id_{i}>" for i in range(N_SENTINELS)]
 _PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
@@ -174,3 +176,20 @@ def train_tokenizer(
     vocab = build_routing_vocab(jsonl)
     (out_dir / f"{name}.routing.tsv").write_text("".join(f"{w}\t{c}\n" for w, c in vocab), encoding="utf-8")
     return Tokenizer(out_dir / f"{name}.model", out_dir / f"{name}.routing.tsv")
+
+
+def load_tokenizer(dataset: str, name: str) -> Tokenizer:
+    """The tokenizer `name` of `dataset`, or `OTHER_DATASET/name` for a dataset without its own
+    (e.g. `longdoc` tasks with `data.tokenizer=corpus/tiny`)."""
+    if "/" in name:
+        dataset, name = name.rsplit("/", 1)
+    folder = dataset_folder(dataset) / "tokenizer"
+    if not (folder / f"{name}.model").exists():
+        have = sorted(p.stem for p in folder.glob("*.model")) if folder.exists() else []
+        if have:
+            raise ValueError(f"dataset {dataset!r} has no tokenizer {name!r}; its tokenizers: {have}")
+        raise ValueError(
+            f"dataset {dataset!r} has no tokenizer of its own (a task suite): name the pretraining data's, "
+            f"e.g. data.tokenizer=corpus/tiny (DATASET/NAME)"
+        )
+    return Tokenizer.load(folder, name)

@@ -12,7 +12,6 @@ Interfaces inside a stack:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from frugalformers.nn.attention import Attention, KVCache
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.registry import FFNS, MIXERS, builder, register_ffn, register_mixer  # noqa: F401
 
 STACKS = ("encoder", "decoder")
 
@@ -41,35 +41,14 @@ class MixContext:
     extras: dict = field(default_factory=dict)
 
 
-Builder = Callable[["ModelConfig", int, str], nn.Module]  # noqa: F821  (config, layer index, stack)
-MIXERS: dict[str, Builder] = {}
-FFNS: dict[str, Builder] = {}
-
-
-def register_mixer(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        MIXERS[name] = fn
-        return fn
-
-    return deco
-
-
-def register_ffn(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        FFNS[name] = fn
-        return fn
-
-    return deco
-
-
 def build_mixer(config, i: int, stack: str) -> nn.Module:
     name = config.layer_mixer(i) if stack == "encoder" else config.decoder_mixer
-    return MIXERS[name](config, i, stack)
+    return builder(MIXERS, "mixer", name)(config, i, stack)
 
 
 def build_ffn(config, i: int, stack: str) -> nn.Module:
     name = config.layer_ffn(i) if stack == "encoder" else config.decoder_layer_ffn(i)
-    return FFNS[name](config, i, stack)
+    return builder(FFNS, "ffn", name)(config, i, stack)
 
 
 def split_aux(out) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

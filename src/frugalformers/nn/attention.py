@@ -21,8 +21,9 @@ from torch import nn
 from frugalformers.kernels.decode_attention import decode_attention, decode_attention_applies
 from frugalformers.nn.fused_linear import fuse_linears
 from frugalformers.nn.positions import apply_rotary
+from frugalformers.registry import ATTENTION_IMPLS
 
-IMPLS = ("sdpa", "reference")
+IMPLS = ATTENTION_IMPLS  # ("sdpa", "reference")
 
 
 class KVCache(nn.Module):

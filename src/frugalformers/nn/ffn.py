@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frugalformers.nn.fused_linear import fuse_linears
+from frugalformers.registry import ACTIVATIONS  # noqa: F401  (the names; _ACTIVATIONS maps each to its function)
 
 
 def _gelu_new(x: torch.Tensor) -> torch.Tensor:
@@ -30,9 +31,6 @@ def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return _ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"activation={name!r} is not supported; use one of {sorted(_ACTIVATIONS)}") from None
-
-
-ACTIVATIONS = tuple(_ACTIVATIONS)
 
 
 class FeedForward(nn.Module):

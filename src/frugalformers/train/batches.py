@@ -8,44 +8,15 @@ resumed run sees the same batches), and `eval_batches(n)` (a fixed validation se
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import torch
 
 from frugalformers.data.objectives import causal_lm, mlm_mask, seq2seq_batch, span_corruption, ul2_example
 from frugalformers.data.shards import TokenLoader, open_shard, pad_batch
-from frugalformers.data.store import dataset_dir
-from frugalformers.data.tokenizer import Tokenizer
+from frugalformers.data.store import dataset_folder  # noqa: F401  (re-exported)
+from frugalformers.data.tokenizer import Tokenizer, load_tokenizer  # noqa: F401  (re-exported)
 
 DEFAULT_OBJECTIVE = {"bert": "mlm", "t5": "span", "decoder": "clm"}
-
-
-def dataset_folder(name: str) -> Path:
-    """A prepared dataset by name, or a folder (e.g. made by `frugal data pack`)."""
-    p = Path(name)
-    if (p / "shards").exists() or (p / "tasks").exists():
-        return p
-    folder = dataset_dir(name)
-    if not folder.exists():
-        raise ValueError(f"dataset {name!r} is not prepared; run `frugal data prepare {name}` (or give a folder)")
-    return folder
-
-
-def load_tokenizer(dataset: str, name: str) -> Tokenizer:
-    """The tokenizer `name` of `dataset`, or `OTHER_DATASET/name` for a dataset without its own
-    (e.g. `longdoc` tasks with `data.tokenizer=corpus/tiny`)."""
-    if "/" in name:
-        dataset, name = name.rsplit("/", 1)
-    folder = dataset_folder(dataset) / "tokenizer"
-    if not (folder / f"{name}.model").exists():
-        have = sorted(p.stem for p in folder.glob("*.model")) if folder.exists() else []
-        if have:
-            raise ValueError(f"dataset {dataset!r} has no tokenizer {name!r}; its tokenizers: {have}")
-        raise ValueError(
-            f"dataset {dataset!r} has no tokenizer of its own (a task suite): name the pretraining data's, "
-            f"e.g. data.tokenizer=corpus/tiny (DATASET/NAME)"
-        )
-    return Tokenizer.load(folder, name)
 
 
 def _generators(seed: int, epoch: int, position: int) -> tuple[random.Random, torch.Generator]:

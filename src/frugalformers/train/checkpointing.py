@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from frugalformers.checkpoint import CheckpointError, atomic_dir, load_state_strict, read_state, save
-
-MARKER = "COMPLETE"
+from frugalformers.checkpoint import (  # noqa: F401  (list_checkpoints, MARKER re-exported)
+    MARKER,
+    CheckpointError,
+    list_checkpoints,
+    load_state_strict,
+    read_state,
+    save,
+)
+from frugalformers.files import atomic_dir
 
 
 def rng_state() -> dict:
@@ -48,13 +54,6 @@ def save_checkpoint(run_dir: Path, step: int, model, trainer_state: dict, keep_l
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.exists():
-        return []
-    return sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
 
 
 def load_checkpoint(path: Path, model) -> dict:

@@ -190,7 +190,7 @@ def warmup_steps(cfg: RunConfig) -> int:
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:
-    from frugalformers.checkpoint import atomic_write
+    from frugalformers.files import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -165,7 +165,7 @@ def predict_file(
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    from frugalformers.checkpoint import atomic_write
+    from frugalformers.files import atomic_write
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="") as f:
