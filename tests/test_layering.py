@@ -57,3 +57,9 @@ def test_no_part_imports_what_its_layer_forbids():
 def test_the_check_sees_imports_inside_functions():
     found = {(src, dst) for src, dst, _, _ in imports()}
     assert ("cli", "train") in found and ("api", "models") in found  # api imports models in a function
+
+
+def test_no_source_file_over_500_lines():
+    """Small modules, one concept each (ARCHITECTURE.md): a file past 500 lines is split by concept."""
+    long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 500}
+    assert not long, long

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from frugalformers.data.knowledge import knowledge_subject, unrouted_share
 from frugalformers.data.shards import _dtype, open_shard, shard_path
 from frugalformers.data.store import dataset_folder
+from frugalformers.data.tasks import load_task
 from frugalformers.data.tokenizer import load_tokenizer
 from frugalformers.files import atomic_dir
 
@@ -77,9 +79,6 @@ def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, f
         meta["mix"] = settings
         meta["added_tokens"] = added
         if add == "knowledge":  # MoWE routes by word: what share of the asked-about subjects can it route?
-            from frugalformers.data.datasets import knowledge_subject, unrouted_share
-            from frugalformers.data.tasks import load_task
-
             subjects = [knowledge_subject(r["text"]) for r in load_task(add, "qa", "test")]
             meta["unrouted_subject_words"] = unrouted_share(tok, [x for x in subjects if x])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
