@@ -98,3 +98,26 @@ def test_decoder_layer_ffns_are_checked():
     with pytest.raises(ValueError, match=r"decoder_layer_ffns\[1\]"):
         get_preset("t5-tiny").replace(decoder_layer_ffns=("dense", "experts"))
     assert get_preset("mowe-tiny").decoder_layer_ffn(1) == "word_experts"
+
+
+def test_block_options_are_typed_validated_and_merged_key_by_key():
+    """A misspelled block option is an error with the close key; a wrong type too; overriding one
+    option keeps the preset's others (sparse-mixer-tiny keeps its 4 experts); the constructors'
+    defaults are the option classes' defaults."""
+    from frugalformers.api import build_model
+    from frugalformers.nn.moe import MoEFeedForward
+    from frugalformers.options import MoEOptions
+    from frugalformers.train.config import load_run_config
+
+    with pytest.raises(ValueError, match=r"unknown block option 'capacity_factr'; did you mean \['capacity_factor'"):
+        build_model("sparse-mixer-tiny", options={"capacity_factr": 9})
+    with pytest.raises(ValueError, match=r"options.n_experts='4' must be int \(MoEOptions\)"):
+        build_model("sparse-mixer-tiny", options={"n_experts": "4"})
+    with pytest.raises(ValueError, match=r"options.mowe_sparse_grad=1 must be bool"):
+        build_model("mowe-tiny", options={"mowe_sparse_grad": 1})
+    m = build_model("sparse-mixer-tiny", options={"capacity_factor": 2.0})
+    assert m.config.options["n_experts"] == 4 and m.config.options["capacity_factor"] == 2.0
+    cfg = load_run_config("sparse-mixer-tiny", None, ["model.options.capacity_factor=2.0"])
+    config = get_preset("sparse-mixer-tiny").replace(**cfg.model)
+    assert config.options["n_experts"] == 4 and config.options["capacity_factor"] == 2.0
+    assert MoEFeedForward(8, 16).dropout.p == MoEOptions.expert_dropout == 0.1

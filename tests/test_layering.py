@@ -10,6 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "frugalformers"
 FORBIDDEN = {
     "files": "*",  # the bottom: nothing from the package
     "registry": "*",
+    "options": "*",
     "kernels": {"nn", "models", "train", "data", "config", "api", "checkpoint", "cli", "compare", "convert"},
     "nn": {"models", "train", "data", "cli", "compare", "convert", "api", "checkpoint", "presets", "demo", "dist"},
     "data": {"models", "nn", "kernels", "train", "api", "checkpoint", "compare", "convert", "cli", "dist", "demo"},

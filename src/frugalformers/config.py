@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalformers.layout import LAYOUTS, layer_recipe
+from frugalformers.options import merge_options, validate_options
 from frugalformers.registry import ACTIVATIONS, ATTENTION_IMPLS, FFNS, MIXERS
 
 FAMILIES = ("bert", "t5", "decoder")
@@ -124,7 +125,7 @@ class ModelConfig:
     attention_impl: str = "sdpa"  # sdpa | reference
     classifier_pooling: str = "cls"  # bert classify head: "cls" (token 0, the papers) | "mean" (real tokens)
     prenorm: bool = False  # bert family: pre-LayerNorm layers + a final LayerNorm (the papers: post-LN)
-    options: dict[str, Any] = field(default_factory=dict)  # block-specific settings of later blocks
+    options: dict[str, Any] = field(default_factory=dict)  # block settings: fields of frugalformers.options
 
     def __post_init__(self) -> None:
         if isinstance(self.layer_mixers, list):
@@ -236,8 +237,7 @@ class ModelConfig:
                 )
             for i, entry in enumerate(self.decoder_layer_ffns):
                 _one_of(f"decoder_layer_ffns[{i}]", entry, sorted(FFNS))
-        if not isinstance(self.options, dict):
-            raise ValueError(f"options={self.options!r} must be a dict of block settings")
+        validate_options(self.options)
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -338,6 +338,8 @@ class ModelConfig:
     def replace(self, **overrides: Any) -> ModelConfig:
         """A new validated config with `overrides` applied; unknown keys are an error."""
         _check_keys(overrides)
+        if isinstance(overrides.get("options"), dict):  # key by key into the preset's options
+            overrides = {**overrides, "options": merge_options(self.options, overrides["options"])}
         return dataclasses.replace(self, **overrides)
 
 

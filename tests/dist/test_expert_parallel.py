@@ -14,7 +14,7 @@ def _moe(routing):
 
     torch.manual_seed(0)
     return MoEFeedForward(16, 24, n_experts=4, routing=routing, top_k=2 if routing != "experts_choose" else 1,
-                          capacity_factor=1.0, max_group_size=12)  # fmt: skip
+                          capacity_factor=1.0, max_group_size=12, expert_dropout=0.0)  # fmt: skip
 
 
 def _inputs(rank):

@@ -12,13 +12,21 @@ Interfaces inside a stack:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from frugalformers.nn.attention import Attention, KVCache
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.options import (
+    LocalAttentionOptions,
+    MixingOptions,
+    MoEOptions,
+    RoutedOptions,
+    WordExpertOptions,
+    block_options,
+)
 from frugalformers.registry import FFNS, MIXERS, builder, register_ffn, register_mixer  # noqa: F401
 
 STACKS = ("encoder", "decoder")
@@ -108,22 +116,23 @@ def _attention(config, i: int, stack: str) -> nn.Module:
 def _fourier(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.mixing import FourierMixing
 
-    o = config.options
-    return FourierMixing(impl=o.get("fourier_impl", "auto"), padding=o.get("mixing_padding", "fixed"))
+    o = block_options(config.options, MixingOptions)
+    return FourierMixing(impl=o.fourier_impl, padding=o.mixing_padding)
 
 
 @register_mixer("linear")
 def _linear(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.mixing import LinearMixing
 
-    return LinearMixing(config.max_seq_len, config.d_model, config.options.get("mixing_padding", "fixed"))
+    return LinearMixing(config.max_seq_len, config.d_model, block_options(config.options, MixingOptions).mixing_padding)
 
 
 @register_mixer("random")
 def _random(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.mixing import RandomMixing
 
-    return RandomMixing(config.max_seq_len, config.d_model, config.options.get("mixing_padding", "fixed"), seed=i)
+    padding = block_options(config.options, MixingOptions).mixing_padding
+    return RandomMixing(config.max_seq_len, config.d_model, padding, seed=i)
 
 
 @register_mixer("identity")
@@ -133,28 +142,11 @@ def _identity(config, i: int, stack: str) -> nn.Module:
     return IdentityMixing()
 
 
-MOE_OPTIONS = {  # config.options keys read by the "moe" feed-forward, with the official Sparse Mixer defaults
-    "n_experts": 16,
-    "routing": "experts_choose",
-    "capacity_factor": 1.0,
-    "eval_capacity_factor": None,
-    "top_k": 1,
-    "min_capacity": 4,
-    "max_group_size": 4096,
-    "batch_prioritized": True,
-    "jitter": 0.0,
-    "expert_dropout": 0.1,  # 0.1 pre-training, 0.2 fine-tuning in the official configs
-    "aux_loss_factor": 0.01,
-    "z_loss_factor": 1e-4,
-    "per_example_groups": False,
-}
-
-
 @register_ffn("moe")
 def _moe(config, i: int, stack: str) -> nn.Module:
     from frugalformers.nn.moe import MoEFeedForward
 
-    o = {k: config.options.get(k, v) for k, v in MOE_OPTIONS.items()}
+    o = asdict(block_options(config.options, MoEOptions))
     return MoEFeedForward(
         config.d_model, config.d_ff, activation=config.activation, gated=config.gated_ffn, bias=config.bias, **o
     )
@@ -165,7 +157,8 @@ def _windowed(cls, config, stack: str, *extra) -> nn.Module:
     attention settings (no attention dropout: the windowed paths take none)."""
     kw = attention_kwargs(config, stack)
     kw.pop("dropout")
-    return cls(kw.pop("d_model"), kw.pop("n_heads"), config.options.get("local_radius", 127), *extra, **kw)
+    radius = block_options(config.options, LocalAttentionOptions).local_radius
+    return cls(kw.pop("d_model"), kw.pop("n_heads"), radius, *extra, **kw)
 
 
 @register_mixer("local_attention")
@@ -182,12 +175,13 @@ def _transient_global(config, i: int, stack: str) -> nn.Module:
     (options: local_radius, global_block). Its relative biases belong to the T5 stack."""
     from frugalformers.nn.transient_global import TransientGlobalAttention
 
-    return _windowed(TransientGlobalAttention, config, stack, config.options.get("global_block", 16))
+    block = block_options(config.options, LocalAttentionOptions).global_block
+    return _windowed(TransientGlobalAttention, config, stack, block)
 
 
 def light_heads(config) -> int:
     """CoLT5's light (local) attention heads: options.light_heads, or a quarter of the heads (r_L = 1/4)."""
-    return config.options.get("light_heads") or max(1, config.n_heads // 4)
+    return block_options(config.options, RoutedOptions).light_heads or max(1, config.n_heads // 4)
 
 
 @register_mixer("routed_attention")
@@ -200,26 +194,26 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
     it; "iterative" runs the descent); see `nn.routed.RoutedAttention`."""
     from frugalformers.nn.routed import RoutedAttention
 
-    o = config.options
+    o = block_options(config.options, RoutedOptions)
     light = light_heads(config)
     return RoutedAttention(
         config.d_model,
         light,
-        o.get("heavy_heads", config.n_heads - light),
+        o.heavy_heads or config.n_heads - light,
         config.resolved_head_dim,
-        radius=o.get("local_radius", 127),
-        routed=o.get("routed_tokens", 1 / 16),
-        kv_factor=o.get("kv_factor", 2.0),
+        radius=block_options(config.options, LocalAttentionOptions).local_radius,
+        routed=o.routed_tokens,
+        kv_factor=o.kv_factor,
         bias=config.bias,
         scale=config.attention_scale,
-        eps=o.get("router_eps", 1.0),
-        iters=o.get("router_iters", 50),
-        train_k_factor=o.get("router_train_k_factor", 9 / 8),
+        eps=o.router_eps,
+        iters=o.router_iters,
+        train_k_factor=o.router_train_k_factor,
         impl=config.attention_impl,
-        heavy_position_bias=o.get("heavy_position_bias", True),
-        router_input=o.get("router_input", "normalized"),
-        straight_through=o.get("router_straight_through", False),
-        solver=o.get("router_solver", "exact"),
+        heavy_position_bias=o.heavy_position_bias,
+        router_input=o.router_input,
+        straight_through=o.router_straight_through,
+        solver=o.router_solver,
         relative_buckets=config.relative_buckets,
         relative_max_distance=config.relative_max_distance,
     )
@@ -230,22 +224,22 @@ def _routed(config, i: int, stack: str) -> nn.Module:
     """CoLT5 conditional FFN: light d_ff/2 on all tokens, heavy 4*d_ff on the routed ones (section 3.1)."""
     from frugalformers.nn.routed import RoutedFeedForward
 
-    o = config.options
+    o = block_options(config.options, RoutedOptions)
     return RoutedFeedForward(
         config.d_model,
-        o.get("light_d_ff", config.d_ff // 2),
-        o.get("heavy_d_ff", 4 * config.d_ff),
-        routed=o.get("routed_tokens", 1 / 16),
+        o.light_d_ff or config.d_ff // 2,
+        o.heavy_d_ff or 4 * config.d_ff,
+        routed=o.routed_tokens,
         activation=config.activation,
         gated=config.gated_ffn,
         bias=config.bias,
         dropout=config.dropout if config.family == "t5" else 0.0,
-        eps=o.get("router_eps", 1.0),
-        iters=o.get("router_iters", 50),
-        train_k_factor=o.get("router_train_k_factor", 9 / 8),
-        router_input=o.get("router_input", "normalized"),
-        straight_through=o.get("router_straight_through", False),
-        solver=o.get("router_solver", "exact"),
+        eps=o.router_eps,
+        iters=o.router_iters,
+        train_k_factor=o.router_train_k_factor,
+        router_input=o.router_input,
+        straight_through=o.router_straight_through,
+        solver=o.router_solver,
     )
 
 
@@ -254,7 +248,7 @@ def _word_experts(config, i: int, stack: str) -> nn.Module:
     """MoWE layer; its expert bank is attached by `share_word_expert_bank` (one per model)."""
     from frugalformers.nn.word_experts import WordExperts
 
-    return WordExperts(None, skip_top=config.options.get("mowe_skip_top", 16))
+    return WordExperts(None, skip_top=block_options(config.options, WordExpertOptions).mowe_skip_top)
 
 
 def share_word_expert_bank(model: nn.Module, config) -> None:
@@ -265,14 +259,14 @@ def share_word_expert_bank(model: nn.Module, config) -> None:
 
     layers = [m for m in model.modules() if isinstance(m, WordExperts)]
     if layers:
-        o = config.options
+        o = block_options(config.options, WordExpertOptions)
         bank = WordExpertBank(
-            o.get("mowe_experts", 32768),
+            o.mowe_experts,
             config.d_model,
-            o.get("mowe_d_expert", 64),
+            o.mowe_d_expert,
             config.activation,
-            dtype=o.get("mowe_bank_dtype", "float32"),
-            sparse_grad=o.get("mowe_sparse_grad", False),
+            dtype=o.mowe_bank_dtype,
+            sparse_grad=o.mowe_sparse_grad,
         )
         for layer in layers:
             layer.bank = bank

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalformers.nn.attention import Attention, reference_attention
+from frugalformers.options import LocalAttentionOptions
 
 
 def local_bias(table, rel: torch.Tensor, H: int, span: int) -> torch.Tensor:
@@ -37,7 +38,7 @@ def band_mask(n: int, radius: int, device=None) -> torch.Tensor:
 class LocalAttention(Attention):
     """`Attention` restricted to a window of +-radius tokens (non-causal, self-attention)."""
 
-    def __init__(self, d_model: int, n_heads: int, radius: int = 127, **kwargs):
+    def __init__(self, d_model: int, n_heads: int, radius: int = LocalAttentionOptions.local_radius, **kwargs):
         super().__init__(d_model, n_heads, causal=False, **kwargs)
         if radius < 1:
             raise ValueError(f"radius={radius} must be >= 1")

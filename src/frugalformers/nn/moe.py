@@ -41,6 +41,7 @@ from torch import nn
 from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import autocast_off, compute_dtype
+from frugalformers.options import MoEOptions
 
 ROUTINGS = ("experts_choose", "tokens_choose", "dropless")
 
@@ -151,22 +152,22 @@ class MoEFeedForward(nn.Module):
         self,
         d_model: int,
         d_ff: int,
-        n_experts: int = 16,
-        routing: str = "experts_choose",
-        capacity_factor: float = 1.0,
-        eval_capacity_factor: float | None = None,
-        top_k: int = 1,
-        min_capacity: int = 4,
-        max_group_size: int = 4096,
-        batch_prioritized: bool = True,
-        jitter: float = 0.0,
+        n_experts: int = MoEOptions.n_experts,
+        routing: str = MoEOptions.routing,
+        capacity_factor: float = MoEOptions.capacity_factor,
+        eval_capacity_factor: float | None = MoEOptions.eval_capacity_factor,
+        top_k: int = MoEOptions.top_k,
+        min_capacity: int = MoEOptions.min_capacity,
+        max_group_size: int = MoEOptions.max_group_size,
+        batch_prioritized: bool = MoEOptions.batch_prioritized,
+        jitter: float = MoEOptions.jitter,
         activation: str = "gelu",
         gated: bool = False,
         bias: bool = True,
-        expert_dropout: float = 0.0,
-        aux_loss_factor: float = 0.01,
-        z_loss_factor: float = 1e-4,
-        per_example_groups: bool = False,
+        expert_dropout: float = MoEOptions.expert_dropout,
+        aux_loss_factor: float = MoEOptions.aux_loss_factor,
+        z_loss_factor: float = MoEOptions.z_loss_factor,
+        per_example_groups: bool = MoEOptions.per_example_groups,
     ):
         super().__init__()
         if routing not in ROUTINGS:

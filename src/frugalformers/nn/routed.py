@@ -33,6 +33,7 @@ from torch import nn
 
 from frugalformers.nn.ffn import FeedForward
 from frugalformers.nn.precision import autocast_off
+from frugalformers.options import LocalAttentionOptions, RoutedOptions
 
 
 def _solver_scores(scores: torch.Tensor, k: float) -> torch.Tensor:
@@ -125,7 +126,12 @@ class Router(nn.Module):
     """s = x . u, then soft top-k and the hard top-m: returns (indices (B, m), weights (B, m))."""
 
     def __init__(
-        self, d_model: int, eps: float = 1.0, iters: int = 50, train_k_factor: float = 9 / 8, solver: str = "exact"
+        self,
+        d_model: int,
+        eps: float = RoutedOptions.router_eps,
+        iters: int = RoutedOptions.router_iters,
+        train_k_factor: float = RoutedOptions.router_train_k_factor,
+        solver: str = RoutedOptions.router_solver,
     ):
         super().__init__()
         if solver not in SOLVERS:
@@ -158,17 +164,17 @@ class RoutedFeedForward(nn.Module):
         d_model: int,
         d_ff_light: int,
         d_ff_heavy: int,
-        routed: int | float = 1 / 16,
+        routed: int | float = RoutedOptions.routed_tokens,
         activation: str = "gelu_new",
         gated: bool = True,
         bias: bool = False,
         dropout: float = 0.0,
-        eps: float = 1.0,
-        iters: int = 50,
-        train_k_factor: float = 9 / 8,
-        router_input: str = "normalized",
-        straight_through: bool = False,
-        solver: str = "exact",
+        eps: float = RoutedOptions.router_eps,
+        iters: int = RoutedOptions.router_iters,
+        train_k_factor: float = RoutedOptions.router_train_k_factor,
+        router_input: str = RoutedOptions.router_input,
+        straight_through: bool = RoutedOptions.router_straight_through,
+        solver: str = RoutedOptions.router_solver,
     ):
         super().__init__()
         _check_router_options(router_input)
@@ -214,21 +220,21 @@ class RoutedAttention(nn.Module):
         n_heads_light: int,
         n_heads_heavy: int,
         head_dim: int,
-        radius: int = 127,
-        routed: int | float = 1 / 16,
-        kv_factor: float = 2.0,
+        radius: int = LocalAttentionOptions.local_radius,
+        routed: int | float = RoutedOptions.routed_tokens,
+        kv_factor: float = RoutedOptions.kv_factor,
         bias: bool = False,
         scale: float | None = None,
-        eps: float = 1.0,
-        iters: int = 50,
-        train_k_factor: float = 9 / 8,
+        eps: float = RoutedOptions.router_eps,
+        iters: int = RoutedOptions.router_iters,
+        train_k_factor: float = RoutedOptions.router_train_k_factor,
         impl: str = "sdpa",
-        heavy_position_bias: bool = False,
-        router_input: str = "normalized",
-        straight_through: bool = False,
+        heavy_position_bias: bool = RoutedOptions.heavy_position_bias,
+        router_input: str = RoutedOptions.router_input,
+        straight_through: bool = RoutedOptions.router_straight_through,
         relative_buckets: int = 32,
         relative_max_distance: int = 128,
-        solver: str = "exact",
+        solver: str = RoutedOptions.router_solver,
     ):
         super().__init__()
         from frugalformers.nn.attention import Attention

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from frugalformers.nn.attention import reference_attention
 from frugalformers.nn.local_attention import LocalAttention, band_mask, local_bias
 from frugalformers.nn.norms import RMSNorm
+from frugalformers.options import LocalAttentionOptions
 
 NEG = -1e10  # the mask value of the official implementation
 
@@ -54,7 +55,14 @@ def global_aggregates(x: torch.Tensor, ids: torch.Tensor, n_global: int) -> torc
 class TransientGlobalAttention(LocalAttention):
     """`LocalAttention` plus attention to the transient global tokens of fixed blocks."""
 
-    def __init__(self, d_model: int, n_heads: int, radius: int = 127, global_block: int = 16, **kwargs):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        radius: int = LocalAttentionOptions.local_radius,
+        global_block: int = LocalAttentionOptions.global_block,
+        **kwargs,
+    ):
         super().__init__(d_model, n_heads, radius, **kwargs)
         if global_block < 1:
             raise ValueError(f"global_block={global_block} must be >= 1")

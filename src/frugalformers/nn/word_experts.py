@@ -44,6 +44,7 @@ from frugalformers.kernels.word_experts import fused_applies, route_words, word_
 from frugalformers.nn import grouped_experts
 from frugalformers.nn.ffn import activation_fn
 from frugalformers.nn.precision import compute_dtype
+from frugalformers.options import WordExpertOptions
 
 BANK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -137,7 +138,13 @@ class WordExperts(nn.Module):
 
     IMPLS = ("auto", "unfused")
 
-    def __init__(self, bank: WordExpertBank | None, skip_top: int = 16, chunk: int = 4096, impl: str = "auto"):
+    def __init__(
+        self,
+        bank: WordExpertBank | None,
+        skip_top: int = WordExpertOptions.mowe_skip_top,
+        chunk: int = 4096,
+        impl: str = "auto",
+    ):
         super().__init__()
         if impl not in self.IMPLS:
             raise ValueError(f"impl={impl!r} is not a word-expert dispatch; use one of {self.IMPLS}")

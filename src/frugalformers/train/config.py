@@ -16,6 +16,9 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from frugalformers.files import atomic_write
+from frugalformers.options import help_text as block_help
+
 
 @dataclass
 class DataSection:
@@ -190,7 +193,6 @@ def warmup_steps(cfg: RunConfig) -> int:
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:
-    from frugalformers.files import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -210,4 +212,5 @@ def help_text() -> str:
                 continue
             default = default.replace("field(default_factory=dict)", "{}")
             lines.append(f"  {prefix + name:<26} {default:<12} {comment or ''}")
+    lines += ["", "block options (model.options.KEY=VALUE; each overrides one key of the preset's):", block_help()]
     return "\n".join(lines)
