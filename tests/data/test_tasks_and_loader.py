@@ -87,3 +87,27 @@ def test_metrics():
     assert score("em_f1", ["x"], ["x"]) == {"em": 1.0, "f1": 1.0}
     with pytest.raises(ValueError, match="metric='bleu'"):
         score("bleu", [], [])
+
+
+def test_unpack_adds_what_a_dataset_lacks_and_replaces_nothing(tmp_path, monkeypatch, demo_data):
+    """Two packs of one dataset (say corpus with the 8k shards, then with the 32k ones) unpack into
+    one folder: the second adds its files, and a file already there is never replaced."""
+    import io
+    import tarfile
+
+    from frugalformers.data.pack import pack_archive, unpack_archive
+
+    first = pack_archive(["demo"], tmp_path / "a.tar.xz", "tiny", 2.0, log=lambda *_: None)
+    second = tmp_path / "b.tar.xz"
+    with tarfile.open(second, "w:xz") as tar:
+        for name, text in (("datasets/demo/shards/base/meta.json", "{}"), ("datasets/demo/manifest.json", "new")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    monkeypatch.setenv("FRUGAL_HOME", str(tmp_path / "home"))
+    assert unpack_archive(first) == ["demo"]
+    manifest = (tmp_path / "home/datasets/demo/manifest.json").read_text()
+    assert unpack_archive(second) == ["demo"]
+    assert (tmp_path / "home/datasets/demo/shards/base/meta.json").exists()
+    assert (tmp_path / "home/datasets/demo/manifest.json").read_text() == manifest  # kept
+    assert unpack_archive(second) == []  # nothing left to add

@@ -97,10 +97,14 @@ def unpack_archive(archive: str | Path, force: bool = False) -> list[str]:
             if parts[0] != "datasets" or ".." in parts or m.issym() or m.islnk():
                 raise ValueError(f"{archive}: unexpected member {m.name!r}; not an archive of `frugal data pack`")
         for name in names:
+            mine = [m for m in members if Path(m.name).parts[1:2] == (name,)]
             if (home / "datasets" / name).exists():
-                if not force:
-                    continue
-                shutil.rmtree(home / "datasets" / name)
-            tar.extractall(home, members=[m for m in members if Path(m.name).parts[1:2] == (name,)])
+                if force:
+                    shutil.rmtree(home / "datasets" / name)
+                else:  # add what it lacks (another tokenizer's shards, say), never replace a file
+                    mine = [m for m in mine if m.isfile() and not (home / m.name).exists()]
+                    if not mine:
+                        continue
+            tar.extractall(home, members=mine)
             done.append(name)
     return done
