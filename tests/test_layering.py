@@ -64,3 +64,16 @@ def test_no_source_file_over_500_lines():
     """Small modules, one concept each (ARCHITECTURE.md): a file past 500 lines is split by concept."""
     long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 500}
     assert not long, long
+
+
+def test_imports_inside_functions_only_in_the_cli():
+    """A module imports the package at its top, where a cycle would show at once; only the CLI
+    defers its imports (each subcommand loads what it runs, so `frugal --help` starts fast)."""
+    late = set()
+    for f in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("frugalformers"):
+                        late.add(str(f.relative_to(PKG)))
+    assert late <= {"cli.py"}, sorted(late)

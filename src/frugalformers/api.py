@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from frugalformers.config import ModelConfig
+from frugalformers.models import MODEL_CLASSES
 from frugalformers.presets import PRESETS, get_preset
 
 
@@ -29,7 +30,6 @@ def build_model(name_or_config: str | ModelConfig | dict, **overrides) -> nn.Mod
     `overrides` replace config fields, e.g. `build_model("bert-base", head="classify", num_labels=3)`.
     Build under `torch.device("meta")` to count parameters without allocating.
     """
-    from frugalformers.models import MODEL_CLASSES
 
     config = resolve_config(name_or_config, **overrides)
     return MODEL_CLASSES[(config.family, config.head)](config)

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from frugalformers.api import build_model
 from frugalformers.config import ModelConfig
 from frugalformers.files import atomic_dir, atomic_write  # noqa: F401  (re-exported)
 
@@ -115,7 +116,6 @@ def load_config(directory: str | Path) -> ModelConfig:
 
 def load(directory: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
     """Build the model described by `directory/config.json` and load its weights."""
-    from frugalformers.api import build_model
 
     config = load_config(directory)
     model = build_model(config)

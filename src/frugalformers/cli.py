@@ -1,4 +1,8 @@
-"""The `frugal` command."""
+"""The `frugal` command.
+
+Each subcommand imports what it runs inside its handler, so `frugal data list` or `frugal --help`
+starts without loading torch, the models and the training stack (the only imports of the package
+made inside functions)."""
 
 from __future__ import annotations
 

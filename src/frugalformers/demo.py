@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from frugalformers.compare import run_compare
+from frugalformers.data.datasets import prepare
+from frugalformers.plot import plot_runs
+
 MODELS = ("bert-tiny", "fnet-tiny", "sparse-mixer-tiny")
 SEQ = 64  # one length for pretraining and fine-tuning: Linear mixing (Sparse Mixer) needs a fixed one
 
@@ -66,10 +70,6 @@ def run_demo(
     workers: int = 2,
     log=print,
 ) -> int:
-    from frugalformers.compare import run_compare
-    from frugalformers.data.datasets import prepare
-    from frugalformers.plot import plot_runs
-
     t0 = time.time()
     prepare("demo", log=log)
     out_dir = Path(out)

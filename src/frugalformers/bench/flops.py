@@ -12,6 +12,8 @@ import os
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
+from frugalformers.api import build_model, example_inputs
+
 
 def _fft_flops(shape, dims, factor: float) -> int:
     """`factor * N * log2(L)` per transformed axis of length L over N elements: the usual estimate of
@@ -47,7 +49,6 @@ def count_flops(model: torch.nn.Module, inputs: dict[str, torch.Tensor], backwar
 
 def flops_per_token(config, seq_len: int, batch: int = 1) -> float:
     """Forward FLOPs per token of the model `config` describes, at sequence length `seq_len`."""
-    from frugalformers.api import build_model, example_inputs
 
     with torch.device("meta"):
         model = build_model(config)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from frugalformers.bench.report import format_table, hardware
+
 # (category, pattern over the kernel or operator name); the first match wins, so the specific
 # kernels (attention's own GEMMs, Inductor's fused kernels) come before the generic patterns.
 CATEGORIES: list[tuple[str, re.Pattern]] = [
@@ -83,8 +85,6 @@ class KernelProfile:
         ]
 
     def markdown(self, title: str, top: int = 8) -> str:
-        from frugalformers.bench.report import format_table
-
         what = "GPU kernels, device time" if self.device == "cuda" else "CPU operators, self time"
         return (
             f"**{title}** ({what}, mean of {self.steps} profiled steps; step wall time {self.wall_ms:.2f} ms, "
@@ -145,7 +145,6 @@ def profile_step(
 
 def profiles_markdown(heading: str, command: str, profiles: list[tuple[str, KernelProfile]], note: str = "") -> str:
     """A RESULTS.md section: heading, hardware, the command, then each profile's tables."""
-    from frugalformers.bench.report import hardware
 
     body = "\n".join(prof.markdown(title) for title, prof in profiles)
     note = f"{note}\n\n" if note else ""

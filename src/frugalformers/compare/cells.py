@@ -12,8 +12,24 @@ from pathlib import Path
 
 import torch
 
+from frugalformers.api import build_model, count_parameters
+from frugalformers.bench.decode import decode_step_time
+from frugalformers.bench.report import hardware
+from frugalformers.bench.steps import compiled, step_fns
+from frugalformers.bench.timing import measure
+from frugalformers.checkpoint import load as load_model
+from frugalformers.checkpoint import save as save_model
 from frugalformers.compare.plan import SCRATCH, Cell, finetune_steps
 from frugalformers.compare.recipe import Recipe, dotted
+from frugalformers.convert.gqa import convert_model
+from frugalformers.data.tasks import load_task, score, task_info
+from frugalformers.presets import get_preset
+from frugalformers.train.batches import load_tokenizer, pretrain_batches
+from frugalformers.train.checkpointing import list_checkpoints
+from frugalformers.train.config import load_run_config
+from frugalformers.train.logger import read_metrics
+from frugalformers.train.run import finetune, pretrain, pretrain_eval
+from frugalformers.train.trainer import autocast_for, pick_device
 
 Log = Callable[[str], None]
 
@@ -23,8 +39,6 @@ def cell_dir(run_dir: Path, key: str) -> Path:
 
 
 def pretrain_config(recipe: Recipe, label: str, out: Path | None = None):
-    from frugalformers.train.config import load_run_config
-
     m = recipe.entry(label)
     extra = [f"out={out}"] if out is not None else []
     return load_run_config(m.preset, None, recipe.pretrain_options(m) + extra)
@@ -42,9 +56,6 @@ def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
     """The trivial baseline of the pretraining objective: predict every target from the training
     tokens' unigram frequencies (add-one smoothed), on the same held-out batches as the models."""
     import numpy as np
-
-    from frugalformers.presets import get_preset
-    from frugalformers.train.batches import load_tokenizer, pretrain_batches
 
     cfg = pretrain_config(recipe, recipe.models[0].label)
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
@@ -65,12 +76,6 @@ def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
 
 # ------------------------------------------------------------------ pretraining
 def run_pretrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
-    from frugalformers.api import count_parameters
-    from frugalformers.checkpoint import load as load_model
-    from frugalformers.train.checkpointing import list_checkpoints
-    from frugalformers.train.logger import read_metrics
-    from frugalformers.train.run import pretrain
-
     cfg = pretrain_config(recipe, cell.args["label"], folder)
     cfg.eval_at_start = True
     cfg.keep_last = 1
@@ -102,9 +107,6 @@ def run_pretrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
 # ------------------------------------------------------------------ fine-tuning
 def finetune_config(recipe: Recipe, cell: Cell, run_dir: Path, folder: Path):
     """The run config of a fine-tuning cell: the shared recipe, the task's and the model's options."""
-    from frugalformers.data.tasks import task_info
-    from frugalformers.train.batches import load_tokenizer
-    from frugalformers.train.config import load_run_config
 
     a, spec = cell.args, recipe.finetune
     m = recipe.entry(a["label"])
@@ -136,9 +138,6 @@ def finetune_config(recipe: Recipe, cell: Cell, run_dir: Path, folder: Path):
 
 
 def run_finetune(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
-    from frugalformers.data.tasks import load_task, score, task_info
-    from frugalformers.train.run import finetune
-
     a, spec = cell.args, recipe.finetune
     cfg = finetune_config(recipe, cell, run_dir, folder)
     t0 = time.time()
@@ -175,8 +174,6 @@ def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> 
     `breakdown`, of the most common label within each group), in the task's metric."""
     from collections import Counter
 
-    from frugalformers.data.tasks import load_task, score, task_info
-
     metric = task_info(dataset, task)["metric"]
     main = "em" if metric == "em_f1" else metric
     train, test = load_task(dataset, task, "train"), load_task(dataset, task, "test")
@@ -207,12 +204,6 @@ def run_speed(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path)
     length instead (`run_encoder_speed`)."""
     if recipe.speed.kind == "encoder":
         return run_encoder_speed(recipe, cell)
-    from frugalformers.api import build_model
-    from frugalformers.bench.report import hardware
-    from frugalformers.bench.steps import compiled
-    from frugalformers.bench.timing import measure
-    from frugalformers.train.batches import load_tokenizer, pretrain_batches
-    from frugalformers.train.trainer import autocast_for, pick_device
 
     cfg = pretrain_config(recipe, cell.args["label"])
     device = pick_device(cfg)
@@ -274,12 +265,6 @@ def run_encoder_speed(recipe: Recipe, cell: Cell) -> dict:
     `speed.batch_size` examples (default 1) of random token ids, milliseconds per example, medians
     over repeats; as CoLT5's Table 8 and Figure 1 time long inputs. A length that does not fit in
     memory is recorded as None."""
-    from frugalformers.api import build_model
-    from frugalformers.bench.report import hardware
-    from frugalformers.bench.steps import compiled, step_fns
-    from frugalformers.bench.timing import measure
-    from frugalformers.train.batches import load_tokenizer
-    from frugalformers.train.trainer import autocast_for, pick_device
 
     cfg = pretrain_config(recipe, cell.args["label"])
     device = pick_device(cfg)
@@ -323,13 +308,6 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
     """Convert the pretrained multi-head model (kv_heads None: keep it), uptrain it for alpha of the
     original steps with the original recipe (alpha 0: not at all), and score it on held-out text.
     The uptraining draws its windows in a fresh order (seed + 1), the same for every variant."""
-    from frugalformers.checkpoint import load as load_model
-    from frugalformers.checkpoint import save as save_model
-    from frugalformers.convert.gqa import convert_model
-    from frugalformers.train.batches import pretrain_batches
-    from frugalformers.train.checkpointing import list_checkpoints
-    from frugalformers.train.run import pretrain, pretrain_eval
-    from frugalformers.train.trainer import pick_device
 
     a, up = cell.args, recipe.uptrain
     label = recipe.models[0].label
@@ -380,11 +358,6 @@ def run_uptrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pat
 def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The compiled decode step of the pretrained shape with `kv_heads` kv heads (random weights:
     a step's cost does not depend on them), one batch and cache length, CUDA-graph replays."""
-    from frugalformers.api import build_model
-    from frugalformers.bench.decode import decode_step_time
-    from frugalformers.bench.report import hardware
-    from frugalformers.train.batches import load_tokenizer
-    from frugalformers.train.trainer import pick_device
 
     m = recipe.models[0]
     cfg = pretrain_config(recipe, m.label)

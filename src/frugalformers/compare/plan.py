@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from frugalformers.compare.recipe import Recipe
+from frugalformers.presets import get_preset
 
 SCRATCH = "scratch"  # the suffix of a model's row without pretraining
 
@@ -77,7 +78,6 @@ def plan(recipe: Recipe) -> list[Cell]:
     else:
         m = recipe.models[0]
         up = recipe.uptrain
-        from frugalformers.presets import get_preset
 
         n_heads = get_preset(m.preset).replace(**recipe.model_overrides(m)).n_heads
         pre = (f"pretrain/{m.label}",)

@@ -1,7 +1,6 @@
 """A `frugal compare` recipe (YAML): which models, pretrained how, then measured how.
 
 Two studies share the format:
-
 - `finetune` (the default): each model is pretrained on the same data with the same schedule, then
   fine-tuned on every task of a suite with one shared recipe and several seeds (optionally also
   without pretraining, `finetune.scratch`), and timed (training and inference tokens/s, or the
@@ -22,6 +21,11 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from frugalformers.data.datasets import DATASETS
+from frugalformers.presets import get_preset
+from frugalformers.train.batches import dataset_folder
+from frugalformers.train.config import load_run_config
 
 STUDIES = ("finetune", "uptrain")
 SPEED_KINDS = ("train_infer", "encoder", "decode", "none")
@@ -277,8 +281,6 @@ def _model_entry(path: str, i: int, m: Any) -> ModelEntry:
 
 def validate(recipe: Recipe) -> None:
     """Presets, run options, datasets and tasks exist; errors say which and what to do."""
-    from frugalformers.presets import get_preset
-    from frugalformers.train.config import load_run_config
 
     where = recipe.path
     for m in recipe.models:
@@ -331,9 +333,6 @@ def validate(recipe: Recipe) -> None:
 
 
 def _check_dataset(where: str, name: str, key: str) -> None:
-    from frugalformers.data.datasets import DATASETS
-    from frugalformers.train.batches import dataset_folder
-
     if name not in DATASETS and not Path(name).is_dir():
         raise RecipeError(f"{where}: {key}={name!r} is neither a dataset ({sorted(DATASETS)}) nor a folder")
     try:
@@ -343,6 +342,4 @@ def _check_dataset(where: str, name: str, key: str) -> None:
 
 
 def available_tasks(dataset: str) -> list[str]:
-    from frugalformers.train.batches import dataset_folder
-
     return sorted(p.name for p in (dataset_folder(dataset) / "tasks").glob("*") if (p / "task.json").exists())

@@ -9,7 +9,8 @@ import json
 import statistics
 from pathlib import Path
 
-from frugalformers.compare.cells import majority_baseline
+from frugalformers.bench.report import hardware
+from frugalformers.compare.cells import majority_baseline, pretrain_config
 from frugalformers.compare.markdown import cell as _cell
 from frugalformers.compare.markdown import mean_sd as _mean_sd
 from frugalformers.compare.markdown import num as _num
@@ -17,6 +18,8 @@ from frugalformers.compare.markdown import table as _table
 from frugalformers.compare.plan import SCRATCH, plan
 from frugalformers.compare.recipe import Recipe
 from frugalformers.compare.report_uptrain import uptrain_report
+from frugalformers.data.shards import shard_path
+from frugalformers.data.tasks import task_info
 
 OBJECTIVE_NAMES = {"mlm": "MLM", "clm": "LM", "span": "span", "ul2": "UL2"}
 
@@ -25,7 +28,6 @@ def _hardware(results: dict) -> str:
     devices = sorted({r["device"] for r in results.values() if isinstance(r, dict) and r.get("device")})
     if devices:
         return "; ".join(devices)
-    from frugalformers.bench.report import hardware
 
     return hardware()
 
@@ -247,8 +249,6 @@ def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
     exact-match ceiling of questions asked with several gold answers, each mixture's make-up."""
     import json
 
-    from frugalformers.compare.cells import pretrain_config
-
     notes = []
     for task, m in majority.items():
         if m.get("ambiguous"):
@@ -263,8 +263,6 @@ def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
             continue
         seen.add((data.dataset, data.tokenizer))
         try:
-            from frugalformers.data.shards import shard_path
-
             meta = json.loads((shard_path(data.dataset, data.tokenizer) / "meta.json").read_text())
         except (ValueError, OSError):
             continue
@@ -304,8 +302,6 @@ def _speed_cells(row: dict, lengths: list[int]) -> list[str]:
 
 
 def _metric_name(dataset: str, task: str) -> str:
-    from frugalformers.data.tasks import task_info
-
     metric = task_info(dataset, task)["metric"]
     return {"em_f1": "exact match", "macro_f1": "macro-F1"}.get(metric, metric)
 

@@ -10,12 +10,12 @@ from frugalformers.compare.markdown import num as _num
 from frugalformers.compare.markdown import table as _table
 from frugalformers.compare.plan import alpha_tag, uptrain_lrs, variant_name
 from frugalformers.compare.recipe import Recipe
+from frugalformers.presets import get_preset
 
 
 def uptrain_rows(recipe: Recipe, results: dict, lr: float | None = None) -> list[dict]:
     """One row per variant: held-out loss per alpha for uptraining at peak rate `lr` (None: the
     recipe's), its distance from the multi-head model continued alike, the decode step."""
-    from frugalformers.presets import get_preset
 
     m = recipe.models[0]
     up = recipe.uptrain

@@ -24,7 +24,10 @@ from pathlib import Path
 
 from frugalformers.compare.cells import cell_dir, run_cell
 from frugalformers.compare.plan import Cell, plan
-from frugalformers.compare.recipe import Recipe, RecipeError, load_recipe
+from frugalformers.compare.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from frugalformers.compare.report import write_report
+from frugalformers.files import atomic_write
+from frugalformers.train.checkpointing import list_checkpoints
 
 RESULT = "result.json"
 PRIORITY = {"unigram": 0, "pretrain": 0, "uptrain": 1, "finetune": 1}
@@ -49,8 +52,6 @@ def read_result(run_dir: Path, key: str) -> dict | None:
 
 
 def write_result(run_dir: Path, key: str, result: dict) -> None:
-    from frugalformers.files import atomic_write
-
     atomic_write(cell_dir(run_dir, key) / RESULT, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
 
 
@@ -120,8 +121,6 @@ def prepare_folder(recipe: Recipe, run_dir: Path, resume: bool) -> None:
     elif any(p.name != ".lock" for p in run_dir.iterdir()):
         raise RecipeError(f"{run_dir} exists and is not a comparison's folder; choose another --out")
     else:
-        from frugalformers.files import atomic_write
-
         run_dir.mkdir(parents=True, exist_ok=True)
         text = OmegaConf.to_yaml(OmegaConf.create(recipe.raw))
         atomic_write(stored, lambda tmp: Path(tmp).write_text(text))
@@ -141,7 +140,6 @@ def _cell_log(run_dir: Path, key: str) -> Callable[[str], None]:
 def execute(recipe_file: str, run_dir: str, key: str) -> tuple[str, dict | None, str | None, float]:
     """Run one cell (in this process or a worker): (key, result, error, seconds). The result file
     is written here, so a finished cell survives whatever happens to the parent."""
-    from frugalformers.train.checkpointing import list_checkpoints
 
     t0 = time.time()
     run_dir_p = Path(run_dir)
@@ -190,8 +188,6 @@ def run_compare(
     """Run (or continue) a comparison of a recipe file (or a recipe as a dict, e.g. the demo's);
     returns the run folder, whose compare.md holds the table. Cells of the kinds in `skip` (e.g.
     "speed", "decode": timings, when other jobs share the GPU) are left for a later --resume."""
-    from frugalformers.compare.recipe import recipe_from_dict
-    from frugalformers.compare.report import write_report
 
     recipe = recipe_from_dict(recipe_path, "the recipe") if isinstance(recipe_path, dict) else load_recipe(recipe_path)
     if workers < 1:
@@ -242,7 +238,6 @@ def run_compare(
 def _drop_lost_checkpoints(cells: list[Cell], results: dict, run_dir: Path, log) -> None:
     """A finished pretraining whose checkpoint is gone (the folder was copied without checkpoints)
     while cells that start from it are still to run: it has to run again, and says so."""
-    from frugalformers.train.checkpointing import list_checkpoints
 
     for c in cells:
         if c.kind != "pretrain" or c.key not in results:

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from frugalformers.checkpoint import list_checkpoints, load, save
+from frugalformers.convert.hf import from_hf_model, to_hf_model
 
 
 def model_folder(path: str | Path) -> Path:
@@ -40,8 +41,6 @@ def load_any(path: str | Path) -> nn.Module:
         return load(path)
     import transformers
 
-    from frugalformers.convert.hf import from_hf_model
-
     config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
@@ -64,7 +63,6 @@ def save_as(model: nn.Module, out: str | Path, fmt: str) -> Path:
         return save(model, out)
     if fmt != "hf":
         raise ValueError(f"format={fmt!r} is not one of ours, hf")
-    from frugalformers.convert.hf import to_hf_model
 
     to_hf_model(model).save_pretrained(str(out))
     return Path(out)

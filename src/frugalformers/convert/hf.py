@@ -16,6 +16,7 @@ import re
 import torch
 from torch import nn
 
+from frugalformers.api import build_model
 from frugalformers.checkpoint import CheckpointError, load_state_strict
 from frugalformers.config import ModelConfig
 from frugalformers.convert.hf_config import config_from_hf, hf_config_from, is_fnet
@@ -268,7 +269,6 @@ def gpt2_state_dict(hf_state: dict[str, torch.Tensor], n_layers: int) -> dict[st
 def from_hf_model(hf_model, head: str | None = None, **overrides):
     """Our model with the weights of an in-memory Hugging Face model (Bert*, FNet*, T5*, LongT5*
     with transient-global attention, Llama*, GPT2*)."""
-    from frugalformers.api import build_model
 
     head = head or _HF_HEAD.get(type(hf_model).__name__)
     config = config_from_hf(hf_model.config, head)

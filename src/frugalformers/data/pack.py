@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from frugalformers.data.shards import open_shard, shard_path
+from frugalformers.data.sources import frugal_home
 from frugalformers.data.store import dataset_dir
 
 
@@ -81,8 +82,6 @@ def unpack_archive(archive: str | Path, force: bool = False) -> list[str]:
     """Extract a `pack_archive` file into $FRUGAL_HOME; a dataset already there is kept unless
     `force`. Returns the dataset names unpacked."""
     import tarfile
-
-    from frugalformers.data.sources import frugal_home
 
     archive = Path(archive)
     if not archive.exists():

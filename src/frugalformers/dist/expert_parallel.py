@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from frugalformers.nn.moe import MoEFeedForward
+from frugalformers.nn.word_experts import WordExpertBank
+
 
 class AllToAll(torch.autograd.Function):
     """Rows of `x` split by `send` go to ranks 0..W-1; `recv` rows arrive from each rank."""
@@ -127,8 +130,6 @@ class ExpertParallel:
 
 def expert_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules that hold stacked experts: MoE layers and (once each) MoWE banks."""
-    from frugalformers.nn.moe import MoEFeedForward
-    from frugalformers.nn.word_experts import WordExpertBank
 
     seen, out = set(), []
     for m in model.modules():

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from frugalformers.dist import env as dist_env
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -26,10 +28,10 @@ def _entry(rank: int, fn, world: int, port: int, args: tuple, out_dir: str) -> N
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
         LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    from frugalformers.dist import env as dist_env
 
     dist_env.init("cpu")
     try:

@@ -19,6 +19,12 @@ from torch import nn
 
 from frugalformers.nn.attention import Attention, KVCache
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.nn.local_attention import LocalAttention
+from frugalformers.nn.mixing import FourierMixing, IdentityMixing, LinearMixing, RandomMixing
+from frugalformers.nn.moe import MoEFeedForward
+from frugalformers.nn.routed import RoutedAttention, RoutedFeedForward
+from frugalformers.nn.transient_global import TransientGlobalAttention
+from frugalformers.nn.word_experts import WordExpertBank, WordExperts
 from frugalformers.options import (
     LocalAttentionOptions,
     MixingOptions,
@@ -114,38 +120,28 @@ def _attention(config, i: int, stack: str) -> nn.Module:
 
 @register_mixer("fourier")
 def _fourier(config, i: int, stack: str) -> nn.Module:
-    from frugalformers.nn.mixing import FourierMixing
-
     o = block_options(config.options, MixingOptions)
     return FourierMixing(impl=o.fourier_impl, padding=o.mixing_padding)
 
 
 @register_mixer("linear")
 def _linear(config, i: int, stack: str) -> nn.Module:
-    from frugalformers.nn.mixing import LinearMixing
-
     return LinearMixing(config.max_seq_len, config.d_model, block_options(config.options, MixingOptions).mixing_padding)
 
 
 @register_mixer("random")
 def _random(config, i: int, stack: str) -> nn.Module:
-    from frugalformers.nn.mixing import RandomMixing
-
     padding = block_options(config.options, MixingOptions).mixing_padding
     return RandomMixing(config.max_seq_len, config.d_model, padding, seed=i)
 
 
 @register_mixer("identity")
 def _identity(config, i: int, stack: str) -> nn.Module:
-    from frugalformers.nn.mixing import IdentityMixing
-
     return IdentityMixing()
 
 
 @register_ffn("moe")
 def _moe(config, i: int, stack: str) -> nn.Module:
-    from frugalformers.nn.moe import MoEFeedForward
-
     o = asdict(block_options(config.options, MoEOptions))
     return MoEFeedForward(
         config.d_model, config.d_ff, activation=config.activation, gated=config.gated_ffn, bias=config.bias, **o
@@ -164,7 +160,6 @@ def _windowed(cls, config, stack: str, *extra) -> nn.Module:
 @register_mixer("local_attention")
 def _local(config, i: int, stack: str) -> nn.Module:
     """LongT5-style local attention, radius 127 (options: local_radius)."""
-    from frugalformers.nn.local_attention import LocalAttention
 
     return _windowed(LocalAttention, config, stack)
 
@@ -173,7 +168,6 @@ def _local(config, i: int, stack: str) -> nn.Module:
 def _transient_global(config, i: int, stack: str) -> nn.Module:
     """LongT5 transient-global attention: local (radius 127) + one global token per 16-token block
     (options: local_radius, global_block). Its relative biases belong to the T5 stack."""
-    from frugalformers.nn.transient_global import TransientGlobalAttention
 
     block = block_options(config.options, LocalAttentionOptions).global_block
     return _windowed(TransientGlobalAttention, config, stack, block)
@@ -192,7 +186,6 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
     router_input ("normalized" | "residual"), router_straight_through (False), router_solver ("exact":
     the closed-form fixed point of the paper's 50-step coordinate descent, which tests hold equal to
     it; "iterative" runs the descent); see `nn.routed.RoutedAttention`."""
-    from frugalformers.nn.routed import RoutedAttention
 
     o = block_options(config.options, RoutedOptions)
     light = light_heads(config)
@@ -222,7 +215,6 @@ def _routed_attention(config, i: int, stack: str) -> nn.Module:
 @register_ffn("routed")
 def _routed(config, i: int, stack: str) -> nn.Module:
     """CoLT5 conditional FFN: light d_ff/2 on all tokens, heavy 4*d_ff on the routed ones (section 3.1)."""
-    from frugalformers.nn.routed import RoutedFeedForward
 
     o = block_options(config.options, RoutedOptions)
     return RoutedFeedForward(
@@ -246,7 +238,6 @@ def _routed(config, i: int, stack: str) -> nn.Module:
 @register_ffn("word_experts")
 def _word_experts(config, i: int, stack: str) -> nn.Module:
     """MoWE layer; its expert bank is attached by `share_word_expert_bank` (one per model)."""
-    from frugalformers.nn.word_experts import WordExperts
 
     return WordExperts(None, skip_top=block_options(config.options, WordExpertOptions).mowe_skip_top)
 
@@ -255,7 +246,6 @@ def share_word_expert_bank(model: nn.Module, config) -> None:
     """Give every MoWE layer of `model` the same expert bank (the paper shares one across layers).
     Options: mowe_experts (default 32768), mowe_d_expert (64), mowe_bank_dtype ("float32" or
     "bfloat16"), mowe_sparse_grad (row-sparse bank gradients, default False)."""
-    from frugalformers.nn.word_experts import WordExpertBank, WordExperts
 
     layers = [m for m in model.modules() if isinstance(m, WordExperts)]
     if layers:

@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalformers.nn.attention import Attention
 from frugalformers.nn.ffn import FeedForward
+from frugalformers.nn.local_attention import LocalAttention
+from frugalformers.nn.positions import RelativePositionBias
 from frugalformers.nn.precision import autocast_off
 from frugalformers.options import LocalAttentionOptions, RoutedOptions
 
@@ -237,9 +240,6 @@ class RoutedAttention(nn.Module):
         solver: str = RoutedOptions.router_solver,
     ):
         super().__init__()
-        from frugalformers.nn.attention import Attention
-        from frugalformers.nn.local_attention import LocalAttention
-        from frugalformers.nn.positions import RelativePositionBias
 
         _check_router_options(router_input)
         self.router_input, self.straight_through = router_input, straight_through

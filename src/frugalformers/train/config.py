@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from frugalformers.files import atomic_write
 from frugalformers.options import help_text as block_help
+from frugalformers.presets import get_preset
 
 
 @dataclass
@@ -144,8 +145,6 @@ def load_run_config(preset: str | None = None, yaml_file: str | None = None, ove
 
 
 def validate(cfg: RunConfig) -> None:
-    from frugalformers.presets import get_preset
-
     get_preset(cfg.preset)
     checks = [
         (cfg.objective in OBJECTIVES, "objective", cfg.objective, f"one of {OBJECTIVES}"),
@@ -193,7 +192,6 @@ def warmup_steps(cfg: RunConfig) -> int:
 
 
 def save_run_config(cfg: RunConfig, path: Path) -> None:
-
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

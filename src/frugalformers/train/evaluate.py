@@ -17,6 +17,7 @@ import torch
 
 from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
+from frugalformers.files import atomic_write
 from frugalformers.generate import generate
 from frugalformers.train.batches import TaskBatches, load_tokenizer
 from frugalformers.train.run import resolve_checkpoint, task_predict
@@ -165,8 +166,6 @@ def predict_file(
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    from frugalformers.files import atomic_write
-
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             if path.suffix == ".jsonl":

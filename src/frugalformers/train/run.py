@@ -8,17 +8,27 @@ from pathlib import Path
 import torch
 
 from frugalformers.api import build_model
+from frugalformers.bench.flops import flops_per_token
 from frugalformers.checkpoint import load as load_model
+from frugalformers.checkpoint import load_config
+from frugalformers.convert.folders import model_folder
 from frugalformers.data.tasks import score
+from frugalformers.dist import env as dist_env
+from frugalformers.dist.state import unsharded
 from frugalformers.generate import generate
+from frugalformers.nn.word_experts import WordExpertBank
+from frugalformers.presets import get_preset
 from frugalformers.train.batches import (
     PretrainBatches,
     TaskBatches,
     load_tokenizer,
     pretrain_batches,
 )
+from frugalformers.train.checkpointing import list_checkpoints
 from frugalformers.train.config import RunConfig, save_run_config
+from frugalformers.train.run_folder import clear_run, run_folder
 from frugalformers.train.trainer import fit, pick_device
+from frugalformers.train.user_data import one_class_warning, task_rows
 
 
 def seed_everything(seed: int) -> None:
@@ -38,7 +48,6 @@ def model_for(cfg: RunConfig, **extra):
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    from frugalformers.convert.folders import model_folder
 
     p = model_folder(path)
     if not (p / "config.json").exists():
@@ -75,7 +84,6 @@ def pretrain_eval(batches: PretrainBatches, n: int):
 def train_flops_per_token(config, batches: PretrainBatches) -> float:
     """Counted forward FLOPs per input token of a training batch. The MLM head runs on the masked
     positions only (15%), so it is counted at that share on top of the encoder."""
-    from frugalformers.bench.flops import flops_per_token
 
     if batches.objective != "mlm":
         return flops_per_token(config, batches.seq_len)
@@ -91,8 +99,6 @@ def _quiet(*a, **k) -> None:
 def check_resume(cfg: RunConfig, run_dir: Path, config) -> None:
     """--resume continues the run in `out` as it was: the same preset, the same architecture
     (otherwise its checkpoints would not load and it would silently start again)."""
-    from frugalformers.checkpoint import load_config
-    from frugalformers.train.checkpointing import list_checkpoints
 
     saved = run_dir / "config.yaml"
     if saved.exists():
@@ -117,8 +123,6 @@ def check_resume(cfg: RunConfig, run_dir: Path, config) -> None:
 def _write_config(cfg: RunConfig, run_dir: Path, fresh: bool) -> None:
     """Once the model and data have been checked: clear a run being overwritten, write config.yaml
     (rank 0), and wait for the other ranks."""
-    from frugalformers.dist import env as dist_env
-    from frugalformers.train.run_folder import clear_run
 
     env = dist_env.current()
     if env.is_main:
@@ -129,9 +133,6 @@ def _write_config(cfg: RunConfig, run_dir: Path, fresh: bool) -> None:
 
 
 def pretrain(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
-    from frugalformers.dist import env as dist_env
-    from frugalformers.train.run_folder import run_folder
-
     main = dist_env.current().is_main
     log = log if main else _quiet
     with run_folder(cfg.out, resume, overwrite, log, enabled=main) as run_dir:
@@ -201,7 +202,6 @@ def task_predict(model, batches: TaskBatches, split: str, limit: int | None = No
 def freeze_word_experts(model: torch.nn.Module) -> None:
     """Freeze every MoWE expert bank of `model` (dos Santos et al.: MoWE-Base fine-tunes to 37.7
     TriviaQA EM with its experts frozen, 33.5 with them trained); an error if it has none."""
-    from frugalformers.nn.word_experts import WordExpertBank
 
     banks = [m for m in model.modules() if isinstance(m, WordExpertBank)]
     if not banks:
@@ -213,7 +213,6 @@ def freeze_word_experts(model: torch.nn.Module) -> None:
 def finetuned_model(cfg: RunConfig, labels: list[str], log):
     """The model to fine-tune: from `init_from` (checked against --preset) with a fresh classifier
     for the labels (encoders), or the preset from scratch."""
-    from frugalformers.presets import get_preset
 
     wanted = get_preset(cfg.preset).replace(**cfg.model)
     encoder_head = {"head": "classify", "num_labels": len(labels), "label_names": tuple(labels)}
@@ -244,11 +243,6 @@ def finetuned_model(cfg: RunConfig, labels: list[str], log):
 
 def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
     import json
-
-    from frugalformers.dist import env as dist_env
-    from frugalformers.dist.state import unsharded
-    from frugalformers.train.run_folder import run_folder
-    from frugalformers.train.user_data import one_class_warning, task_rows
 
     main = dist_env.current().is_main
     log = log if main else _quiet

@@ -17,6 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
+from frugalformers.train.checkpointing import list_checkpoints
+
 LOCK = ".run.lock"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "test_metrics.json", "test_predictions.jsonl", "labels.json")
 
@@ -26,8 +28,6 @@ class RunFolderError(ValueError):
 
 
 def holds_a_run(folder: Path) -> bool:
-    from frugalformers.train.checkpointing import list_checkpoints
-
     return any((folder / f).exists() for f in RUN_FILES) or bool(list_checkpoints(folder))
 
 

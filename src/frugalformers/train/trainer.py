@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from frugalformers.bench.flops import peak_flops
 from frugalformers.dist import env as dist_env
 from frugalformers.dist.data_parallel import RankSlice, wrap_for_data_parallel
+from frugalformers.dist.expert_parallel import shard_experts
 from frugalformers.dist.state import (
     full_model_state,
     full_tensor,
@@ -34,7 +36,8 @@ from frugalformers.dist.state import (
     optimizer_state_by_name,
     unsharded,
 )
-from frugalformers.train.checkpointing import resume_latest, rng_state, save_checkpoint, set_rng_state
+from frugalformers.nn.word_experts import WordExpertBank
+from frugalformers.train.checkpointing import list_checkpoints, resume_latest, rng_state, save_checkpoint, set_rng_state
 from frugalformers.train.config import RunConfig, warmup_steps
 from frugalformers.train.logger import MetricsLogger
 from frugalformers.train.row_sparse_adamw import RowSparseAdamW, clip_grad_norm_, is_row_sparse
@@ -91,7 +94,6 @@ def make_optimizer(
 def dense_bank_gradients(model: torch.nn.Module, log: Callable[[str], None]) -> None:
     """Under torchrun the MoWE bank's gradients are dense: DDP and FSDP all-reduce dense gradients
     only, and expert shards clip by dense norms. Said once when it changes a bank."""
-    from frugalformers.nn.word_experts import WordExpertBank
 
     for m in model.modules():
         if isinstance(m, WordExpertBank) and m.sparse_grad:
@@ -152,8 +154,6 @@ def fit(
         log("note: parallel / expert_parallel apply under torchrun only; this run has one process (use --nproc N)")
     if env.distributed:
         if cfg.expert_parallel:
-            from frugalformers.dist.expert_parallel import shard_experts
-
             if not shard_experts(model):
                 raise ValueError(f"expert_parallel=true but {cfg.preset!r} has no MoE or MoWE experts to shard")
         batches = RankSlice(batches, env)
@@ -173,7 +173,6 @@ def fit(
     train_model = torch.compile(wrapped) if cfg.compile else wrapped
     no_sync = getattr(wrapped, "no_sync", None)  # DDP: skip the all-reduce on all but the last micro-batch
     family = model.config.family
-    from frugalformers.bench.flops import peak_flops
 
     peak = peak_flops(device) if device.type == "cuda" else None
 
@@ -314,8 +313,6 @@ def fit(
             if stop_reason:
                 break
     except KeyboardInterrupt:
-        from frugalformers.train.checkpointing import list_checkpoints
-
         bar.close()
         metrics.close()
         good = list_checkpoints(run_dir)
@@ -325,8 +322,6 @@ def fit(
     bar.close()
     metrics.close()
     if stop_reason and "consecutive" in stop_reason:  # the diverged weights are not saved over the last good ones
-        from frugalformers.train.checkpointing import list_checkpoints
-
         good = list_checkpoints(run_dir)
         kept = f"the newest checkpoint, {good[-1].name}, is from before it" if good else "no checkpoint was saved"
         raise TrainingStopped(f"{stop_reason}; {kept}")
