@@ -228,3 +228,21 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
     assert "points on its average score" in md  # the verdict against T5 when its score is 0
     cells = out / "cells" / "pretrain"
     assert json.loads((cells / "t5-tiny-no-facts" / "result.json").read_text())["tokens"] > 0
+
+
+def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path, demo_data):
+    """finetune.lrs: every rate over every seed; per model and task the table shows the test score
+    of the rate whose mean validation score is best, and says which rate that was."""
+    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0, 1],
+                                                     "lrs": [1.0e-6, 3.0e-3], "min_steps": 6, "max_steps": 6})  # fmt: skip
+    recipe["speed"] = {"kind": "none"}
+    out = run_compare(recipe, str(tmp_path / "cmp"), log=lambda _: None)
+    done = _results(out)
+    assert {"finetune/bert-tiny/sentiment/lr1e-06/seed0", "finetune/bert-tiny/sentiment/lr0.003/seed1"} <= set(done)
+    task = json.loads((out / "compare.json").read_text())["rows"][0]["tasks"]["sentiment"]
+    by_lr = {float(k): v for k, v in task["by_lr"].items()}
+    best = max(by_lr, key=lambda lr: by_lr[lr]["valid"])
+    assert task["lr"] == best and task["mean"] == pytest.approx(by_lr[best]["test"])
+    assert f"sentiment {best:g}" in (out / "compare.md").read_text()
+    with pytest.raises(RecipeError, match="finetune.lrs"):
+        recipe_from_dict({**recipe, "finetune": {**recipe["finetune"], "lrs": [0]}}, "r.yaml")

@@ -123,6 +123,7 @@ def finetune_config(recipe: Recipe, cell: Cell, run_dir: Path, folder: Path):
         *dotted(spec.run),
         *dotted(spec.task_options(a["task"])),
         *dotted(m.finetune),
+        *([f"optim.lr={a['lr']}"] if a.get("lr") else []),
     ]
     if a["scratch"]:  # the preset as pretraining would build it, with the tokenizer's vocabulary
         vocab = load_tokenizer(spec.dataset, tok_name).vocab_size
@@ -153,6 +154,7 @@ def run_finetune(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
         "score": result["test"][main],
         "test": result["test"],
         "valid": {k.removeprefix("valid_"): v for k, v in result.items() if k.startswith("valid_")},
+        "lr": cfg.optim.lr,
         "steps": cfg.steps,
         "seconds": time.time() - t0,
     }

@@ -27,7 +27,9 @@ class Cell:
     def describe(self) -> str:
         a = self.args
         if self.kind == "finetune":
-            return f"finetune {a['label']}{' (no pretraining)' if a['scratch'] else ''} on {a['task']} seed {a['seed']}"
+            lr = f" lr {a['lr']:g}" if a.get("lr") else ""
+            scratch = " (no pretraining)" if a["scratch"] else ""
+            return f"finetune {a['label']}{scratch} on {a['task']}{lr} seed {a['seed']}"
         if self.kind == "uptrain":
             return f"uptrain {a['variant']} alpha {a['alpha']:g}" + (f" lr {a['lr']:g}" if a.get("lr") else "")
         if self.kind in ("pretrain", "speed", "decode"):
@@ -38,6 +40,11 @@ class Cell:
 def alpha_tag(alpha: float, lr: float | None = None) -> str:
     """'a0.05', or 'a0.05/lr0.0001' for an uptraining at a peak rate of its own (alpha 0 has none)."""
     return f"a{alpha:g}" + (f"/lr{lr:g}" if lr is not None and alpha > 0 else "")
+
+
+def lr_tag(lr: float | None) -> str:
+    """'' for the run's own rate, 'lr0.0003/' for one of `finetune.lrs` (a folder level of its own)."""
+    return "" if lr is None else f"lr{lr:g}/"
 
 
 def uptrain_lrs(recipe: Recipe) -> list[float | None]:
@@ -69,9 +76,11 @@ def plan(recipe: Recipe) -> list[Cell]:
                 name = f"{m.label}-{SCRATCH}" if scratch else m.label
                 deps = () if scratch else (f"pretrain/{m.label}",)
                 for task in spec.tasks:
-                    for seed in spec.seeds_for(task):
-                        args = {"label": m.label, "task": task, "seed": seed, "scratch": scratch}
-                        cells.append(Cell(f"finetune/{name}/{task}/seed{seed}", "finetune", args, deps))
+                    for lr in spec.lrs or [None]:
+                        for seed in spec.seeds_for(task):
+                            args = {"label": m.label, "task": task, "seed": seed, "scratch": scratch, "lr": lr}
+                            key = f"finetune/{name}/{task}/{lr_tag(lr)}seed{seed}"
+                            cells.append(Cell(key, "finetune", args, deps))
         if recipe.speed.kind != "none":
             for m in recipe.models:
                 cells.append(Cell(f"speed/{m.label}", "speed", {"label": m.label}, exclusive=True))

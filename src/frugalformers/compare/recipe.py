@@ -35,6 +35,7 @@ FINETUNE_KEYS = (
     "tokenizer",
     "tasks",
     "seeds",
+    "lrs",
     "epochs",
     "min_steps",
     "max_steps",
@@ -112,6 +113,9 @@ class FinetuneSpec:
     max_steps: int = 1000
     scratch: bool = False  # also fine-tune every model without pretraining (the same recipe)
     breakdown: str | None = None  # a row field (e.g. "relation") to score each value of separately
+    # fine-tuning rates to try, each over every seed; per model and task the rate with the best mean
+    # validation score is reported (the FNet paper's per-model sweep); empty: the run's optim.lr
+    lrs: list[float] = field(default_factory=list)
     run: dict = field(default_factory=dict)  # run options of every fine-tuning
     per_task: dict = field(default_factory=dict)  # task -> run options (and `seeds`)
 
@@ -305,6 +309,10 @@ def validate(recipe: Recipe) -> None:
                     f"{where}: unknown task {t!r} in dataset {spec.dataset!r}"
                     + (f"; did you mean {close}?" if close else f"; its tasks: {have}")
                 )
+        if any(not isinstance(lr, (int, float)) or lr <= 0 for lr in spec.lrs):
+            raise RecipeError(
+                f"{where}: finetune.lrs={spec.lrs} must be positive learning rates (e.g. [1.0e-4, 3.0e-4])"
+            )
         if not spec.seeds or any(not isinstance(s, int) for s in spec.seeds):
             raise RecipeError(f"{where}: finetune.seeds={spec.seeds!r} must be a list of integers")
         for t in spec.tasks:

@@ -15,7 +15,7 @@ from frugalformers.compare.markdown import cell as _cell
 from frugalformers.compare.markdown import mean_sd as _mean_sd
 from frugalformers.compare.markdown import num as _num
 from frugalformers.compare.markdown import table as _table
-from frugalformers.compare.plan import SCRATCH, plan
+from frugalformers.compare.plan import SCRATCH, lr_tag, plan
 from frugalformers.compare.recipe import Recipe
 from frugalformers.compare.report_uptrain import uptrain_report
 from frugalformers.data.shards import shard_path
@@ -73,19 +73,17 @@ def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
                 )
             tasks = {}
             for task in spec.tasks:
-                scores = [
-                    results[k]["score"]
-                    for s in spec.seeds_for(task)
-                    if (k := f"finetune/{name}/{task}/seed{s}") in results
+                lr, by_lr = _chosen_lr(spec, results, name, task)
+                done = [
+                    r for s in spec.seeds_for(task) if (r := results.get(f"finetune/{name}/{task}/{lr_tag(lr)}seed{s}"))
                 ]
+                scores = [r["score"] for r in done]
                 mean, sd = _mean_sd(scores)
                 tasks[task] = {"mean": mean, "sd": sd, "n": len(scores), "scores": scores}
+                if spec.lrs:
+                    tasks[task].update(lr=lr, by_lr=by_lr)
                 if spec.breakdown:
-                    parts = [
-                        results[k].get("breakdown", {})
-                        for s in spec.seeds_for(task)
-                        if (k := f"finetune/{name}/{task}/seed{s}") in results
-                    ]
+                    parts = [r.get("breakdown", {}) for r in done]
                     keys = sorted({g for p in parts for g in p})
                     tasks[task]["breakdown"] = {g: statistics.fmean(p[g] for p in parts if g in p) for g in keys}
             row["tasks"] = tasks
@@ -107,6 +105,24 @@ def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
     for row in rows:
         _relative(row, ref_row, recipe.reference)
     return rows
+
+
+def _chosen_lr(spec, results: dict, name: str, task: str) -> tuple[float | None, dict]:
+    """The fine-tuning rate of `finetune.lrs` with the best mean validation score for this model and
+    task (None without a sweep), and each rate's mean validation and test scores."""
+    if not spec.lrs:
+        return None, {}
+    by_lr = {}
+    for lr in spec.lrs:
+        keys = [f"finetune/{name}/{task}/{lr_tag(lr)}seed{s}" for s in spec.seeds_for(task)]
+        done = [results[k] for k in keys if k in results]
+        valid = [r["valid"].get(r["metric"]) for r in done if r["valid"].get(r["metric"]) is not None]
+        by_lr[lr] = {
+            "valid": statistics.fmean(valid) if valid else None,
+            "test": statistics.fmean(r["score"] for r in done) if done else None,
+        }
+    scored = [lr for lr in spec.lrs if by_lr[lr]["valid"] is not None]
+    return (max(scored, key=lambda lr: by_lr[lr]["valid"]) if scored else spec.lrs[0]), by_lr
 
 
 def _relative(row: dict, ref: dict | None, ref_name: str) -> None:
@@ -231,6 +247,15 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
             for r in rows
             if r.get("train_tokens_per_s")
         ]
+    if spec.lrs:
+        rates = "; ".join(
+            f"{r['model']}: " + ", ".join(f"{t} {v['lr']:g}" for t, v in r["tasks"].items() if v.get("lr") is not None)
+            for r in rows
+        )
+        explained += (
+            f" Each task's fine-tuning rate was chosen per model from {', '.join(f'{x:g}' for x in spec.lrs)} by the "
+            f"best mean validation score, and the test score shown is that rate's: {rates}."
+        )
     parts = [_table(columns, table), "", explained, ""]
     parts += speeds or ["- (not measured yet)"]
     diffs = [f"- {m.label}: {m.differences()}" for m in recipe.models if m.differences()]
