@@ -65,3 +65,11 @@ def test_readme_recipe_example_is_a_valid_recipe(demo_data):
     assert [m.label for m in recipe.models] == ["bert-tiny", "fnet-tiny", "linear-tiny"]
     assert recipe.entry("linear-tiny").pretrain == {"optim": {"lr": 1.0e-3}}
     assert len(plan(recipe)) == 1 + 3 + 3 * 2 * 3 + 3
+
+
+def test_benchmarks_readme_lists_every_script():
+    """benchmarks/README.md is the index: each script in benchmarks/ has its row."""
+    bench = README.parent / "benchmarks"
+    index = (bench / "README.md").read_text()
+    missing = [p.name for p in sorted(bench.glob("*.py")) + sorted(bench.glob("*.sh")) if f"`{p.name}`" not in index]
+    assert not missing, missing
