@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         f"faster than our LongT5-TGlobal-Base at the same length (`HF LongT5 ms / this`: than Hugging Face's); the "
         f"FLOP ratio is the paper's Table 2 (LongT5 / CoLT5).\n\n"
         f"{tables[0]}\n\nOne CoLT5 layer at {args.block_seq} tokens, inference:\n\n{tables[1]}\n"
-        + f"\n![]({tag}.png)\n"
+        + f"\n![](results/{tag}.png)\n"
         + (
             f"\nEncode {args.block_seq} tokens, then decode 128 (greedy, eager decode steps, bf16 weights):"
             f"\n\n{tables[2]}\n"

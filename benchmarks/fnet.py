@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         f"Command: `{cmd.strip()}`  \nbf16 autocast, {args.tokens} tokens per batch, median of {args.repeats} after "
         f"{args.warmup} warm-up; train = forward + loss + backward + fused AdamW. `vs our BERT` = our BERT-Base "
         f"time over the row's (>1: faster). Hugging Face models carry the same weights as ours.\n\n{table}\n\n"
-        f"Mixing sublayer alone (d_model {d}, forward + backward):\n\n{mix_table}\n\n![]({tag}.png)\n"
+        f"Mixing sublayer alone (d_model {d}, forward + backward):\n\n{mix_table}\n\n![](results/{tag}.png)\n"
     )
     update_results(args.results, tag, md)
     return 0

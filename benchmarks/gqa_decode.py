@@ -268,7 +268,7 @@ def main(argv=None) -> int:
         f"One decode step {how if args.compile else ''}replayed from a "
         f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "
         f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
-        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](gqa_decode{tag}{subset}.png)\n"
+        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](results/gqa_decode{tag}{subset}.png)\n"
     )
     update_results(args.results, "gqa-decode" + tag.replace("_", "-") + subset, md)
     return 0

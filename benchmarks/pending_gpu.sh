@@ -26,7 +26,7 @@ MARK=$(mktemp)  # files the part writes are newer than this: only they go back (
 save() {  # what comes back from the device: copied after every line, so a stopped call loses nothing done
     [ -n "${OUT:-}" ] || return 0
     cp benchmarks/RESULTS.md "$OUT"/
-    find benchmarks -maxdepth 1 -newer "$MARK" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$OUT"/ \;
+    find benchmarks/results -maxdepth 1 -newer "$MARK" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$OUT"/ \;
     python3 benchmarks/targets.py --results "$OUT/RESULTS.md" >/dev/null 2>&1 || true
 }
 

@@ -1,5 +1,5 @@
 """The open issues' speed targets against the latest measurements: reads the JSON rows the GPU
-benchmarks wrote into benchmarks/ and prints (and writes to RESULTS.md, section `targets`) one
+benchmarks wrote into benchmarks/results/ and prints (and writes to RESULTS.md, section `targets`) one
 line per target: what it asks, what was measured, met or not, and which file it came from.
 
     python benchmarks/targets.py              # after a GPU run, from its JSON files
@@ -213,7 +213,7 @@ def all_targets(d: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", default=str(HERE), help="folder with the benchmarks' JSON files")
+    p.add_argument("--dir", default=str(HERE / "results"), help="folder with the benchmarks' JSON files")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)

@@ -119,15 +119,15 @@ def add_output_args(p, here: Path) -> None:
     update, default the one in `here`), --out (where the JSON and plots go, `output_dir`)."""
     p.add_argument("--smoke", action="store_true", help="a CPU dry run at tiny sizes (writes no results)")
     p.add_argument("--results", default=str(here / "RESULTS.md"))
-    p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/)")
+    p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/results/)")
 
 
 def output_dir(out: str | None, smoke: bool, default: Path) -> Path:
-    """Where a benchmark writes its JSON rows and plots: `--out` if given, else `default` (the
-    benchmarks folder), except that a `--smoke` run (CPU, tiny) writes to a fresh temporary folder:
-    its numbers must never replace measured ones."""
+    """Where a benchmark writes its JSON rows and plots: `--out` if given, else `default/results`
+    (`default`: the benchmarks folder), except that a `--smoke` run (CPU, tiny) writes to a fresh
+    temporary folder: its numbers must never replace measured ones."""
     if out:
         return Path(out)
     if smoke:
         return Path(tempfile.mkdtemp(prefix="frugal-smoke-"))
-    return default
+    return Path(default) / "results"
