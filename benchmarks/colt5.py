@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-models", nargs="*", default=[], help="encoder rows to leave out (label substrings)")
     p.add_argument("--profile", action="store_true", help="kernel time by category at --block-seq tokens")
     add_compile_flags(p, "torch.compile every encoder and block, ours and the peers'")
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "colt5")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:

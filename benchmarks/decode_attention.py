@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--ctx", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--variants", nargs="+", default=list(KV_HEADS), choices=list(KV_HEADS))
     p.add_argument("--repeats", type=int, default=20)
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "gqa")
     args = p.parse_args(argv)
     device, dtype = bench_device(args.smoke)
     if args.smoke:

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-gpu", type=int, default=32, help="sequences of 512 tokens per GPU")
     p.add_argument("--presets", nargs="*", default=None)
     p.add_argument("--out", default="runs/bench-distributed")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--results", default=str(HERE / "RESULTS-distributed.md"))
     args = p.parse_args(argv)
     rows, base = [], {}
     for preset, label, gpus, extra in CASES:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--smoke", action="store_true", help="tiny preset on CPU, no RESULTS.md")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--results", default=str(HERE / "RESULTS-bert.md"))
     p.add_argument("--json", default=None, help="also dump rows as JSON here")
     args = p.parse_args(argv)
 

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--profile", action="store_true", help="kernel time by category (default models: ours-bert, ours-fnet-fft)"
     )
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "fnet")
     args = p.parse_args(argv)
     setting = compile_setting(p, args)
     if args.models is None:

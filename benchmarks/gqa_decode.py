@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         "--alts", nargs="*", default=[], choices=sorted(ALTS), help="also time each step with these decode kernels"
     )
     p.add_argument("--variants", nargs="*", default=None, help="subset of MHA GQA-8 GQA-4 GQA-2 MQA")
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "gqa")
     args = p.parse_args(argv)
     device, dtype = bench_device(args.smoke)
     preset = "llama-1b"
@@ -263,7 +263,9 @@ def main(argv=None) -> int:
     )
     how = "compiled (torch.compile, static shapes" + (", GEMMs autotuned" if args.autotune else "") + "), then "
     md = (
-        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', ' + tag[1:] + ' step' if args.compile else ''}\n\n"
+        f"## GQA decoding: 1B Llama-shaped decoder, MHA to MQA{', ' + tag[1:] + ' step' if args.compile else ''}"
+        + (f" ({subset[1:].replace('-', ' ')})" if subset else "")
+        + "\n\n"
         f"Hardware: {hw}; measured copy bandwidth {bw / 1e12:.2f} TB/s  \nCommand: `{command}`  \n"
         f"One decode step {how if args.compile else ''}replayed from a "
         f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "

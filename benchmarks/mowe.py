@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     p.add_argument("--lazy-paths", action="store_true", help="MoWE-Base's step with the lazy AdamW kernel vs torch ops")
     p.add_argument("--layers-only", action="store_true", help="the layer rows, not the training steps")
     p.add_argument("--sweep", action="store_true", help="time the layer under input-gradient kernel launch options")
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "mowe")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     autocast = bf16_autocast(device)

@@ -7,7 +7,7 @@
 #
 # (Parts 0-2 ran: the last of them on 2026-12-01, eighth session; their sections in RESULTS.md.)
 #
-# Each line updates its own section of benchmarks/RESULTS.md; a line that fails is reported and
+# Each line updates its own section of benchmarks/RESULTS-TOPIC.md; a line that fails is reported and
 # the part goes on. Wall times: measured where a line ran before, otherwise estimated (~).
 # Every script here first ran on the CPU (`--smoke`, tests/bench), so a failure is a GPU matter.
 # On the device tool each call runs on a fresh copy of the working tree and only $OUT comes back:
@@ -25,7 +25,7 @@ DEADLINE=${DEADLINE:-570}  # seconds this part may use: the device tool stops a 
 MARK=$(mktemp)  # files the part writes are newer than this: only they go back (the device tool caps the file count)
 save() {  # what comes back from the device: copied after every line, so a stopped call loses nothing done
     [ -n "${OUT:-}" ] || return 0
-    cp benchmarks/RESULTS.md "$OUT"/
+    cp benchmarks/RESULTS*.md "$OUT"/
     find benchmarks/results -maxdepth 1 -newer "$MARK" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$OUT"/ \;
     python3 benchmarks/targets.py --results "$OUT/RESULTS.md" >/dev/null 2>&1 || true
 }

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     add_compile_flags(p, "torch.compile every model (section -compiled)")
     p.add_argument("--profile", action="store_true", help="kernel time by category instead of the timing table")
-    add_output_args(p, HERE)
+    add_output_args(p, HERE, "sparse-mixer")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     seq = 512

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--out", default="runs/bench-bert-base")
     p.add_argument("--compile", choices=["no", "yes", "both"], default="both")
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--results", default=str(HERE / "RESULTS-bert.md"))
     args = p.parse_args(argv)
     rows = []
     for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:

@@ -233,8 +233,9 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
 def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path, demo_data):
     """finetune.lrs: every rate over every seed; per model and task the table shows the test score
     of the rate whose mean validation score is best, and says which rate that was."""
-    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0, 1],
-                                                     "lrs": [1.0e-6, 3.0e-3], "min_steps": 6, "max_steps": 6})  # fmt: skip
+    finetune = {"dataset": "demo", "tasks": ["sentiment"], "seeds": [0, 1]}
+    finetune.update(lrs=[1.0e-6, 3.0e-3], min_steps=6, max_steps=6)
+    recipe = _recipe(models=["bert-tiny"], finetune=finetune)
     recipe["speed"] = {"kind": "none"}
     out = run_compare(recipe, str(tmp_path / "cmp"), log=lambda _: None)
     done = _results(out)

@@ -114,11 +114,11 @@ def plot_lines(
     plt.close(fig)
 
 
-def add_output_args(p, here: Path) -> None:
-    """The arguments every benchmark takes: --smoke (CPU, tiny), --results (the RESULTS.md to
-    update, default the one in `here`), --out (where the JSON and plots go, `output_dir`)."""
+def add_output_args(p, here: Path, topic: str) -> None:
+    """The arguments every benchmark takes: --smoke (CPU, tiny), --results (the markdown file to
+    update, default `here/RESULTS-TOPIC.md`), --out (where the JSON and plots go, `output_dir`)."""
     p.add_argument("--smoke", action="store_true", help="a CPU dry run at tiny sizes (writes no results)")
-    p.add_argument("--results", default=str(here / "RESULTS.md"))
+    p.add_argument("--results", default=str(here / f"RESULTS-{topic}.md"))
     p.add_argument("--out", default=None, help="folder for the JSON rows and plots (default: benchmarks/results/)")
 
 
