@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from frugalformers.compare import RecipeError, load_recipe, run_compare
 from frugalformers.compare.recipe import recipe_from_dict
+from frugalformers.data.store import dataset_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "fnet-tiny.yaml"
@@ -222,7 +224,14 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
         assert row["tasks"]["qa"]["n"] == 2 and row["tasks"]["qa"]["mean"] is not None
         assert set(row["tasks"]["qa"]["breakdown"]) == set(data["majority"]["qa"]["breakdown"])
     assert data["majority"]["qa"]["ceiling"] < 1 and data["majority"]["qa"]["ambiguous"] > 0
+    # the per-relation prior over the whole test set is the relations' scores weighted by their size
+    test = [json.loads(line) for line in open(dataset_folder("knowledge") / "tasks" / "qa" / "test.jsonl")]
+    sizes = Counter(r["relation"] for r in test)
+    by = data["majority"]["qa"]["breakdown"]
+    weighted = sum(by[k] * n for k, n in sizes.items()) / len(test)
+    assert data["majority"]["qa"]["breakdown_all"] == pytest.approx(weighted)
     md = (out / "compare.md").read_text()
+    assert f"| all | {weighted:.3f} |" in md
     assert "| relation | most common answer | t5-tiny | t5-tiny-no-facts | switch-tiny | mowe-tiny |" in md
     assert "can reach at most" in md and "plus the knowledge text x 4" in md
     assert "points on its average score" in md  # the verdict against T5 when its score is 0
@@ -247,3 +256,23 @@ def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path
     assert f"sentiment {best:g}" in (out / "compare.md").read_text()
     with pytest.raises(RecipeError, match="finetune.lrs"):
         recipe_from_dict({**recipe, "finetune": {**recipe["finetune"], "lrs": [0]}}, "r.yaml")
+
+
+def test_a_rewritten_report_credits_the_cells_machine_not_this_one(tmp_path, demo_data):
+    """Every cell records the machine it ran on; `--report` elsewhere (a laptop rewriting a GPU run's
+    report) names that machine, and a cell that recorded none is not credited to the rewriting one."""
+    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0]})
+    recipe["speed"] = {"kind": "none"}
+    out = run_compare(recipe, str(tmp_path / "cmp"), log=lambda _: None)
+    files = [f for f in (out / "cells").rglob("result.json") if "baseline" not in f.parts]
+    assert {f.relative_to(out / "cells").parts[0] for f in files} >= {"pretrain", "finetune"}
+    for f in files:  # as if the cells had run on a GPU machine
+        r = json.loads(f.read_text())
+        assert r["device"]
+        f.write_text(json.dumps({**r, "device": "1x NVIDIA H100 80GB HBM3"}))
+    run_compare(recipe, str(out), report_only=True, log=lambda _: None)
+    assert "Hardware: 1x NVIDIA H100 80GB HBM3." in (out / "compare.md").read_text()
+    for f in files:  # cells written before cells recorded their device
+        f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "device"}))
+    run_compare(recipe, str(out), report_only=True, log=lambda _: None)
+    assert "Hardware: not recorded by the cells." in (out / "compare.md").read_text()

@@ -24,16 +24,17 @@ from frugalformers.data.tasks import task_info
 OBJECTIVE_NAMES = {"mlm": "MLM", "clm": "LM", "span": "span", "ul2": "UL2"}
 
 
-def _hardware(results: dict) -> str:
+def _hardware(results: dict, here: bool) -> str:
     devices = sorted({r["device"] for r in results.values() if isinstance(r, dict) and r.get("device")})
     if devices:
         return "; ".join(devices)
+    return hardware() if here else "not recorded by the cells"
 
-    return hardware()
 
-
-def write_report(recipe: Recipe, run_dir: Path, results: dict, command: str = "") -> str:
-    """Write compare.md / compare.json / the plots from the finished cells; return the markdown."""
+def write_report(recipe: Recipe, run_dir: Path, results: dict, command: str = "", here: bool = True) -> str:
+    """Write compare.md / compare.json / the plots from the finished cells; return the markdown.
+    `here`: the cells ran on this machine (else a cell that did not record its device is not
+    credited to this one)."""
     if recipe.study == "uptrain":
         md, data = uptrain_report(recipe, run_dir, results)
     else:
@@ -42,7 +43,7 @@ def write_report(recipe: Recipe, run_dir: Path, results: dict, command: str = ""
     total = len(plan(recipe))
     head = f"# {recipe.name}\n\n{recipe.description.strip()}\n\n" if recipe.description else f"# {recipe.name}\n\n"
     tail = (
-        f"\n\nCells: {done} of {total} done. Hardware: {_hardware(results)}. "
+        f"\n\nCells: {done} of {total} done. Hardware: {_hardware(results, here)}. "
         f"Command: `{command or 'frugal compare ' + recipe.path}`."
     )
     md = head + md + tail
@@ -341,6 +342,8 @@ def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
             cells = [g, f"{majority[task]['breakdown'][g]:.3f}"]
             cells += [_num(r["tasks"][task].get("breakdown", {}).get(g)) for r in rows]
             body.append(cells)
+        if "breakdown_all" in majority[task]:  # the whole test set: each group's answer against the models
+            body.append(["all", f"{majority[task]['breakdown_all']:.3f}"] + [_num(r["tasks"][task].get("mean")) for r in rows])
         out.append(f"{task} by {spec.breakdown} (test, mean over seeds):\n\n" + _table(cols, body))
     return "\n\n".join(out)
 

@@ -202,7 +202,7 @@ def run_compare(
             raise RecipeError(f"{run_dir} holds no comparison to report on")
         stored_recipe = load_recipe(str(run_dir / "recipe.yaml"))
         results = {c.key: r for c in plan(stored_recipe) if (r := read_result(run_dir, c.key)) is not None}
-        log(write_report(stored_recipe, run_dir, results, command=_run_command(run_dir)))
+        log(write_report(stored_recipe, run_dir, results, command=_run_command(run_dir), here=False))
         return run_dir
     with folder_lock(run_dir / ".lock", str(run_dir)):
         prepare_folder(recipe, run_dir, resume)
