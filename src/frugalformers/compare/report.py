@@ -343,7 +343,8 @@ def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
             cells += [_num(r["tasks"][task].get("breakdown", {}).get(g)) for r in rows]
             body.append(cells)
         if "breakdown_all" in majority[task]:  # the whole test set: each group's answer against the models
-            body.append(["all", f"{majority[task]['breakdown_all']:.3f}"] + [_num(r["tasks"][task].get("mean")) for r in rows])
+            prior = f"{majority[task]['breakdown_all']:.3f}"
+            body.append(["all", prior] + [_num(r["tasks"][task].get("mean")) for r in rows])
         out.append(f"{task} by {spec.breakdown} (test, mean over seeds):\n\n" + _table(cols, body))
     return "\n\n".join(out)
 
