@@ -44,10 +44,10 @@ from frugalformers import build_model
 from frugalformers.bench import (
     format_table,
     hardware,
+    merge_json,
     plot_lines,
     profiles_markdown,
     update_results,
-    write_json,
 )
 from frugalformers.bench.decode import decode_step_time, step_weight_bytes
 from frugalformers.bench.report import add_output_args, output_dir
@@ -227,7 +227,9 @@ def main(argv=None) -> int:
         subset += "-batch-" + "-".join(map(str, args.batch))
     if args.alts and not args.variants:  # a full run with opt-in kernels keeps its own files too
         subset = "-" + "-".join(args.alts)
-    write_json(out / f"gqa_decode{tag}{subset}.json", rows, hardware=hw, copy_bandwidth=bw)
+    # one file per setting (eager / compiled / autotuned): a run over some variants or batches
+    # replaces its own rows and keeps the rest
+    merged = merge_json(out / f"gqa_decode{tag}.json", rows, ("model", "batch", "ctx"), hardware=hw, copy_bandwidth=bw)
     shapes = f" --batch {' '.join(map(str, args.batch))} --ctx {' '.join(map(str, args.ctx))}"
     flags = " --compile" + (" --autotune" if args.autotune else "") + shapes if args.compile else ""
     flags += f" --alts {' '.join(args.alts)}" if args.alts else ""
@@ -248,13 +250,13 @@ def main(argv=None) -> int:
     if args.smoke:
         return 0
     series = {}
-    for r in rows:
+    for r in merged:  # the setting's file: this run's rows and the earlier runs' it kept
         if isinstance(r.get("ms/step"), float) and r["batch"] == max(args.batch):
             xs, ys = series.setdefault(f"batch {r['batch']}, ctx {r['ctx']}", ([], []))
             xs.append(r["kv heads"])
             ys.append(r["ms/step"])
     plot_lines(
-        out / f"gqa_decode{tag}{subset}.png",
+        out / f"gqa_decode{tag}.png",
         series,
         "key/value heads",
         "ms per decode step",
@@ -270,7 +272,7 @@ def main(argv=None) -> int:
         f"One decode step {how if args.compile else ''}replayed from a "
         f"CUDA graph, bf16 weights and static cache, median of {args.repeats}. Floor = (weight bytes + KV bytes "
         f"read) / copy bandwidth. HF = `LlamaForCausalLM.generate` on the same weights (greedy, its default "
-        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](results/gqa_decode{tag}{subset}.png)\n"
+        f"cache), per-step time from 33 vs 1 new tokens.\n\n{table}\n\n![](results/gqa_decode{tag}.png)\n"
     )
     update_results(args.results, "gqa-decode" + tag.replace("_", "-") + subset, md)
     return 0

@@ -163,18 +163,13 @@ def mowe_targets(d: Path) -> list[dict]:
 
 
 def gqa_targets(d: Path) -> list[dict]:
-    """From every compiled decode file (a full run and `--variants` runs); where two files time the
-    same variant and shape, the newer file (meta "written"; files without it are oldest) wins."""
-    files = [(json.loads(p.read_text()), p.name) for p in d.glob("gqa_decode_compiled*.json")]
-    files.sort(key=lambda f: f[0].get("meta", {}).get("written", ""))
-    latest, with_hf, sources = {}, {}, []
-    for data, name in files:
-        sources.append(name)
-        for r in data["rows"]:
-            latest[(r.get("model"), r.get("batch"), r.get("ctx"))] = r
-            if isinstance(r.get("HF generate ms/step"), float):  # HF timed in the same run as this row's step
-                with_hf[(r.get("model"), r.get("batch"), r.get("ctx"))] = r
-    source = ", ".join(sources) or None
+    """From the compiled decode file, which holds each variant and shape's latest row (a run over
+    some variants replaces its own rows; every row names its run)."""
+    path = d / "gqa_decode_compiled.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    latest = {(r.get("model"), r.get("batch"), r.get("ctx")): r for r in rows}
+    with_hf = {k: r for k, r in latest.items() if isinstance(r.get("HF generate ms/step"), float)}
+    source = path.name if rows else None
     shape = [r for r in where(list(latest.values()), batch=32, ctx=1024) if isinstance(r.get("ms/step"), float)]
     out = []
 
@@ -196,6 +191,8 @@ def gqa_targets(d: Path) -> list[dict]:
     if "MHA" in by_model and "GQA-4" in by_model:
         ratio = by_model["MHA"][0] / by_model["GQA-4"][0]
         note = f"MHA {by_model['MHA'][1]}, GQA-4 {by_model['GQA-4'][1]}"
+        runs = {r.get("run") for r in shape if r["model"] in ("MHA", "GQA-4")}
+        note += "" if len(runs) == 1 else "; timed in different runs"
         out.append(line(10, "GQA-4 step vs MHA step, batch 32, ctx 1k: >= 2.0x", ratio, 2.0, source, note))
     else:
         out.append(line(10, "GQA-4 step vs MHA step, batch 32, ctx 1k: >= 2.0x", None, 2.0, source))

@@ -10,6 +10,7 @@ from frugalformers.bench import (
     flops_per_token,
     format_table,
     measure,
+    merge_json,
     mfu,
     update_results,
     write_json,
@@ -233,14 +234,14 @@ def test_targets_table_reads_the_benchmarks_rows(tmp_path):
     assert fnet["measured"] == "1.61x (dft-gemm)" and fnet["source"] == "fnet-compiled.json"
     fnet = rows[(6, "FNet-Base inference vs our BERT-Base, seq 512, compiled: >= 1.4x")]
     assert fnet["measured"] == "1.45x (fft)" and fnet["source"] == "fnet-compiled-cudagraphs.json"
-    # a later --variants run re-times GQA-4: its row replaces the older file's
-    import time
-
-    time.sleep(1.1)  # "written" has one-second resolution
-    write_json(tmp_path / "gqa_decode_compiled-GQA-4.json",
-               [{"model": "GQA-4", "batch": 32, "ctx": 1024, "ms/step": 0.7, "floor ms": 0.7}])  # fmt: skip
+    # a later --variants run re-times GQA-4 into the same file: its row replaces the older one, and
+    # the ratio against MHA says that the two were timed in different runs
+    later = [{"model": "GQA-4", "batch": 32, "ctx": 1024, "ms/step": 0.7, "floor ms": 0.7}]
+    merge_json(tmp_path / "gqa_decode_compiled.json", later, ("model", "batch", "ctx"))
     rows = {(r["issue"], r["target"]): r for r in targets.all_targets(tmp_path)}
     assert rows[(10, "GQA-4 decode step, batch 32, ctx 1k: <= 1.5x its floor")]["measured"] == "1.00 (default)"
+    ratio = rows[(10, "GQA-4 step vs MHA step, batch 32, ctx 1k: >= 2.0x")]["measured"]
+    assert ratio.endswith("; timed in different runs)") and ratio.startswith("2.57x")  # 1.8 / 0.7
 
 
 def test_layer_fwd_bwd_drops_gradients_like_training():
@@ -287,3 +288,20 @@ def test_gqa_decode_reports_a_failing_decode_kernel_in_its_cell(tmp_path, capsys
     row = next(line for line in out.splitlines() if line.startswith("| GQA-4"))
     assert "error RuntimeError: PassManager::run failed" in row
     assert row.count("error") == 1  # matmul-attn was timed
+
+
+def test_a_partial_run_replaces_its_own_rows_in_the_settings_file_and_keeps_the_rest(tmp_path):
+    """One JSON per benchmark and setting: a run over some variants replaces the rows it measured,
+    keeps the others, and every row names the run and hardware it came from."""
+    path = tmp_path / "gqa_decode_compiled.json"
+    key = ("model", "batch")
+    merge_json(path, [{"model": "MHA", "batch": 32, "ms": 1.0}, {"model": "MQA", "batch": 32, "ms": 0.5}], key,
+               hardware="H200")  # fmt: skip
+    merged = merge_json(path, [{"model": "MHA", "batch": 32, "ms": 0.9}, {"model": "MHA", "batch": 1, "ms": 0.2}], key,
+                        hardware="H100")  # fmt: skip
+    data = json.loads(path.read_text())
+    assert data["rows"] == merged and data["meta"]["hardware"] == "H100"
+    by = {(r["model"], r["batch"]): r for r in data["rows"]}
+    assert set(by) == {("MHA", 32), ("MHA", 1), ("MQA", 32)}
+    assert by[("MHA", 32)]["ms"] == 0.9 and by[("MHA", 32)]["hardware"] == "H100"
+    assert by[("MQA", 32)]["hardware"] == "H200" and by[("MQA", 32)]["run"] <= by[("MHA", 1)]["run"]

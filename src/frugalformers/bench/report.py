@@ -66,6 +66,24 @@ def write_json(path: str | Path, rows: list[dict], **meta) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
 
 
+def merge_json(path: str | Path, rows: list[dict], key: tuple[str, ...], **meta) -> list[dict]:
+    """Write `rows` into the benchmark's one JSON file for its setting, keeping the rows of earlier
+    runs that this run did not measure (same `key` fields: this run's row replaces the older one).
+    Each row records the run it came from (`run`: UTC time, `hardware`), so rows of different runs in
+    one file are never mistaken for one measurement. Returns the merged rows, this run's first."""
+    import datetime
+
+    path = Path(path)
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    new = [{**r, "run": when, "hardware": meta.get("hardware")} for r in rows]
+    mine = {tuple(r.get(k) for k in key) for r in new}
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    kept = [r for r in old if tuple(r.get(k) for k in key) not in mine]
+    merged = new + kept
+    write_json(path, merged, **meta)
+    return merged
+
+
 def update_results(path: str | Path, section: str, markdown: str) -> None:
     """Replace (or append) the block between `<!-- section:NAME -->` markers in RESULTS.md."""
     path = Path(path)
