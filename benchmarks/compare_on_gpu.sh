@@ -15,6 +15,7 @@
 #   PACK='.pack/data.tar.xz .pack/knowledge.tar.xz' \
 #     PREP='python3 -m frugalformers.cli data mix knowledge --into corpus --times 16' \
 #     bash benchmarks/compare_on_gpu.sh mowe-small:4
+#   (mowe-small-mixed: the same with PREP='... --times 16 --with-task qa')
 set -uo pipefail
 export PYTHONUNBUFFERED=1 FRUGAL_HOME=${FRUGAL_HOME:-/tmp/frugal}
 OUT=${OUT:-out}

@@ -299,6 +299,8 @@ def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
                 f"- pretraining data `{data.dataset}` ({data.tokenizer}): {mix['base']} plus the {mix['added']} "
                 f"text x {mix['times']} ({share:.1%} of its {meta['tokens']['train']:,} train tokens)"
             )
+            if mix.get("task"):
+                line += f", with the {mix['task']} task's training pairs as text in every copy"
             if "unrouted_subject_words" in meta:
                 line += (
                     f"; {meta['unrouted_subject_words']:.0%} of the test questions' subject words are outside the "

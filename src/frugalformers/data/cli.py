@@ -84,7 +84,7 @@ def cmd_unpack(args) -> int:
 
 
 def cmd_mix(args) -> int:
-    mix_shards(args.name, args.into, args.tokenizer, args.times, force=args.force)
+    mix_shards(args.name, args.into, args.tokenizer, args.times, force=args.force, with_task=args.with_task)
     return 0
 
 
@@ -124,5 +124,10 @@ def add_parser(sub) -> None:
     mp.add_argument("--into", required=True, help="the dataset whose shards it is added to (e.g. corpus)")
     mp.add_argument("--tokenizer", default="tiny", help="the --into dataset's tokenizer (and shards)")
     mp.add_argument("--times", type=int, default=8, help="copies of the added text")
+    mp.add_argument(
+        "--with-task",
+        metavar="TASK",
+        help="add this task's training pairs as text too (e.g. qa: mixed training, Allen-Zhu & Li 2023)",
+    )
     mp.add_argument("--force", action="store_true", help="replace a mixture made with other settings")
     mp.set_defaults(func=cmd_mix)

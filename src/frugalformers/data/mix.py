@@ -8,6 +8,11 @@ its own, so `frugal data mix knowledge --into corpus --tokenizer tiny --times 8`
 corpus's validation tokens unchanged, so held-out loss compares with a model pretrained on
 `corpus` alone. A recipe pretrains on it with `data: {dataset: knowledge, tokenizer: corpus/tiny}`.
 Routing ids (MoWE) are copied from the base shards or computed from their tokens.
+
+`with_task="qa"` adds that task's *training* pairs as text too ("question answer.", 20 to a
+document, in every copy): the "mixed training" of Allen-Zhu & Li 2023 (Physics of Language Models
+3.1), under which a small model pretrained on facts learns to answer questions about subjects whose
+facts it saw only as sentences. The validation and test questions never enter pretraining.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from frugalformers.files import atomic_dir
 COPY_CHUNK = 1 << 24  # tokens per copy step (memory-bounded copies of the base shards)
 
 
-def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, force: bool = False, log=print) -> Path:
+def mix_shards(
+    add: str,
+    into: str,
+    tokenizer: str,
+    times: int,
+    seed: int = 0,
+    force: bool = False,
+    log=print,
+    with_task: str | None = None,
+) -> Path:
     """Write ADD/shards/INTO/TOKENIZER (see the module docstring); returns the folder. An existing
     mixture made with other settings is refused unless `force`."""
     if times < 1:
@@ -41,6 +55,8 @@ def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, f
         raise ValueError(f"dataset {add!r} has no text/train.jsonl to mix in")
     final = dataset_folder(add) / "shards" / into / tokenizer
     settings = {"base": f"{into}/{tokenizer}", "added": add, "times": times, "seed": seed}
+    if with_task:
+        settings["task"] = with_task
     if (final / "meta.json").exists() and not force:
         have = json.loads((final / "meta.json").read_text()).get("mix")
         if have == settings:
@@ -48,6 +64,9 @@ def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, f
             return final
         raise ValueError(f"{final} holds another mixture ({have}); add --force to replace it with {settings}")
     docs = [json.loads(line)["text"] for line in open(src, encoding="utf-8")]
+    task_docs = task_text(add, with_task, seed) if with_task else []
+    task_tokens = sum(len(x) + 1 for x in tok.sp.encode(task_docs)) if task_docs else 0
+    docs += task_docs
     ids = [list(x) + [tok.eos_id] for x in tok.sp.encode(docs)]
     added = sum(len(x) for x in ids)
     rng = random.Random(seed)
@@ -78,6 +97,8 @@ def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, f
         meta["words"] = True
         meta["mix"] = settings
         meta["added_tokens"] = added
+        if with_task:
+            meta["added_task_tokens"] = task_tokens
         if add == "knowledge":  # MoWE routes by word: what share of the asked-about subjects can it route?
             subjects = [knowledge_subject(r["text"]) for r in load_task(add, "qa", "test")]
             meta["unrouted_subject_words"] = unrouted_share(tok, [x for x in subjects if x])
@@ -94,6 +115,15 @@ def mix_shards(add: str, into: str, tokenizer: str, times: int, seed: int = 0, f
         )
     )
     return final
+
+
+def task_text(dataset: str, task: str, seed: int = 0, per_doc: int = 20) -> list[str]:
+    """The task's training pairs as pretraining documents: "text label." lines, `per_doc` to a
+    document, in a seeded order (validation and test pairs are never used)."""
+    rows = load_task(dataset, task, "train")
+    lines = [f"{r['text'].strip()} {str(r['label']).strip()}." for r in rows]
+    random.Random(seed).shuffle(lines)
+    return [" ".join(lines[i : i + per_doc]) for i in range(0, len(lines), per_doc)]
 
 
 def routing_ids(tokens: np.ndarray, tok, dataset: str, name: str, chunk: int = 1 << 21):

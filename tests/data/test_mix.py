@@ -1,0 +1,46 @@
+"""`frugal data mix --with-task`: a task's training pairs join the facts in pretraining, its
+held-out pairs never do."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from frugalformers.data.datasets import prepare
+from frugalformers.data.mix import mix_shards
+from frugalformers.data.store import dataset_folder
+from frugalformers.data.tasks import load_task
+from frugalformers.data.tokenizer import load_tokenizer
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch, demo_data):
+    """A FRUGAL_HOME of its own (demo linked, knowledge copied), so the mixture made here never
+    meets the one other tests make in the shared cache."""
+    prepare("knowledge", log=lambda *_: None)
+    demo, knowledge = dataset_folder("demo"), dataset_folder("knowledge")
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "demo").symlink_to(demo)
+    shutil.copytree(knowledge, tmp_path / "datasets" / "knowledge", ignore=shutil.ignore_patterns("shards"))
+    monkeypatch.setenv("FRUGAL_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_mixed_training_adds_the_training_questions_and_never_the_held_out_ones(private_home):
+    final = mix_shards("knowledge", "demo", "tiny", times=1, with_task="qa", log=lambda *_: None)
+    meta = json.loads((final / "meta.json").read_text())
+    assert meta["mix"]["task"] == "qa" and 0 < meta["added_task_tokens"] < meta["added_tokens"]
+    tok = load_tokenizer("demo", "tiny")
+    tokens = np.fromfile(final / "train.tokens.bin", dtype=np.uint16)
+    base = json.loads((dataset_folder("demo") / "shards" / "tiny" / "meta.json").read_text())["tokens"]["train"]
+    text = tok.sp.decode(tokens[base:].tolist())  # the added part: facts and training pairs
+    train, test = load_task("knowledge", "qa", "train"), load_task("knowledge", "qa", "test")
+    asked = {r["text"] for r in train}
+    assert sum(r["text"] in text for r in train[:50]) == 50
+    held_out = [r["text"] for r in test + load_task("knowledge", "qa", "validation") if r["text"] not in asked]
+    assert held_out and not any(q in text for q in held_out)
+    # the same settings are found again; another task setting is refused without --force
+    assert mix_shards("knowledge", "demo", "tiny", times=1, with_task="qa", log=lambda *_: None) == final
+    with pytest.raises(ValueError, match="holds another mixture"):
+        mix_shards("knowledge", "demo", "tiny", times=1, log=lambda *_: None)
