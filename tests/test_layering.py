@@ -77,3 +77,25 @@ def test_imports_inside_functions_only_in_the_cli():
                     if isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("frugalformers"):
                         late.add(str(f.relative_to(PKG)))
     assert late <= {"cli.py"}, sorted(late)
+
+
+# imports a function may defer: optional or heavy dependencies a plain `import frugalformers` must
+# not pay for (plotting, Hugging Face, tensorboard, data-format readers, the distributed stack)
+DEFERRABLE = ("matplotlib", "transformers", "omegaconf", "torch.utils.tensorboard", "sentencepiece", "pysword",
+              "rdata", "torch.distributed", "torch.nn.parallel")  # fmt: skip
+
+
+def test_other_modules_defer_only_optional_or_heavy_imports():
+    """Outside the CLI, an import inside a function is an optional or heavy dependency, never a
+    standard-library or core module put there by habit."""
+    late = set()
+    for f in PKG.rglob("*.py"):
+        if f.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sub in ast.walk(node):
+                    names = [sub.module or ""] if isinstance(sub, ast.ImportFrom) else []
+                    names += [a.name for a in sub.names] if isinstance(sub, ast.Import) else []
+                    late |= {(str(f.relative_to(PKG)), n) for n in names if not n.startswith(DEFERRABLE)}
+    assert not late, sorted(late)

@@ -11,6 +11,7 @@ The settings are the ones measured fastest to learn on 2 CPU cores (benchmarks/Q
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -105,7 +106,6 @@ def _table(out_dir: Path) -> str:
 def _why_pretraining_lost(out_dir: Path) -> str | None:
     """One line naming the pretrained models that lost to their twins without pretraining, and why,
     as far as the run itself shows it (their MLM loss against the unigram model's)."""
-    import json
 
     data = json.loads((out_dir / "compare.json").read_text())
     rows = {r["label"]: r for r in data["rows"]}

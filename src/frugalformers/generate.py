@@ -10,6 +10,8 @@ so it pays for long generations and large batches; the eager path is the default
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -102,8 +104,6 @@ def compiled_step(fn, device: torch.device, enabled: bool):
         try:
             return run(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compile failure falls back; eager re-raises real errors
-            import warnings
-
             first_line = str(e).splitlines()[0][:200] if str(e) else ""
             warnings.warn(
                 f"compiling the decode step failed ({type(e).__name__}: {first_line}); decoding eagerly",

@@ -13,10 +13,12 @@ test the bookkeeping; CPU numbers say nothing about the GPU.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from frugalformers.bench.report import format_table, hardware
 
@@ -109,9 +111,6 @@ def profile_step(
     fn: Callable[[], object], device: str | torch.device, steps: int = 3, warmup: int = 1
 ) -> KernelProfile:
     """Run `fn` `warmup` times, then profile `steps` calls; per-step kernel time by category."""
-    import time
-
-    from torch.profiler import ProfilerActivity, profile
 
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")

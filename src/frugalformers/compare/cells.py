@@ -7,9 +7,11 @@ import json
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from frugalformers.api import build_model, count_parameters
@@ -55,7 +57,6 @@ def tokenizer_name(recipe: Recipe) -> str:
 def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The trivial baseline of the pretraining objective: predict every target from the training
     tokens' unigram frequencies (add-one smoothed), on the same held-out batches as the models."""
-    import numpy as np
 
     cfg = pretrain_config(recipe, recipe.models[0].label)
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
@@ -176,7 +177,6 @@ def run_finetune(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
 def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> dict:
     """The test score of always answering the training split's most common label (and, with
     `breakdown`, of the most common label within each group), in the task's metric."""
-    from collections import Counter
 
     metric = task_info(dataset, task)["metric"]
     main = "em" if metric == "em_f1" else metric

@@ -273,7 +273,6 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
 def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
     """What bounds the scores and what the models were pretrained on, where a reader needs it: the
     exact-match ceiling of questions asked with several gold answers, each mixture's make-up."""
-    import json
 
     notes = []
     for task, m in majority.items():

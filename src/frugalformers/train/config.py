@@ -9,7 +9,9 @@ of the preset. The resolved config is saved as `config.yaml` in the run folder.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import inspect
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _all_keys() -> list[str]:
-    from dataclasses import fields
 
     keys = [f.name for f in fields(RunConfig)]
     keys += [f"data.{f.name}" for f in fields(DataSection)] + [f"optim.{f.name}" for f in fields(OptimSection)]
@@ -198,8 +199,6 @@ def save_run_config(cfg: RunConfig, path: Path) -> None:
 
 def help_text() -> str:
     """Every option with its default and comment, for `frugal train --help`."""
-    import inspect
-    import re
 
     lines = []
     for cls, prefix in ((RunConfig, ""), (DataSection, "data."), (OptimSection, "optim.")):

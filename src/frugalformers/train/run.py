@@ -3,8 +3,11 @@ evaluate. A run folder holds `config.yaml` (resolved), `metrics.jsonl`, `checkpo
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from frugalformers.api import build_model
@@ -32,9 +35,6 @@ from frugalformers.train.user_data import one_class_warning, task_rows
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
@@ -242,7 +242,6 @@ def finetuned_model(cfg: RunConfig, labels: list[str], log):
 
 
 def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
-    import json
 
     main = dist_env.current().is_main
     log = log if main else _quiet
