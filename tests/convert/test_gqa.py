@@ -7,6 +7,7 @@ import torch
 from frugalformers import build_model, load
 from frugalformers.cli import main
 from frugalformers.convert.gqa import convert_attention, convert_model, expand_model, pool_heads
+from frugalformers.generate import generate
 from frugalformers.nn.attention import Attention
 
 
@@ -162,6 +163,20 @@ def test_convert_then_uptrain_reports_losses(tmp_path, demo_data, capsys):
     up = tmp_path / "up"
     assert (up / "checkpoints/step-00000005").exists()  # 5% .. here 25% of 20 steps
     assert load(up / "checkpoints/step-00000005").config.kv_heads == 1
+    # the uptrained MQA model, exported to Hugging Face format, generates what ours generates
+    transformers = pytest.importorskip("transformers")
+    hf_dir = tmp_path / "up-hf"
+    argv = ["convert", "gqa", str(up / "checkpoints/step-00000005"), "--kv-heads", "1", "--format", "hf"]
+    assert main([*argv, "--out", str(hf_dir)]) == 0
+    assert json.loads((hf_dir / "config.json").read_text())["num_key_value_heads"] == 1
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir)).eval()
+    ours = load(up / "checkpoints/step-00000005").eval()
+    prompt = [5, 17, 42, 99, 7]
+    want = generate(ours, [prompt], 12)[0]
+    assert len(set(want)) > 1  # a real continuation, not one token repeated
+    with torch.no_grad():
+        got = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    assert got[0, len(prompt) :].tolist() == want
 
 
 def test_hf_gpt2_folder_converts_to_gqa_in_our_format(tmp_path, capsys):
