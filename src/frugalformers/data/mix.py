@@ -106,7 +106,8 @@ def mix_shards(
     share = added * times / meta["tokens"]["train"]
     log(
         f"{final}: {meta['tokens']['train']:,} train tokens, {add} {added:,} tokens x {times} "
-        f"({share:.1%} of the mixture); valid: {into}'s {meta['tokens']['valid']:,}"
+        + (f"({task_tokens:,} of them the {with_task} task's training pairs) " if with_task else "")
+        + f"({share:.1%} of the mixture); valid: {into}'s {meta['tokens']['valid']:,}"
         + (
             f"; {meta['unrouted_subject_words']:.0%} of the test questions' subject words are outside the "
             "routing vocabulary"
