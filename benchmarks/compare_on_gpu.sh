@@ -12,10 +12,8 @@
 #   BUDGET=500 bash benchmarks/compare_on_gpu.sh gqa-small:3 fnet-small:6
 #   PACK='.pack/data.tar.xz .pack/colt5.tar.xz' bash benchmarks/compare_on_gpu.sh fnet-small:6 colt5-small:2
 # (.pack/colt5.tar.xz: `frugal data pack corpus longdoc --tokenizer base --out .pack/colt5.tar.xz`)
-#   PACK='.pack/data.tar.xz .pack/knowledge.tar.xz' \
-#     PREP='python3 -m frugalformers.cli data mix knowledge --into corpus --times 16' \
-#     bash benchmarks/compare_on_gpu.sh mowe-small:4
-#   (mowe-small-mixed: the same with PREP='... --times 16 --with-task qa')
+#   PACK='.pack/data.tar.xz .pack/knowledge.tar.xz' bash benchmarks/compare_on_gpu.sh mowe-small-mixed:4
+#   (the mowe recipes' `mix:` block makes their pretraining mixture; PREP runs any other command first)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 FRUGAL_HOME=${FRUGAL_HOME:-/tmp/frugal}
 OUT=${OUT:-out}

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,19 @@ def longdoc_mini(demo_data, tmp_path_factory):
 
     shutil.copytree(demo_data / "tokenizer", out / "tokenizer")
     return out
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch, demo_data):
+    """A FRUGAL_HOME of its own (demo linked, knowledge copied), so the mixture made here never
+    meets the one other tests make in the shared cache."""
+    from frugalformers.data.datasets import prepare
+    from frugalformers.data.store import dataset_folder
+
+    prepare("knowledge", log=lambda *_: None)
+    demo, knowledge = dataset_folder("demo"), dataset_folder("knowledge")
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "demo").symlink_to(demo)
+    shutil.copytree(knowledge, tmp_path / "datasets" / "knowledge", ignore=shutil.ignore_patterns("shards"))
+    monkeypatch.setenv("FRUGAL_HOME", str(tmp_path))
+    return tmp_path

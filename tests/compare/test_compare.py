@@ -86,6 +86,9 @@ def _recipe(**over):
         ({"reference": "bert-base"}, "reference='bert-base' is not one of the models"),
         ({"models": ["bert-tiny", "bert-tiny"]}, "appear twice"),
         ({"study": "uptrain", "models": ["llama-tiny-mqa"], "uptrain": {"kv_heads": [1]}}, "fewer than the model's"),
+        ({"mix": {"add": "knowledge", "times": 4}}, "mix needs `add`, `into` and `times`"),
+        ({"mix": {"add": "knowledge", "into": "demo", "times": 4, "tims": 2}}, "unknown key 'tims'"),
+        ({"mix": {"add": "knowledge", "into": "demo", "times": 4}}, "pretrain on it with .*dataset: knowledge"),
     ],
 )
 def test_recipe_errors_name_the_problem(over, message, demo_data):
@@ -200,21 +203,25 @@ def test_skipped_kinds_wait_for_a_resume(tmp_path, demo_data):
         run_compare(recipe, str(out), resume=True, skip=("sped",))
 
 
-def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relation(tmp_path, demo_data):
+def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relation(tmp_path, private_home):
     """recipes/mowe-tiny.yaml: T5, Switch and MoWE pretrained on `demo` plus the knowledge facts
-    (`frugal data mix`), a T5 on `demo` alone as the control, fine-tuned on the QA pairs (MoWE's bank
-    frozen) and scored per relation beside the most-common-answer baseline and the EM ceiling."""
-    from frugalformers.data.datasets import prepare
+    (the recipe's `mix`, made before its cells), a T5 on `demo` alone as the control, fine-tuned on
+    the QA pairs (MoWE's bank frozen) and scored per relation beside the most-common-answer baseline
+    and the EM ceiling."""
     from frugalformers.data.mix import mix_shards
 
-    prepare("knowledge", log=lambda *_: None)
-    mixed = mix_shards("knowledge", "demo", "tiny", times=4, log=lambda *_: None)
+    t0 = time.time()
+    out = run_compare(str(ROOT / "recipes" / "mowe-tiny.yaml"), str(tmp_path / "mowe"), workers=2, log=lambda _: None)
+    mixed = private_home / "datasets" / "knowledge" / "shards" / "demo" / "tiny"
     meta = json.loads((mixed / "meta.json").read_text())
     assert meta["mix"]["times"] == 4 and 0 < meta["unrouted_subject_words"] < 1
     with pytest.raises(ValueError, match="holds another mixture"):
         mix_shards("knowledge", "demo", "tiny", times=2, log=lambda *_: None)
-    t0 = time.time()
-    out = run_compare(str(ROOT / "recipes" / "mowe-tiny.yaml"), str(tmp_path / "mowe"), workers=2, log=lambda _: None)
+    other = load_recipe(str(ROOT / "recipes" / "mowe-tiny.yaml")).raw | {
+        "mix": {"add": "knowledge", "into": "demo", "times": 2}
+    }
+    with pytest.raises(RecipeError, match=r"mix: .*holds another mixture.*--times 2 --force"):
+        run_compare(other, str(tmp_path / "other"), log=lambda _: None)
     assert time.time() - t0 < 60
     data = json.loads((out / "compare.json").read_text())
     rows = {r["label"]: r for r in data["rows"]}

@@ -2,29 +2,14 @@
 held-out pairs never do."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from frugalformers.data.datasets import prepare
 from frugalformers.data.mix import mix_shards
 from frugalformers.data.store import dataset_folder
 from frugalformers.data.tasks import load_task
 from frugalformers.data.tokenizer import load_tokenizer
-
-
-@pytest.fixture
-def private_home(tmp_path, monkeypatch, demo_data):
-    """A FRUGAL_HOME of its own (demo linked, knowledge copied), so the mixture made here never
-    meets the one other tests make in the shared cache."""
-    prepare("knowledge", log=lambda *_: None)
-    demo, knowledge = dataset_folder("demo"), dataset_folder("knowledge")
-    (tmp_path / "datasets").mkdir()
-    (tmp_path / "datasets" / "demo").symlink_to(demo)
-    shutil.copytree(knowledge, tmp_path / "datasets" / "knowledge", ignore=shutil.ignore_patterns("shards"))
-    monkeypatch.setenv("FRUGAL_HOME", str(tmp_path))
-    return tmp_path
 
 
 def test_mixed_training_adds_the_training_questions_and_never_the_held_out_ones(private_home):

@@ -29,7 +29,10 @@ from frugalformers.train.config import load_run_config
 
 STUDIES = ("finetune", "uptrain")
 SPEED_KINDS = ("train_infer", "encoder", "decode", "none")
-TOP_KEYS = ("name", "description", "study", "reference", "seed", "models", "pretrain", "finetune", "uptrain", "speed")
+TOP_KEYS = (
+    "name", "description", "study", "reference", "seed", "mix", "models", "pretrain", "finetune", "uptrain", "speed",
+)  # fmt: skip
+MIX_KEYS = ("add", "into", "tokenizer", "times", "with_task", "seed")
 FINETUNE_KEYS = (
     "dataset",
     "tokenizer",
@@ -138,6 +141,25 @@ class UptrainSpec:
 
 
 @dataclass
+class MixSpec:
+    """The pretraining mixture a recipe needs (`frugal data mix ADD --into INTO ...`), made before
+    its cells run: ADD's text x `times` (and with `with_task`, that task's training pairs) added to
+    INTO's shards, written to ADD/shards/INTO/TOKENIZER."""
+
+    add: str
+    into: str
+    times: int
+    tokenizer: str = "tiny"
+    with_task: str | None = None
+    seed: int = 0
+
+    @property
+    def shards(self) -> str:
+        """The `data.tokenizer` a pretraining on the mixture names (with `data.dataset: ADD`)."""
+        return f"{self.into}/{self.tokenizer}"
+
+
+@dataclass
 class SpeedSpec:
     kind: str = "train_infer"  # train_infer (tokens/s) | encoder (encoder ms per example) | decode | none
     batch_size: int | None = None  # default: the pretraining batch
@@ -162,6 +184,7 @@ class Recipe:
     finetune: FinetuneSpec | None = None
     uptrain: UptrainSpec | None = None
     speed: SpeedSpec = field(default_factory=SpeedSpec)
+    mix: MixSpec | None = None
     raw: dict = field(default_factory=dict)  # the YAML as read (stored in the run folder)
 
     def entry(self, label: str) -> ModelEntry:
@@ -244,6 +267,20 @@ def recipe_from_dict(raw: dict, path: str = "<recipe>") -> Recipe:
         description=str(raw.get("description", "")),
         raw=raw,
     )
+    if raw.get("mix") is not None:
+        mix = raw["mix"]
+        if not isinstance(mix, dict) or not {"add", "into", "times"} <= set(mix):
+            raise RecipeError(
+                f"{path}: mix needs `add`, `into` and `times` (e.g. {{add: knowledge, into: corpus, times: 16}})"
+            )
+        _unknown(f"{path}: mix", mix, MIX_KEYS)
+        recipe.mix = MixSpec(**mix)
+        want = (recipe.mix.add, recipe.mix.shards)
+        if (recipe.pretrain_dataset, recipe.pretrain_tokenizer) != want:
+            raise RecipeError(
+                f"{path}: the mixture is written to {want[0]}/shards/{want[1]}; pretrain on it with "
+                f"`pretrain: {{data: {{dataset: {want[0]}, tokenizer: {want[1]}}}}}`"
+            )
     speed = raw.get("speed") or {}
     _unknown(f"{path}: speed", speed, SPEED_KEYS)
     recipe.speed = SpeedSpec(**speed)

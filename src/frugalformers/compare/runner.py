@@ -32,6 +32,7 @@ from frugalformers.compare.cells import cell_dir, run_cell
 from frugalformers.compare.plan import Cell, plan
 from frugalformers.compare.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from frugalformers.compare.report import write_report
+from frugalformers.data.mix import mix_shards
 from frugalformers.files import atomic_write
 from frugalformers.train.checkpointing import list_checkpoints
 
@@ -208,6 +209,14 @@ def run_compare(
         return run_dir
     with folder_lock(run_dir / ".lock", str(run_dir)):
         prepare_folder(recipe, run_dir, resume)
+        if recipe.mix is not None:  # the mixture it pretrains on: made once, refused if another is there
+            m = recipe.mix
+            try:
+                mix_shards(m.add, m.into, m.tokenizer, m.times, m.seed, with_task=m.with_task, log=log)
+            except ValueError as e:
+                again = f"frugal data mix {m.add} --into {m.into} --tokenizer {m.tokenizer} --times {m.times}"
+                again += f" --with-task {m.with_task}" if m.with_task else ""
+                raise RecipeError(f"{recipe.path}: mix: {e} (`{again} --force`)") from None
         with open(run_dir / "commands.txt", "a") as f:  # every run and resume of this folder, in order
             f.write(_command() + "\n")
         stored = str(run_dir / "recipe.yaml")
