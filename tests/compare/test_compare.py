@@ -283,3 +283,44 @@ def test_a_rewritten_report_credits_the_cells_machine_not_this_one(tmp_path, dem
         f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "device"}))
     run_compare(recipe, str(out), report_only=True, log=lambda _: None)
     assert "Hardware: not recorded by the cells." in (out / "compare.md").read_text()
+
+
+def test_cells_short_of_device_memory_beside_others_run_again_alone():
+    """A cell that failed for want of device memory while sharing the device, and the cells that
+    waited on it, are run again one at a time; other failures are left for the user to fix."""
+    from frugalformers.compare.plan import Cell
+    from frugalformers.compare.runner import BLOCKED, cells_to_retry_alone
+
+    pre = Cell("pretrain/a", "pretrain")
+    ft = Cell("finetune/a/t/seed0", "finetune", deps=("pretrain/a",))
+    other = Cell("finetune/b/t/seed0", "finetune")
+    bug = Cell("finetune/c/t/seed0", "finetune")
+    phase = [pre, ft, other, bug]
+    oom = "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+    failed = {pre.key: oom, ft.key: BLOCKED, bug.key: "KeyError: 'x'"}
+    assert cells_to_retry_alone(phase, failed) == [pre, ft]
+    assert cells_to_retry_alone(phase, {bug.key: "KeyError: 'x'"}) == []
+    assert cells_to_retry_alone(phase, {other.key: "torch.OutOfMemoryError: CUDA out of memory."}) == [other]
+
+
+def test_a_run_whose_cells_ran_short_of_memory_finishes_them_alone(tmp_path, demo_data, monkeypatch):
+    """The shared phase (workers > 1) is replaced by one in which the pretraining cell runs out of
+    device memory and its fine-tuning waits; the runner runs both again, alone, and the run ends whole."""
+    from frugalformers.compare import runner
+
+    def crowded_pool(shared, stored, run_dir, workers, ready, blocked, finished, failed):
+        for c in sorted(shared, key=lambda c: runner.PRIORITY.get(c.kind, 2)):
+            if blocked(c):
+                failed[c.key] = runner.BLOCKED
+            elif c.kind == "pretrain":
+                finished(c.key, None, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", 1.0)
+            else:
+                finished(*runner.execute(stored, str(run_dir), c.key))
+
+    monkeypatch.setattr(runner, "_run_pool", crowded_pool)
+    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0]})
+    recipe["speed"] = {"kind": "none"}
+    logs = []
+    out = run_compare(recipe, str(tmp_path / "cmp"), workers=2, log=logs.append)
+    assert any("ran out of device memory beside others" in m for m in logs)
+    assert {"pretrain/bert-tiny", "finetune/bert-tiny/sentiment/seed0"} <= set(_results(out))

@@ -38,6 +38,19 @@ from frugalformers.train.checkpointing import list_checkpoints
 
 RESULT = "result.json"
 PRIORITY = {"unigram": 0, "pretrain": 0, "uptrain": 1, "finetune": 1}
+BLOCKED = "a cell it needs failed"
+# a cell that failed for want of device memory while other cells shared the device (2026-12-07:
+# CUBLAS_STATUS_ALLOC_FAILED beside nine other cells on an H100) runs again once the others are done
+SHORT_OF_MEMORY = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA_ERROR_OUT_OF_MEMORY")
+
+
+def cells_to_retry_alone(phase: list[Cell], failed: dict[str, str]) -> list[Cell]:
+    """The cells of a shared phase to run again one at a time: those that ran short of device memory
+    beside others, and those that waited on them; [] when none ran short."""
+    short = {c.key for c in phase if any(m in failed.get(c.key, "") for m in SHORT_OF_MEMORY)}
+    if not short:
+        return []
+    return [c for c in phase if c.key in short or failed.get(c.key) == BLOCKED]
 
 
 class CompareError(RuntimeError):
@@ -304,11 +317,21 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
         if workers == 1 or (phase and phase[0].exclusive):
             for c in sorted(phase, key=lambda c: PRIORITY.get(c.kind, 2)):
                 if blocked(c):
-                    failed[c.key] = "a cell it needs failed"
+                    failed[c.key] = BLOCKED
                     continue
                 finished(*execute(stored, str(run_dir), c.key))
         elif phase:
             _run_pool(phase, stored, run_dir, workers, ready, blocked, finished, failed)
+            again = cells_to_retry_alone(phase, failed)
+            if again:
+                log(f"{len(again)} cell(s) ran out of device memory beside others or waited on one: again, alone")
+                for c in again:
+                    done_count -= failed.pop(c.key) != BLOCKED  # a blocked cell was never counted
+                for c in sorted(again, key=lambda c: PRIORITY.get(c.kind, 2)):
+                    if blocked(c):
+                        failed[c.key] = BLOCKED
+                        continue
+                    finished(*execute(stored, str(run_dir), c.key))
     return failed
 
 
@@ -322,7 +345,7 @@ def _run_pool(shared, stored, run_dir, workers, ready, blocked, finished, failed
         while pending or running:
             for c in [c for c in pending if blocked(c)]:
                 pending.remove(c)
-                failed[c.key] = "a cell it needs failed"
+                failed[c.key] = BLOCKED
             for c in [c for c in pending if ready(c)][: workers - len(running)]:
                 pending.remove(c)
                 running[pool.submit(execute, stored, str(run_dir), c.key)] = c.key
