@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=str(HERE / "quality" / "smollm2-mqa"), help="the table and curves")
     p.add_argument("--work", default="runs/smollm2-mqa", help="the runs' resumable states (1.5 GB each)")
+    p.add_argument("--text", help="a folder with train.jsonl / valid.jsonl ({'text': ...} rows); default: corpus's")
     p.add_argument("--export", help="write the uptrained MQA model here in Hugging Face format")
     p.add_argument("--smoke", action="store_true", help="2 steps on a few windows, into a scratch folder")
     args = p.parse_args(argv)
@@ -157,13 +158,15 @@ def main(argv=None) -> int:
 
     original, tok = load_smollm2()
     original.to(args.device)
-    corpus = dataset_folder("corpus") / "text"
+    corpus = Path(args.text) if args.text else dataset_folder("corpus") / "text"
     docs = [json.loads(line)["text"] for line in open(corpus / "train.jsonl", encoding="utf-8")]
     random.Random(0).shuffle(docs)  # every source of the corpus, not the first one's documents
     train_data = windows(tok, docs, args.length, args.steps * args.batch)
     valid_docs = [json.loads(line)["text"] for line in open(corpus / "valid.jsonl", encoding="utf-8")]
     valid = windows(tok, valid_docs, args.length, args.valid_windows)
     log(f"{len(train_data)} training and {len(valid)} held-out windows of {args.length} tokens")
+    if len(train_data) < args.steps * args.batch:
+        log(f"note: the text holds {len(train_data)} of the {args.steps * args.batch} windows asked for; they repeat")
 
     ppl_original = perplexity(original, valid, args.batch, args.device)
     mqa = convert_model(copy.deepcopy(original), 1, "mean", "all")
@@ -186,7 +189,8 @@ def main(argv=None) -> int:
     command = "python benchmarks/smollm2_mqa.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (
         f"# SmolLM2-135M to MQA: perplexity before and after uptraining\n\n{table}\n\n"
-        f"Uptraining and continuation: {args.steps} steps of {args.batch} x {args.length} tokens of `corpus` "
+        f"Uptraining and continuation: {args.steps} steps of {args.batch} x {args.length} tokens of "
+        f"{'`corpus`' if not args.text else 'a sample of `corpus` (' + Path(args.text).name + ')'} "
         f"({tokens:,} tokens, the same windows in the same order for both), AdamW peak {args.lr:g}, 10% warm-up, "
         f"cosine to a tenth, gradients clipped at 1; held-out: {len(valid)} windows of the corpus's validation "
         f"documents. Hardware: {hw}. Command: `{command}`.\n"
