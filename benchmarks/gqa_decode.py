@@ -222,10 +222,10 @@ def main(argv=None) -> int:
     print(hw, f"copy bandwidth {bw / 1e12:.2f} TB/s" if bw else "")
     out = output_dir(args.out, args.smoke, HERE)
     tag = ("_autotuned" if args.autotune else "_compiled") if args.compile else ""
-    subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own files
+    subset = "".join(f"-{v}" for v in args.variants) if args.variants else ""  # a subset run keeps its own section
     if args.variants and args.batch != [32]:  # (the targets are at batch 32: other batches apart)
         subset += "-batch-" + "-".join(map(str, args.batch))
-    if args.alts and not args.variants:  # a full run with opt-in kernels keeps its own files too
+    if args.alts and not args.variants:  # a full run with opt-in kernels keeps its own section too
         subset = "-" + "-".join(args.alts)
     # one file per setting (eager / compiled / autotuned): a run over some variants or batches
     # replaces its own rows and keeps the rest

@@ -90,7 +90,6 @@ def uptrain_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str, d
 
 
 def _uptrain_table(up, rows: list[dict]) -> str:
-
     cols = ["variant", "kv heads", "method"] + [f"loss, alpha {a:g} (vs MHA)" for a in up.alphas]
     cols += [f"ppl, alpha {max(up.alphas):g}", "decode ms/step", "decode speed vs MHA"]
     body = []

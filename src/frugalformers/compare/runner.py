@@ -310,16 +310,19 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
     def blocked(c: Cell) -> bool:
         return any(d in failed for d in c.deps)
 
+    def one_at_a_time(some: list[Cell]) -> None:
+        for c in sorted(some, key=lambda c: PRIORITY.get(c.kind, 2)):
+            if blocked(c):
+                failed[c.key] = BLOCKED
+                continue
+            finished(*execute(stored, str(run_dir), c.key))
+
     # training first (in workers when asked); then the timings one after another in this process, with
     # nothing else on the device (timing while other cells compiled and warmed up, 2026-12-07 on an
     # H100, spread the repeats by up to 180% of their median)
     for phase in ([c for c in todo if not c.exclusive], [c for c in todo if c.exclusive]):
         if workers == 1 or (phase and phase[0].exclusive):
-            for c in sorted(phase, key=lambda c: PRIORITY.get(c.kind, 2)):
-                if blocked(c):
-                    failed[c.key] = BLOCKED
-                    continue
-                finished(*execute(stored, str(run_dir), c.key))
+            one_at_a_time(phase)
         elif phase:
             _run_pool(phase, stored, run_dir, workers, ready, blocked, finished, failed)
             again = cells_to_retry_alone(phase, failed)
@@ -327,16 +330,11 @@ def _run_cells(todo, cells, results, stored, run_dir, workers, log) -> dict[str,
                 log(f"{len(again)} cell(s) ran out of device memory beside others or waited on one: again, alone")
                 for c in again:
                     done_count -= failed.pop(c.key) != BLOCKED  # a blocked cell was never counted
-                for c in sorted(again, key=lambda c: PRIORITY.get(c.kind, 2)):
-                    if blocked(c):
-                        failed[c.key] = BLOCKED
-                        continue
-                    finished(*execute(stored, str(run_dir), c.key))
+                one_at_a_time(again)
     return failed
 
 
 def _run_pool(shared, stored, run_dir, workers, ready, blocked, finished, failed) -> None:
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     pending = sorted(shared, key=lambda c: PRIORITY.get(c.kind, 2))
     ctx = multiprocessing.get_context("spawn")

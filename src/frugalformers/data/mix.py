@@ -65,10 +65,9 @@ def mix_shards(
         raise ValueError(f"{final} holds another mixture ({have}); add --force to replace it with {settings}")
     docs = [json.loads(line)["text"] for line in open(src, encoding="utf-8")]
     task_docs = task_text(add, with_task, seed) if with_task else []
-    task_tokens = sum(len(x) + 1 for x in tok.sp.encode(task_docs)) if task_docs else 0
-    docs += task_docs
-    ids = [list(x) + [tok.eos_id] for x in tok.sp.encode(docs)]
+    ids = [list(x) + [tok.eos_id] for x in tok.sp.encode(docs + task_docs)]
     added = sum(len(x) for x in ids)
+    task_tokens = sum(len(x) for x in ids[len(docs) :])  # the task's documents come last
     rng = random.Random(seed)
     with atomic_dir(final) as tmp:
         meta = json.loads((base / "meta.json").read_text())

@@ -87,7 +87,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _all_keys() -> list[str]:
-
     keys = [f.name for f in fields(RunConfig)]
     keys += [f"data.{f.name}" for f in fields(DataSection)] + [f"optim.{f.name}" for f in fields(OptimSection)]
     return keys

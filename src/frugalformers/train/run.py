@@ -35,7 +35,6 @@ from frugalformers.train.user_data import one_class_warning, task_rows
 
 
 def seed_everything(seed: int) -> None:
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -242,7 +241,6 @@ def finetuned_model(cfg: RunConfig, labels: list[str], log):
 
 
 def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = True, overwrite: bool = False) -> dict:
-
     main = dist_env.current().is_main
     log = log if main else _quiet
     with run_folder(cfg.out, resume, overwrite, log, enabled=main) as run_dir:
