@@ -244,6 +244,12 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
     assert "points on its average score" in md  # the verdict against T5 when its score is 0
     cells = out / "cells" / "pretrain"
     assert json.loads((cells / "t5-tiny-no-facts" / "result.json").read_text())["tokens"] > 0
+    # --report where the disk holds another mixture (e.g. on a machine other than the run's) does not
+    # describe that one as the run's
+    mix_shards("knowledge", "demo", "tiny", times=2, force=True, log=lambda *_: None)
+    run_compare(str(ROOT / "recipes" / "mowe-tiny.yaml"), str(out), report_only=True, log=lambda _: None)
+    md = (out / "compare.md").read_text()
+    assert "the recipe's mixture, not described here" in md and "text x 2" not in md
 
 
 def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path, demo_data):
@@ -260,7 +266,10 @@ def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path
     by_lr = {float(k): v for k, v in task["by_lr"].items()}
     best = max(by_lr, key=lambda lr: by_lr[lr]["valid"])
     assert task["lr"] == best and task["mean"] == pytest.approx(by_lr[best]["test"])
-    assert f"sentiment {best:g}" in (out / "compare.md").read_text()
+    md = (out / "compare.md").read_text()
+    assert f"sentiment {best:g}" in md
+    # speed: none leaves no speed columns, and says the models were not timed (not "not measured yet")
+    assert "train speed" not in md and "not measured yet" not in md and "not timed" in md
     with pytest.raises(RecipeError, match="finetune.lrs"):
         recipe_from_dict({**recipe, "finetune": {**recipe["finetune"], "lrs": [0]}}, "r.yaml")
 

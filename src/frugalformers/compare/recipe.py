@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from frugalformers.data.datasets import DATASETS
+from frugalformers.data.mix import mix_settings
 from frugalformers.presets import get_preset
 from frugalformers.train.batches import dataset_folder
 from frugalformers.train.config import load_run_config
@@ -157,6 +158,11 @@ class MixSpec:
     def shards(self) -> str:
         """The `data.tokenizer` a pretraining on the mixture names (with `data.dataset: ADD`)."""
         return f"{self.into}/{self.tokenizer}"
+
+    @property
+    def settings(self) -> dict:
+        """The mixture's settings as its meta.json records them (`data.mix.mix_settings`)."""
+        return mix_settings(self.add, self.into, self.tokenizer, self.times, self.seed, self.with_task)
 
 
 @dataclass

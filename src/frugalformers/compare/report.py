@@ -186,8 +186,13 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
     columns = ["model", "params", "pretrain tokens", f"{obj} loss", f"{obj} acc"]
     columns += [f"{t} ({_metric_name(spec.dataset, t)})" for t in spec.tasks]
     lengths = _encoder_lengths(recipe, results)
+    timed = recipe.speed.kind != "none"
     speed_cols = (
-        [f"encoder ms/example, {n:,} tokens" for n in lengths] if lengths else ["train speed", "inference speed"]
+        [f"encoder ms/example, {n:,} tokens" for n in lengths]
+        if lengths
+        else ["train speed", "inference speed"]
+        if timed
+        else []
     )
     columns += ["average", f"% of {ref}", *speed_cols, "verdict"]
     table = []
@@ -205,7 +210,7 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
                 *[_cell(row["tasks"][t]["mean"], row["tasks"][t]["sd"]) for t in spec.tasks],
                 _num(row.get("average")),
                 _num(row.get("percent_of_reference"), "{:.1f}%"),
-                *_speed_cells(row, lengths),
+                *(_speed_cells(row, lengths) if timed else []),
                 row["verdict"],
             ]
         )
@@ -237,6 +242,9 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
             for r in rows
             if r.get("encoder_train_ms")
         ]
+    elif not timed:
+        explained += "Speeds: not timed (the recipe's `speed: {kind: none}`)."
+        speeds = []
     else:
         explained += (
             "Speeds: training (forward, backward, optimizer step on a pretraining batch) and inference (encoder "
@@ -257,8 +265,9 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
             f" Each task's fine-tuning rate was chosen per model from {', '.join(f'{x:g}' for x in spec.lrs)} by the "
             f"best mean validation score, and the test score shown is that rate's: {rates}."
         )
-    parts = [_table(columns, table), "", explained, ""]
-    parts += speeds or ["- (not measured yet)"]
+    parts = [_table(columns, table), "", explained]
+    if timed:
+        parts += ["", *(speeds or ["- (not measured yet)"])]
     diffs = [f"- {m.label}: {m.differences()}" for m in recipe.models if m.differences()]
     if diffs:
         parts += ["", "What each model does differently from the shared recipe:", "", *diffs]
@@ -291,7 +300,13 @@ def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
             meta = json.loads((shard_path(data.dataset, data.tokenizer) / "meta.json").read_text())
         except (ValueError, OSError):
             continue
-        if meta.get("mix"):
+        wanted = recipe.mix and (data.dataset, data.tokenizer) == (recipe.mix.add, recipe.mix.shards)
+        if wanted and meta.get("mix") != recipe.mix.settings:  # e.g. --report on another machine
+            notes.append(
+                f"- pretraining data `{data.dataset}` ({data.tokenizer}): the recipe's mixture, not described here "
+                f"(this machine's copy is another mixture: {meta.get('mix')})."
+            )
+        elif meta.get("mix"):
             mix = meta["mix"]
             share = meta["added_tokens"] * mix["times"] / meta["tokens"]["train"]
             line = (

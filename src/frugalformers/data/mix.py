@@ -34,6 +34,14 @@ from frugalformers.files import atomic_dir
 COPY_CHUNK = 1 << 24  # tokens per copy step (memory-bounded copies of the base shards)
 
 
+def mix_settings(add: str, into: str, tokenizer: str, times: int, seed: int = 0, with_task: str | None = None) -> dict:
+    """What a mixture's meta.json records under "mix" (and what tells two mixtures apart)."""
+    settings = {"base": f"{into}/{tokenizer}", "added": add, "times": times, "seed": seed}
+    if with_task:
+        settings["task"] = with_task
+    return settings
+
+
 def mix_shards(
     add: str,
     into: str,
@@ -54,9 +62,7 @@ def mix_shards(
     if not src.exists():
         raise ValueError(f"dataset {add!r} has no text/train.jsonl to mix in")
     final = dataset_folder(add) / "shards" / into / tokenizer
-    settings = {"base": f"{into}/{tokenizer}", "added": add, "times": times, "seed": seed}
-    if with_task:
-        settings["task"] = with_task
+    settings = mix_settings(add, into, tokenizer, times, seed, with_task)
     if (final / "meta.json").exists() and not force:
         have = json.loads((final / "meta.json").read_text()).get("mix")
         if have == settings:
