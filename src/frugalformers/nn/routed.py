@@ -66,14 +66,25 @@ def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.T
     k - t, so a_t = eps * (log(k - t) - logsumexp(s_(t..n-1) / eps)); t is the smallest count for
     which the next score stays unsaturated (s_(t) + a_t <= 0). Differentiable (through the sort)."""
     s = _solver_scores(scores, k)
-    a_star = _soft_topk_offset(s.sort(dim=-1, descending=True).values, k, eps)
+    a_star = _soft_topk_offset(rank_descending(s)[0], k, eps)
     return torch.exp((s + a_star) / eps).clamp(max=1.0)
+
+
+def rank_descending(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, order) of `s` sorted descending along the last dim; one function so that a
+    compiled model's sort can be checked on its own (benchmarks/colt5_compile_check.py)."""
+    return s.sort(dim=-1, descending=True)
+
+
+def suffix_logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """(..., n): logsumexp of x[..., t:] for every t (a reversed cumulative logsumexp)."""
+    return x.flip(-1).logcumsumexp(-1).flip(-1)
 
 
 def _soft_topk_offset(ranked: torch.Tensor, k: float, eps: float) -> torch.Tensor:
     """a (..., 1) of `soft_topk_exact` from the scores sorted descending (..., n)."""
     n = ranked.shape[-1]
-    tail = (ranked / eps).flip(-1).logcumsumexp(-1).flip(-1)  # (..., n): logsumexp of ranked[t:]
+    tail = suffix_logsumexp(ranked / eps)  # (..., n): logsumexp of ranked[t:]
     t = torch.arange(n, device=ranked.device, dtype=ranked.dtype)
     room = k - t  # (n,) mass left for the unsaturated tokens
     a = eps * (torch.log(room.clamp(min=torch.finfo(ranked.dtype).tiny)) - tail)  # (..., n)
@@ -88,7 +99,7 @@ def soft_topk_select(scores: torch.Tensor, k: float, m: int, eps: float = 1.0) -
     lambda is non-decreasing in the score, so its top m are the top m scores: the sort that solves
     for a also ranks the tokens, and no second top-k over n is needed."""
     s = _solver_scores(scores, k)
-    ranked, order = s.sort(dim=-1, descending=True)  # (..., n)
+    ranked, order = rank_descending(s)  # (..., n)
     a_star = _soft_topk_offset(ranked, k, eps)
     return order[..., :m], torch.exp((ranked[..., :m] + a_star) / eps).clamp(max=1.0)
 
