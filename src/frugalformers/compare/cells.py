@@ -21,6 +21,7 @@ from frugalformers.bench.steps import compiled, step_fns
 from frugalformers.bench.timing import measure
 from frugalformers.checkpoint import load as load_model
 from frugalformers.checkpoint import save as save_model
+from frugalformers.compare.cloze import cloze_set, score_cloze
 from frugalformers.compare.plan import SCRATCH, Cell, finetune_steps
 from frugalformers.compare.recipe import Recipe, dotted
 from frugalformers.convert.gqa import convert_model
@@ -104,6 +105,28 @@ def run_pretrain(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
         "resumed": resume,
         "device": hardware(),
     }
+
+
+# ------------------------------------------------------------------ what pretraining stored
+CLOZE_TRAIN_SENTENCES = 1000  # sentences of the training questions' facts scored beside the test ones
+
+
+def run_cloze(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
+    """The pretrained model (no fine-tuning) on the knowledge facts as span-corruption cloze:
+    the facts the test questions ask about, and a sample of the training questions' facts."""
+    label = cell.args["label"]
+    cfg = pretrain_config(recipe, label)
+    device = pick_device(cfg)
+    model = load_model(list_checkpoints(cell_dir(run_dir, f"pretrain/{label}"))[-1]).to(device)
+    tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
+    amp = autocast_for(cfg, device)
+    out = {"label": label, "device": hardware()}
+    n = recipe.cloze_sentences
+    for name, split, limit in (("test", "test", n), ("train", "train", n or CLOZE_TRAIN_SENTENCES)):
+        examples = cloze_set(tok, recipe.finetune.dataset, split, limit, seed=recipe.seed)
+        out[name] = score_cloze(model, tok, examples, device, amp)
+        log(f"cloze {label} {name}: exact {out[name]['exact']:.3f}, object nll {out[name]['nll']:.2f}")
+    return out
 
 
 # ------------------------------------------------------------------ fine-tuning
@@ -393,6 +416,7 @@ def run_decode(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path
 RUNNERS = {
     "unigram": run_unigram,
     "pretrain": run_pretrain,
+    "cloze": run_cloze,
     "finetune": run_finetune,
     "speed": run_speed,
     "uptrain": run_uptrain,

@@ -71,6 +71,9 @@ def plan(recipe: Recipe) -> list[Cell]:
         cells.append(Cell(f"pretrain/{m.label}", "pretrain", {"label": m.label}))
     if recipe.study == "finetune":
         spec = recipe.finetune
+        if recipe.cloze:  # what pretraining stored, before any fine-tuning
+            for m in recipe.models:
+                cells.append(Cell(f"cloze/{m.label}", "cloze", {"label": m.label}, (f"pretrain/{m.label}",)))
         for m in recipe.models:
             for scratch in (False, True) if spec.scratch else (False,):
                 name = f"{m.label}-{SCRATCH}" if scratch else m.label

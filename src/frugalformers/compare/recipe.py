@@ -31,7 +31,8 @@ from frugalformers.train.config import load_run_config
 STUDIES = ("finetune", "uptrain")
 SPEED_KINDS = ("train_infer", "encoder", "decode", "none")
 TOP_KEYS = (
-    "name", "description", "study", "reference", "seed", "mix", "models", "pretrain", "finetune", "uptrain", "speed",
+    "name", "description", "study", "reference", "seed", "mix", "cloze", "models", "pretrain", "finetune", "uptrain",
+    "speed",
 )  # fmt: skip
 MIX_KEYS = ("add", "into", "tokenizer", "times", "with_task", "seed")
 FINETUNE_KEYS = (
@@ -191,6 +192,10 @@ class Recipe:
     uptrain: UptrainSpec | None = None
     speed: SpeedSpec = field(default_factory=SpeedSpec)
     mix: MixSpec | None = None
+    # score the pretrained models zero-shot on the knowledge facts (compare/cloze.py): `cloze: true`
+    # (every test fact, 1,000 training ones) or `cloze: {sentences: N}` (at most N of each, sampled)
+    cloze: bool = False
+    cloze_sentences: int | None = None
     raw: dict = field(default_factory=dict)  # the YAML as read (stored in the run folder)
 
     def entry(self, label: str) -> ModelEntry:
@@ -301,6 +306,24 @@ def recipe_from_dict(raw: dict, path: str = "<recipe>") -> Recipe:
         spec.run = _nested(ft.get("run"))
         spec.per_task = {t: _nested(o) for t, o in (ft.get("per_task") or {}).items()}
         recipe.finetune = spec
+        cloze = raw.get("cloze", False)
+        if isinstance(cloze, dict):
+            _unknown(f"{path}: cloze", cloze, ("sentences",))
+            n = cloze.get("sentences")
+            if not isinstance(n, int) or n < 1:
+                raise RecipeError(f"{path}: cloze.sentences={n!r} must be a positive number of fact sentences")
+            recipe.cloze_sentences = n
+        elif not isinstance(cloze, bool):
+            raise RecipeError(f"{path}: cloze={cloze!r} must be true, false or {{sentences: N}}")
+        recipe.cloze = bool(cloze)
+        objective = recipe.pretrain.get("objective")
+        if recipe.cloze and (spec.dataset != "knowledge" or objective != "span"):
+            raise RecipeError(
+                f"{path}: cloze: true scores the `knowledge` facts as span corruption does; it needs "
+                f"finetune.dataset: knowledge and pretrain.objective: span (got {spec.dataset}, {objective})"
+            )
+    elif raw.get("cloze"):
+        raise RecipeError(f"{path}: cloze: true belongs to a finetune study on `knowledge`, not an uptrain study")
     else:
         up = raw.get("uptrain") or {}
         _unknown(f"{path}: uptrain", up, UPTRAIN_KEYS)

@@ -273,10 +273,41 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         parts += ["", "What each model does differently from the shared recipe:", "", *diffs]
     if spec.breakdown:
         parts += ["", _breakdown_table(spec, rows, majority)]
+    cloze = {m.label: results[f"cloze/{m.label}"] for m in recipe.models if f"cloze/{m.label}" in results}
+    if recipe.cloze:
+        parts += ["", _cloze_table(recipe, cloze)]
     parts += _data_notes(recipe, majority)
     md = "\n".join(parts)
     _plot_speed_quality(recipe, rows, run_dir / "compare.png", lengths)
-    return md, {"rows": rows, "majority": majority, "unigram": unigram}
+    return md, {"rows": rows, "majority": majority, "unigram": unigram, "cloze": cloze}
+
+
+def _cloze_table(recipe: Recipe, cloze: dict) -> str:
+    """What each pretrained model stored: the zero-shot cloze of the facts' objects (compare/cloze.py)."""
+    lines = [
+        "What pretraining stored, before any fine-tuning: each fact's pretraining sentence with its object "
+        "masked as span corruption masks it, scored zero-shot (exact: the object and its end are the argmax "
+        "tokens; NLL: per object token). A model pretrained without the facts shows what the sentence alone "
+        "lets one guess.",
+        "",
+        "| model | test questions' facts: exact | object NLL | training questions' facts: exact | object NLL |",
+        "|---|---|---|---|---|",
+    ]
+    for m in recipe.models:
+        r = cloze.get(m.label)
+        if r is None:
+            lines.append(f"| {m.label} | (not run yet) | | | |")
+            continue
+        te, tr = r["test"], r["train"]
+        lines.append(f"| {m.label} | {te['exact']:.3f} | {te['nll']:.2f} | {tr['exact']:.3f} | {tr['nll']:.2f} |")
+    if cloze:
+        r = next(iter(cloze.values()))
+        lines += [
+            "",
+            f"({r['test']['groups']:,} test and {r['train']['groups']:,} training sentences, one per fact and "
+            "template; a fact with several gold objects is exact when any is.)",
+        ]
+    return "\n".join(lines)
 
 
 def _data_notes(recipe: Recipe, majority: dict) -> list[str]:

@@ -92,6 +92,8 @@ def summary(cell: Cell, r: dict) -> str:
         return f"held-out loss {r['loss']:.4f} ({r['steps']} steps)"
     if cell.kind == "decode":
         return f"{r['ms_per_step']:.3f} ms per decode step"
+    if cell.kind == "cloze":
+        return f"facts stored: exact {r['test']['exact']:.3f} (test), {r['train']['exact']:.3f} (training questions')"
     return f"loss {r['valid_loss']:.3f}, accuracy {r['valid_accuracy']:.3f}"
 
 
@@ -208,7 +210,7 @@ def run_compare(
     recipe = recipe_from_dict(recipe_path, "the recipe") if isinstance(recipe_path, dict) else load_recipe(recipe_path)
     if workers < 1:
         raise RecipeError(f"--workers={workers} must be at least 1")
-    kinds = ("pretrain", "finetune", "speed", "uptrain", "decode", "unigram")
+    kinds = ("pretrain", "cloze", "finetune", "speed", "uptrain", "decode", "unigram")
     for k in skip:
         if k not in kinds:
             raise RecipeError(f"--skip {k!r}: not a kind of cell; use one of {', '.join(kinds)}")

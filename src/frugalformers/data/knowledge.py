@@ -102,6 +102,31 @@ def knowledge_subject(question: str) -> str | None:
     return None
 
 
+def fact_sentences(rows: list[dict]) -> list[dict]:
+    """The pretraining sentences of the facts that QA rows ask about, split at the object: one row
+    per (subject, relation, template) with {"subject", "relation", "before", "after", "objects"}
+    (every gold answer the rows give for that subject and relation, e.g. several `instance_of`)."""
+    golds: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        subject = knowledge_subject(r["text"])
+        if subject is not None and r["label"] not in golds.setdefault((subject, r["relation"]), []):
+            golds[(subject, r["relation"])].append(r["label"])
+    out = []
+    for (subject, relation), objects in golds.items():
+        for template in KNOWLEDGE_TEMPLATES[relation][0]:
+            before, after = template.split("{o}")
+            out.append(
+                {
+                    "subject": subject,
+                    "relation": relation,
+                    "before": before.format(s=subject),
+                    "after": after.format(s=subject),
+                    "objects": objects,
+                }
+            )
+    return out
+
+
 def unrouted_share(tok, phrases: list[str]) -> float:
     """The share of the phrases' words (split at spaces) that have no routing id in `tok` (MoWE
     skips them: no expert holds what they are)."""
