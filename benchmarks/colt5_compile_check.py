@@ -10,7 +10,9 @@ CPU (fp32, where Inductor neither sorts nor scans in its own kernels) neither ha
 is what CoLT5 adds: a sort (`nn.routed.rank_descending`, which Inductor lowers to its own Triton
 sort on the GPU) and a reversed cumulative logsumexp (`suffix_logsumexp`, a Triton scan); the
 cases below replace each with an opaque custom op (eager ATen inside one graph), or use the
-iterative solver (neither), or leave bf16 autocast off, or drop the heavy-branch bias.
+iterative solver (neither), or leave bf16 autocast off, or drop the heavy-branch bias; three more
+take one of CoLT5's other differences from LongT5 away (the routed attention, the routed FFN, the
+multi-query cross-attention) to say which part goes wrong.
 
     PYTHONPATH=src python benchmarks/colt5_compile_check.py --out $OUT/colt5_check.json
     python benchmarks/colt5_compile_check.py --device cpu --layers 1 --lengths 128 --steps 2 --cases eager,compiled
@@ -48,6 +50,9 @@ CASES = {
     "compiled-fp32": "no bf16 autocast",
     "compiled-no-heavy-bias": "heavy_position_bias=False",
     "compiled-no-persistent": "inductor persistent_reductions off (no Triton sort: ATen's instead)",
+    "compiled-routed-ffn-only": "LongT5's local attention in place of the routed attention",
+    "compiled-routed-attention-only": "a dense FFN in place of the routed FFN",
+    "compiled-cross-mha": "multi-head cross-attention in place of CoLT5's multi-query one",
 }
 
 
@@ -117,6 +122,12 @@ def _patch(case: str) -> dict:
         return {"options": {"router_solver": "iterative"}}
     if case == "compiled-no-heavy-bias":
         return {"options": {"heavy_position_bias": False}}
+    if case == "compiled-routed-ffn-only":
+        return {"config": {"mixer": "local_attention"}}
+    if case == "compiled-routed-attention-only":
+        return {"config": {"ffn": "dense"}}
+    if case == "compiled-cross-mha":
+        return {"config": {"cross_n_kv_heads": None}}
     return {}
 
 
@@ -124,9 +135,8 @@ def _model(preset: str, layers: int, overrides: dict, **kw):
     config = build_model(preset).config
     options = {**config.options, **overrides.get("options", {})}
     # no dropout: eager and compiled draw different masks, and the step-0 numbers are compared
-    return build_model(
-        preset, n_layers=layers, n_decoder_layers=layers, options=options, dropout=0.0, attention_dropout=0.0, **kw
-    )
+    fields = {"n_layers": layers, "n_decoder_layers": layers, "dropout": 0.0, "attention_dropout": 0.0}
+    return build_model(preset, options=options, **fields, **overrides.get("config", {}), **kw)
 
 
 def _batches(args, vocab: int, device):
@@ -282,7 +292,10 @@ def main() -> None:
         )
     if results and "data" in results[0]:
         layers = f"{args.layers} encoder + {args.layers} decoder layers"
-        print(f"\n512-token cases trained on {results[0]['data']}; {layers}.")
+        print(
+            f"\n512-token cases trained on {results[0]['data']}; {layers}. The routed-*-only and cross-mha "
+            "cases are other models: only whether they stay finite counts, not their step-0 numbers."
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
