@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from frugalformers.compare import RecipeError, load_recipe, run_compare
+from frugalformers.compare.plan import plan
 from frugalformers.compare.recipe import recipe_from_dict
 from frugalformers.data.store import dataset_folder
 
@@ -338,3 +339,15 @@ def test_a_run_whose_cells_ran_short_of_memory_finishes_them_alone(tmp_path, dem
     out = run_compare(recipe, str(tmp_path / "cmp"), workers=2, log=logs.append)
     assert any("ran out of device memory beside others" in m for m in logs)
     assert {"pretrain/bert-tiny", "finetune/bert-tiny/sentiment/seed0"} <= set(_results(out))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads_and_plans(path):
+    """A typo in a GPU recipe is found here, not on a lent GPU."""
+    recipe = load_recipe(str(path))
+    cells = plan(recipe)
+    assert cells[0].key == "baseline/unigram" and any(c.kind == "pretrain" for c in cells)
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys))
+    for c in cells:  # dependencies come first
+        assert all(keys.index(d) < keys.index(c.key) for d in c.deps), c.key
