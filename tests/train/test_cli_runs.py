@@ -142,6 +142,7 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     sys.path.insert(0, str(bench))
     try:
         import demo_embedding_lr
+        import demo_finetune_budget
         import linear_probe
     finally:
         sys.path.remove(str(bench))
@@ -153,3 +154,8 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     assert demo_embedding_lr.main(lr_args + ["--factors", "10"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fnet-tiny")]
     assert len(table) == 4 and all("| 10 |" in line for line in table)  # 2 tasks x with / without pretraining
+    budget_args = ["--folder", str(tmp_path / "demo"), "--out", str(tmp_path / "b"), "--models", "fnet-tiny"]
+    assert demo_finetune_budget.main(budget_args + ["--steps", "3", "--batch", "8"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fnet-tiny")]
+    assert len(table) == 1 and table[0].startswith("| fnet-tiny | 3 | ")  # averages with and without pretraining
+    assert len(json.loads((tmp_path / "b" / "scores.json").read_text())) == 4  # 2 tasks x with / without
