@@ -11,13 +11,12 @@ experiment, not a library option: it patches the optimizer the trainer builds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
-import torch
+from demo_rerun import demo_parser, finished_demo, rerun_finetuning
 
 
 def scaled_embedding_optimizer(make_optimizer, factor: float):
@@ -37,38 +36,20 @@ def scaled_embedding_optimizer(make_optimizer, factor: float):
 
 def main(argv=None) -> int:
     import frugalformers.train.trainer as trainer
-    from frugalformers.compare.cells import finetune_config
-    from frugalformers.compare.plan import plan
-    from frugalformers.compare.recipe import load_recipe
-    from frugalformers.train.run import finetune
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--folder", default="runs/demo", help="a finished `frugal demo` folder")
-    ap.add_argument("--out", default="runs/demo-embedding-lr", help="where the re-run cells go")
-    ap.add_argument("--models", nargs="+", help="labels (default: the recipe's)")
+    ap = demo_parser(__doc__, "runs/demo-embedding-lr")
     ap.add_argument("--factors", nargs="+", type=float, default=[10.0])
     args = ap.parse_args(argv)
     folder = Path(args.folder)
-    if not (folder / "recipe.yaml").exists():
-        sys.exit(f"{folder}: no recipe.yaml here; run `frugal demo --out {folder}` first")
-    recipe = load_recipe(str(folder / "recipe.yaml"))
+    recipe = finished_demo(folder)
     labels = args.models or [m.label for m in recipe.models]
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
     original = trainer.make_optimizer
     scores: dict[tuple, list[float]] = {}
     for factor in args.factors:
         trainer.make_optimizer = scaled_embedding_optimizer(original, factor)
-        for cell in plan(recipe):
-            a = cell.args
-            if cell.kind != "finetune" or a["label"] not in labels:
-                continue
-            out = Path(args.out) / f"x{factor:g}" / cell.key
-            if out.exists():
-                sys.exit(f"{out} exists: remove {args.out} or choose another --out")
-            result = finetune(finetune_config(recipe, cell, folder, out), log=lambda *_: None, progress=False)
+        for a, accuracy in rerun_finetuning(recipe, folder, Path(args.out), labels, f"x{factor:g}"):
             key = (a["label"] + (", no pretraining" if a["scratch"] else ""), a["task"], factor)
-            scores.setdefault(key, []).append(result["test"]["accuracy"])
-            print(f"x{factor:g} {cell.key}: {result['test']['accuracy']:.3f}", flush=True)
+            scores.setdefault(key, []).append(accuracy)
     trainer.make_optimizer = original
     rows = [{"model": m, "task": t, "factor": f, "scores": s} for (m, t, f), s in sorted(scores.items())]
     (Path(args.out) / "scores.json").write_text(json.dumps(rows, indent=1))

@@ -11,51 +11,32 @@ of 32 to stay within its 5-minute budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
-import torch
+from demo_rerun import demo_parser, finished_demo, rerun_finetuning
 
 
 def main(argv=None) -> int:
-    from frugalformers.compare.cells import finetune_config
-    from frugalformers.compare.plan import plan
-    from frugalformers.compare.recipe import load_recipe, recipe_from_dict
-    from frugalformers.train.run import finetune
+    from frugalformers.compare.recipe import recipe_from_dict
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--folder", default="runs/demo", help="a finished `frugal demo` folder")
-    ap.add_argument("--out", default="runs/demo-finetune-budget", help="where the re-run cells go")
-    ap.add_argument("--models", nargs="+", help="labels (default: the recipe's)")
+    ap = demo_parser(__doc__, "runs/demo-finetune-budget")
     ap.add_argument("--steps", nargs="+", type=int, default=[240])
     ap.add_argument("--batch", type=int, help="fine-tuning batch size (default: the recipe's)")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
-    if not (folder / "recipe.yaml").exists():
-        sys.exit(f"{folder}: no recipe.yaml here; run `frugal demo --out {folder}` first")
-    raw = load_recipe(str(folder / "recipe.yaml")).raw
+    raw = finished_demo(folder).raw
     labels = args.models or list(raw["models"])
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
     scores: dict[tuple, list[float]] = {}
     for steps in args.steps:
         ft = {**raw["finetune"], "min_steps": steps, "max_steps": steps}
         if args.batch:
             ft["run"] = {**ft["run"], "data": {**ft["run"]["data"], "batch_size": args.batch}}
         recipe = recipe_from_dict({**raw, "finetune": ft}, str(folder / "recipe.yaml"))
-        for cell in plan(recipe):
-            a = cell.args
-            if cell.kind != "finetune" or a["label"] not in labels:
-                continue
-            out = Path(args.out) / f"steps{steps}" / cell.key
-            if out.exists():
-                sys.exit(f"{out} exists: remove {args.out} or choose another --out")
-            result = finetune(finetune_config(recipe, cell, folder, out), log=lambda *_: None, progress=False)
-            key = (a["label"], a["scratch"], steps, a["task"])
-            scores.setdefault(key, []).append(result["test"]["accuracy"])
-            print(f"{steps} steps {cell.key}: {result['test']['accuracy']:.3f}", flush=True)
+        for a, accuracy in rerun_finetuning(recipe, folder, Path(args.out), labels, f"steps{steps}"):
+            scores.setdefault((a["label"], a["scratch"], steps, a["task"]), []).append(accuracy)
     rows = [
         {"model": m, "scratch": s, "steps": n, "task": t, "scores": v} for (m, s, n, t), v in sorted(scores.items())
     ]
