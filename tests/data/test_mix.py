@@ -29,3 +29,14 @@ def test_mixed_training_adds_the_training_questions_and_never_the_held_out_ones(
     assert mix_shards("knowledge", "demo", "tiny", times=1, with_task="qa", log=lambda *_: None) == final
     with pytest.raises(ValueError, match="holds another mixture"):
         mix_shards("knowledge", "demo", "tiny", times=1, log=lambda *_: None)
+
+
+def test_the_cli_mixes_with_a_seed_as_a_recipe_can(private_home, capsys):
+    """`frugal data mix ... --seed N` makes the mixture a recipe's `mix: {seed: N}` asks for (the
+    hint compare gives for a different mixture on disk names it)."""
+    from frugalformers.cli import main
+
+    args = ["data", "mix", "knowledge", "--into", "demo", "--times", "1", "--seed", "3"]
+    assert main(args) == 0
+    meta = json.loads((dataset_folder("knowledge") / "shards" / "demo" / "tiny" / "meta.json").read_text())
+    assert meta["mix"] == {"base": "demo/tiny", "added": "knowledge", "times": 1, "seed": 3}

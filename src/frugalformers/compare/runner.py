@@ -231,6 +231,7 @@ def run_compare(
             except ValueError as e:
                 again = f"frugal data mix {m.add} --into {m.into} --tokenizer {m.tokenizer} --times {m.times}"
                 again += f" --with-task {m.with_task}" if m.with_task else ""
+                again += f" --seed {m.seed}" if m.seed else ""
                 raise RecipeError(f"{recipe.path}: mix: {e} (`{again} --force`)") from None
         with open(run_dir / "commands.txt", "a") as f:  # every run and resume of this folder, in order
             f.write(_command() + "\n")

@@ -84,7 +84,7 @@ def cmd_unpack(args) -> int:
 
 
 def cmd_mix(args) -> int:
-    mix_shards(args.name, args.into, args.tokenizer, args.times, force=args.force, with_task=args.with_task)
+    mix_shards(args.name, args.into, args.tokenizer, args.times, args.seed, force=args.force, with_task=args.with_task)
     return 0
 
 
@@ -129,5 +129,6 @@ def add_parser(sub) -> None:
         metavar="TASK",
         help="add this task's training pairs as text too (e.g. qa: mixed training, Allen-Zhu & Li 2023)",
     )
+    mp.add_argument("--seed", type=int, default=0, help="the order of the added copies (a recipe's mix.seed)")
     mp.add_argument("--force", action="store_true", help="replace a mixture made with other settings")
     mp.set_defaults(func=cmd_mix)
