@@ -106,7 +106,6 @@ def _table(out_dir: Path) -> str:
 def _why_pretraining_lost(out_dir: Path) -> str | None:
     """One line naming the pretrained models that lost to their twins without pretraining, and why,
     as far as the run itself shows it (their MLM loss against the unigram model's)."""
-
     data = json.loads((out_dir / "compare.json").read_text())
     rows = {r["label"]: r for r in data["rows"]}
     lost = [

@@ -111,7 +111,6 @@ def profile_step(
     fn: Callable[[], object], device: str | torch.device, steps: int = 3, warmup: int = 1
 ) -> KernelProfile:
     """Run `fn` `warmup` times, then profile `steps` calls; per-step kernel time by category."""
-
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     dev = torch.device(device)

@@ -59,7 +59,6 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 def write_json(path: str | Path, rows: list[dict], **meta) -> None:
     """{"meta": meta + the UTC time written, "rows": rows} (newer files win where rows overlap)."""
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -71,7 +70,6 @@ def merge_json(path: str | Path, rows: list[dict], key: tuple[str, ...], **meta)
     runs that this run did not measure (same `key` fields: this run's row replaces the older one).
     Each row records the run it came from (`run`: UTC time, `hardware`), so rows of different runs in
     one file are never mistaken for one measurement. Returns the merged rows, this run's first."""
-
     path = Path(path)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     new = [{**r, "run": when, "hardware": meta.get("hardware")} for r in rows]

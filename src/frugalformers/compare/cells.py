@@ -58,7 +58,6 @@ def tokenizer_name(recipe: Recipe) -> str:
 def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The trivial baseline of the pretraining objective: predict every target from the training
     tokens' unigram frequencies (add-one smoothed), on the same held-out batches as the models."""
-
     cfg = pretrain_config(recipe, recipe.models[0].label)
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
     config = get_preset(cfg.preset).replace(**{**cfg.model, "vocab_size": max(tok.vocab_size, 8)})
@@ -200,7 +199,6 @@ def run_finetune(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
 def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> dict:
     """The test score of always answering the training split's most common label (and, with
     `breakdown`, of the most common label within each group), in the task's metric."""
-
     metric = task_info(dataset, task)["metric"]
     main = "em" if metric == "em_f1" else metric
     train, test = load_task(dataset, task, "train"), load_task(dataset, task, "test")

@@ -313,7 +313,6 @@ def _cloze_table(recipe: Recipe, cloze: dict) -> str:
 def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
     """What bounds the scores and what the models were pretrained on, where a reader needs it: the
     exact-match ceiling of questions asked with several gold answers, each mixture's make-up."""
-
     notes = []
     for task, m in majority.items():
         if m.get("ambiguous"):

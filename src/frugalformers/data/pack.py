@@ -50,7 +50,6 @@ def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max
     for `frugal data unpack` on another machine: a pretraining dataset as `pack` copies it (the
     tokenizer, the validation shard, the training shard cut to `max_mb`), a task suite whole (its
     tasks, long documents and tokenizers)."""
-
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "datasets"
@@ -81,7 +80,6 @@ def pack_archive(names: list[str], out: str | Path, tokenizer: str = "tiny", max
 def unpack_archive(archive: str | Path, force: bool = False) -> list[str]:
     """Extract a `pack_archive` file into $FRUGAL_HOME; a dataset already there is kept unless
     `force`. Returns the dataset names unpacked."""
-
     archive = Path(archive)
     if not archive.exists():
         raise ValueError(f"{archive}: no such file (make it with `frugal data pack NAME ... --out FILE.tar.xz`)")

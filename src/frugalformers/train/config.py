@@ -198,7 +198,6 @@ def save_run_config(cfg: RunConfig, path: Path) -> None:
 
 def help_text() -> str:
     """Every option with its default and comment, for `frugal train --help`."""
-
     lines = []
     for cls, prefix in ((RunConfig, ""), (DataSection, "data."), (OptimSection, "optim.")):
         src = inspect.getsource(cls)

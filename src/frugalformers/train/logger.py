@@ -49,7 +49,6 @@ class MetricsLogger:
 def read_records(path: Path, warn=None) -> list[dict]:
     """The JSON lines of `path`. A last line cut off by a kill is left out with a warning naming the
     file; a bad line elsewhere is an error naming the file and line."""
-
     lines = path.read_text(encoding="utf-8").splitlines()
     out = []
     for i, line in enumerate(lines, 1):
