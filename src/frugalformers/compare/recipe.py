@@ -165,6 +165,13 @@ class MixSpec:
         """The mixture's settings as its meta.json records them (`data.mix.mix_settings`)."""
         return mix_settings(self.add, self.into, self.tokenizer, self.times, self.seed, self.with_task)
 
+    @property
+    def command(self) -> str:
+        """The `frugal data mix` command that makes this mixture."""
+        line = f"frugal data mix {self.add} --into {self.into} --tokenizer {self.tokenizer} --times {self.times}"
+        line += f" --with-task {self.with_task}" if self.with_task else ""
+        return line + (f" --seed {self.seed}" if self.seed else "")
+
 
 @dataclass
 class SpeedSpec:

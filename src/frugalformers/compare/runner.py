@@ -188,7 +188,6 @@ def execute(recipe_file: str, run_dir: str, key: str) -> tuple[str, dict | None,
 def _worker_init(threads: int) -> None:
     """Worker processes: a share of the CPU threads, and death with the parent (a kill -9 of
     `frugal compare` must not leave workers writing into the folder a --resume then uses)."""
-
     torch.set_num_threads(threads)
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -229,10 +228,7 @@ def run_compare(
             try:
                 mix_shards(m.add, m.into, m.tokenizer, m.times, m.seed, with_task=m.with_task, log=log)
             except ValueError as e:
-                again = f"frugal data mix {m.add} --into {m.into} --tokenizer {m.tokenizer} --times {m.times}"
-                again += f" --with-task {m.with_task}" if m.with_task else ""
-                again += f" --seed {m.seed}" if m.seed else ""
-                raise RecipeError(f"{recipe.path}: mix: {e} (`{again} --force`)") from None
+                raise RecipeError(f"{recipe.path}: mix: {e} (`{m.command} --force`)") from None
         with open(run_dir / "commands.txt", "a") as f:  # every run and resume of this folder, in order
             f.write(_command() + "\n")
         stored = str(run_dir / "recipe.yaml")
