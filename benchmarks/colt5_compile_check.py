@@ -39,6 +39,7 @@ import torch
 
 from frugalformers.api import build_model
 from frugalformers.nn import routed
+from frugalformers.presets import get_preset
 
 CASES = {
     "eager": "no torch.compile",
@@ -132,7 +133,7 @@ def _patch(case: str) -> dict:
 
 
 def _model(preset: str, layers: int, overrides: dict, **kw):
-    config = build_model(preset).config
+    config = get_preset(preset)
     options = {**config.options, **overrides.get("options", {})}
     # no dropout: eager and compiled draw different masks, and the step-0 numbers are compared
     fields = {"n_layers": layers, "n_decoder_layers": layers, "dropout": 0.0, "attention_dropout": 0.0}
@@ -148,11 +149,10 @@ def _batches(args, vocab: int, device):
 
         cfg = pretrain_config(load_recipe(args.recipe), args.preset)
         cfg.data.batch_size = args.batch
-        model_config = build_model(args.preset).config
-        it = pretrain_batches(cfg, model_config)
+        it = pretrain_batches(cfg, get_preset(args.preset))
         batches = [it.next_batch() for _ in range(args.steps)]
         source = f"UL2 batches of {cfg.data.dataset}/{cfg.data.tokenizer}"
-    except (OSError, ValueError, FileNotFoundError) as e:
+    except (OSError, ValueError) as e:
         g = torch.Generator().manual_seed(0)
         n = 512
         batches = [
@@ -183,7 +183,7 @@ def one_case(args) -> dict:
         else (lambda: torch.autocast(device.type, enabled=False))
     )
     torch.manual_seed(0)
-    vocab = build_model(args.preset).config.vocab_size
+    vocab = get_preset(args.preset).vocab_size
     result = {"case": args.case, "length": args.length}
     t0 = time.perf_counter()
     if args.length <= 1024:  # the pretraining: seq2seq on the recipe's batches

@@ -27,8 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, help="fine-tuning batch size (default: the recipe's)")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
-    raw = finished_demo(folder).raw
-    labels = args.models or list(raw["models"])
+    demo = finished_demo(folder)
+    raw = demo.raw
+    labels = args.models or [m.label for m in demo.models]
     scores: dict[tuple, list[float]] = {}
     for steps in args.steps:
         ft = {**raw["finetune"], "min_steps": steps, "max_steps": steps}
