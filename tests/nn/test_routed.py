@@ -108,6 +108,26 @@ def test_router_gets_gradient_through_the_weights():
     assert ffn.router.u.grad is not None and ffn.router.u.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("solver", ["exact", "iterative"])
+def test_a_mostly_padded_row_keeps_finite_gradients(solver):
+    """Fewer real tokens than k: the padding (score -1e4) must take mass, the offset a lifts the real
+    scores by ~1e4, and min(1, exp(.)) must not become 0 * inf = NaN in the backward pass (it did on
+    colt5-small's UL2 batches, whose short inputs are mostly padding)."""
+    from frugalformers.nn.routed import Router
+
+    torch.manual_seed(0)
+    router = Router(16, solver=solver).train()  # k = 9/8 m in training
+    x = torch.randn(2, 64, 16, requires_grad=True)
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[0, :3], mask[1, :40] = True, True  # row 0: 3 real tokens for k = 9
+    index, weight = router(x, 8, mask)
+    assert (index[0, :3].sort().values == torch.arange(3)).all()  # the real tokens come first
+    assert (weight[0, :3] == 1).all() and torch.isfinite(weight).all()
+    (weight * torch.randn_like(weight)).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(router.u.grad).all()
+    assert soft_topk_exact(torch.tensor([[300.0, -1e4, -1e4]]), 2.0)[0, 0] == 1  # exp(>88) in float32 is inf
+
+
 def test_routed_counts_and_bf16():
     assert routed_count(16384, 1 / 16) == 1024 and routed_count(100, 512) == 100 and routed_count(64, 8) == 8
     ffn = RoutedFeedForward(16, 8, 64)

@@ -67,7 +67,14 @@ def soft_topk_exact(scores: torch.Tensor, k: float, eps: float = 1.0) -> torch.T
     which the next score stays unsaturated (s_(t) + a_t <= 0). Differentiable (through the sort)."""
     s = _solver_scores(scores, k)
     a_star = _soft_topk_offset(rank_descending(s)[0], k, eps)
-    return torch.exp((s + a_star) / eps).clamp(max=1.0)
+    return saturated_exp((s + a_star) / eps)
+
+
+def saturated_exp(z: torch.Tensor) -> torch.Tensor:
+    """min(1, exp(z)) as exp(min(z, 0)): the same values, and a zero gradient where z > 0 even
+    when exp(z) overflows (exp(z).clamp(max=1) gives 0 * inf = NaN there, e.g. when a row has
+    fewer real tokens than k and the offset a lifts the real scores far above 0)."""
+    return torch.exp(z.clamp(max=0.0))
 
 
 def rank_descending(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +108,7 @@ def soft_topk_select(scores: torch.Tensor, k: float, m: int, eps: float = 1.0) -
     s = _solver_scores(scores, k)
     ranked, order = rank_descending(s)  # (..., n)
     a_star = _soft_topk_offset(ranked, k, eps)
-    return order[..., :m], torch.exp((ranked[..., :m] + a_star) / eps).clamp(max=1.0)
+    return order[..., :m], saturated_exp((ranked[..., :m] + a_star) / eps)
 
 
 ROUTER_INPUTS = ("normalized", "residual")
