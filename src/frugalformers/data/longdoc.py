@@ -1,5 +1,7 @@
 """`longdoc`: long-input tasks on real long documents (source id, retrieval, KJV -> WEB matching) at
-4k-32k tokens; rows point into the documents by offset."""
+1k-32k tokens; rows point into the documents by offset. The 1k and 2k versions are there to find the
+length at which a model starts to learn a task (each length draws its rows from its own seed, so
+adding lengths leaves the others' rows as they were)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ from frugalformers.data.store import (
 )
 
 # ------------------------------------------------------------------ longdoc
-LONGDOC_LENGTHS = (4096, 8192, 16384, 32768)  # target tokens; excerpts use ~4 characters per token
+LONGDOC_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)  # target tokens; excerpts use ~4 characters per token
 CHARS_PER_TOKEN = 4
 
 
 @register(
     "longdoc",
     CORPUS_SOURCES[4:12],
-    "long-input tasks on real long documents (source id, retrieval, KJV->WEB matching) at 4k-32k tokens",
+    "long-input tasks on real long documents (source id, retrieval, KJV->WEB matching) at 1k-32k tokens",
 )
 def _build_longdoc(out: Path, roots: dict, log) -> dict:
     log("  collecting long documents")
