@@ -78,14 +78,14 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(name, model, train_data, valid, args, work: Path, log) -> list[dict]:
-    """Continue `model` for args.steps on train_data (one fixed order for every run); resumable from
-    its state in `work`."""
+def train(name, model, train_data, valid, args, lr: float, work: Path, log) -> list[dict]:
+    """Continue `model` for args.steps on train_data (one fixed order for every run) at peak rate
+    `lr`; resumable from its state in `work`."""
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / f"{name}.state.pt"
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     curve, start = [], 0
-    settings = {k: getattr(args, k) for k in ("steps", "batch", "lr")} | {"windows": list(train_data.shape)}
+    settings = {k: getattr(args, k) for k in ("steps", "batch")} | {"lr": lr, "windows": list(train_data.shape)}
     if state_path.exists():
         state = torch.load(state_path, map_location=args.device, weights_only=False)
         if state.get("settings") != settings:
@@ -100,7 +100,7 @@ def train(name, model, train_data, valid, args, work: Path, log) -> list[dict]:
     t0 = time.time()
     for step in range(start, args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, warmup)
+            g["lr"] = lr_at(step, args.steps, lr, warmup)
         idx = [(step * args.batch + i) % len(train_data) for i in range(args.batch)]
         x = train_data[idx].to(args.device)  # [batch, length]
         loss = model(x, labels=x).loss
@@ -135,6 +135,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=128, help="tokens per window")
     p.add_argument("--lr", type=float, default=1e-4, help="peak rate (10%% warm-up, cosine to a tenth)")
+    p.add_argument(
+        "--original-lr", type=float, help="the continued original's peak rate (default --lr): each at its better rate"
+    )
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--valid-windows", type=int, default=48)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -171,10 +174,11 @@ def main(argv=None) -> int:
     ppl_original = perplexity(original, valid, args.batch, args.device)
     mqa = convert_model(copy.deepcopy(original), 1, "mean", "all")
     ppl_converted = perplexity(mqa, valid, args.batch, args.device)
+    original_lr = args.original_lr or args.lr
     log(f"held-out perplexity: original (3 kv heads) {ppl_original:.2f}, MQA by mean pooling {ppl_converted:.2f}")
     curves = {
-        "original continued": train("original", original, train_data, valid, args, Path(args.work), log),
-        "MQA uptrained": train("mqa", mqa, train_data, valid, args, Path(args.work), log),
+        "original continued": train("original", original, train_data, valid, args, original_lr, Path(args.work), log),
+        "MQA uptrained": train("mqa", mqa, train_data, valid, args, args.lr, Path(args.work), log),
     }
     cont, up = curves["original continued"][-1]["valid_ppl"], curves["MQA uptrained"][-1]["valid_ppl"]
     rows = [
@@ -191,7 +195,8 @@ def main(argv=None) -> int:
         f"# SmolLM2-135M to MQA: perplexity before and after uptraining\n\n{table}\n\n"
         f"Uptraining and continuation: {args.steps} steps of {args.batch} x {args.length} tokens of "
         f"{'`corpus`' if not args.text else 'a sample of `corpus` (' + Path(args.text).name + ')'} "
-        f"({tokens:,} tokens, the same windows in the same order for both), AdamW peak {args.lr:g}, 10% warm-up, "
+        f"({tokens:,} tokens, the same windows in the same order for both), AdamW peak {args.lr:g} for MQA and "
+        f"{original_lr:g} for the original, 10% warm-up, "
         f"cosine to a tenth, gradients clipped at 1; held-out: {len(valid)} windows of the corpus's validation "
         f"documents. Hardware: {hw}. Command: `{command}`.\n"
     )

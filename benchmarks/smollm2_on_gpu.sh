@@ -62,4 +62,4 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 # shellcheck disable=SC2086
 timeout --signal=INT "${BUDGET:-540}" python3 benchmarks/smollm2_mqa.py --text "$STASH/smollm2-text" \
-  --out "$OUT/smollm2-mqa" --work "$STASH/work" ${ARGS:---steps 400 --batch 32 --length 512 --eval-every 50 --valid-windows 64 --lr 1e-3}
+  --out "$OUT/smollm2-mqa" --work "$STASH/work" ${ARGS:---steps 400 --batch 32 --length 512 --eval-every 50 --valid-windows 64 --lr 1e-3 --original-lr 1e-4}

@@ -41,17 +41,23 @@ def test_a_cut_off_run_resumes_where_it_stopped(tmp_path):
     args = argparse.Namespace(steps=2, batch=2, lr=1e-3, eval_every=1, device="cpu")
     logs = []
     model = convert_model(build_model("llama-tiny"), 1)
-    first = smollm2_mqa.train("mqa", model, data, data[:4], args, tmp_path, logs.append)
+    first = smollm2_mqa.train("mqa", model, data, data[:4], args, 1e-3, tmp_path, logs.append)
     assert [c["step"] for c in first] == [1, 2]
     # cut off after step 2 of 4: the saved state is step 2's; the same run continues from there
     args.steps = 4
-    smollm2_mqa.train("full", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, tmp_path, print)
+    smollm2_mqa.train("full", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, 1e-3, tmp_path, print)
     state = torch.load(tmp_path / "full.state.pt", weights_only=False)
     state["step"], state["curve"] = 2, state["curve"][:2]
     torch.save(state, tmp_path / "full.state.pt")
-    again = smollm2_mqa.train("full", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, tmp_path,
+    again = smollm2_mqa.train("full", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, 1e-3, tmp_path,
                               logs.append)  # fmt: skip
     assert "full: resumed at step 2" in logs and [c["step"] for c in again] == [1, 2, 3, 4]
     # a run with other settings never continues another's state
     with pytest.raises(SystemExit, match="give another --work"):
-        smollm2_mqa.train("mqa", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, tmp_path, print)
+        smollm2_mqa.train(
+            "mqa", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, 1e-3, tmp_path, print
+        )
+    with pytest.raises(SystemExit, match="give another --work"):  # nor one at another rate
+        smollm2_mqa.train(
+            "full", convert_model(build_model("llama-tiny"), 1), data, data[:4], args, 1e-4, tmp_path, print
+        )

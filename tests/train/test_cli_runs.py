@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from frugalformers.cli import main
 
@@ -143,6 +144,7 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     try:
         import demo_embedding_lr
         import demo_finetune_budget
+        import demo_pretrain_variants
         import linear_probe
     finally:
         sys.path.remove(str(bench))
@@ -159,3 +161,9 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fnet-tiny")]
     assert len(table) == 1 and table[0].startswith("| fnet-tiny | 3 | ")  # averages with and without pretraining
     assert len(json.loads((tmp_path / "b" / "scores.json").read_text())) == 4  # 2 tasks x with / without
+    variant = ["t", "pretrain.steps=4", "finetune.min_steps=2", "finetune.max_steps=2", "finetune.seeds=[0]"]
+    out = tmp_path / "v"
+    assert demo_pretrain_variants.main(["--models", "fnet-tiny", "--out", str(out), "--variant", *variant]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| t |")]
+    assert len(table) == 1 and table[0].startswith("| t | fnet-tiny | ")
+    assert yaml.safe_load((out / "t/recipe.yaml").read_text())["pretrain"]["steps"] == 4  # the override took
