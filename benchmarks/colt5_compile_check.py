@@ -1,18 +1,13 @@
-"""Is compiled CoLT5 training right on this GPU? Eager against compiled, and compiled with each
-suspect lowering kept out of Inductor, one subprocess per case (a device-side assert ends the
-process that hit it, not the check).
+"""Is CoLT5 training finite on this device, eager and compiled? Eager against compiled, and compiled
+with each suspect lowering kept out of Inductor, one subprocess per case (a device-side assert ends
+the process that hit it, not the check).
 
-Why: on an H200 (torch 2.11, 2026-12-07) `recipes/colt5-small.yaml` failed twice where LongT5 ran:
-its compiled pretraining had a non-finite loss or gradient on 19 of the first 23 steps at 512
-tokens, and its compiled encoder training step at 16,384 tokens stopped on a device-side
-"index out of bounds: 0 <= tmp12 < 16384" in a fused softmax-backward / index_put kernel. On the
-CPU (fp32, where Inductor neither sorts nor scans in its own kernels) neither happens. The router
-is what CoLT5 adds: a sort (`nn.routed.rank_descending`, which Inductor lowers to its own Triton
-sort on the GPU) and a reversed cumulative logsumexp (`suffix_logsumexp`, a Triton scan); the
-cases below replace each with an opaque custom op (eager ATen inside one graph), or use the
-iterative solver (neither), or leave bf16 autocast off, or drop the heavy-branch bias; three more
-take one of CoLT5's other differences from LongT5 away (the routed attention, the routed FFN, the
-multi-query cross-attention) to say which part goes wrong.
+The cases: the router's sort (`nn.routed.rank_descending`, which Inductor lowers to its own Triton
+sort on the GPU) and its reversed cumulative logsumexp (`suffix_logsumexp`, a Triton scan) each
+replaced by an opaque custom op (eager ATen inside one graph); the iterative solver (neither);
+bf16 autocast off; no heavy-branch bias; and three that take one of CoLT5's other differences from
+LongT5 away (the routed attention, the routed FFN, the multi-query cross-attention) to say which
+part goes wrong. What it found on an H100 is in benchmarks/QUALITY.md (`colt5`, Run 2).
 
     PYTHONPATH=src python benchmarks/colt5_compile_check.py --out $OUT/colt5_check.json
     python benchmarks/colt5_compile_check.py --device cpu --layers 1 --lengths 128 --steps 2 --cases eager,compiled
