@@ -30,7 +30,7 @@ def zoo_rows(names: list[str] | None = None, seq_len: int = 512) -> list[dict]:
                 "d_ff": config.d_ff,
                 "params (M)": count_parameters(model) / 1e6,
                 "seq": T,
-                "fwd GFLOP/token": flops_per_token(config, T) / 1e9,
+                "fwd GFLOP/token": flops_per_token(config, T, model=model) / 1e9,
                 "description": DESCRIPTIONS[name],
             }
         )

@@ -47,11 +47,13 @@ def count_flops(model: torch.nn.Module, inputs: dict[str, torch.Tensor], backwar
     return int(counter.get_total_flops())
 
 
-def flops_per_token(config, seq_len: int, batch: int = 1) -> float:
-    """Forward FLOPs per token of the model `config` describes, at sequence length `seq_len`."""
+def flops_per_token(config, seq_len: int, batch: int = 1, model: torch.nn.Module | None = None) -> float:
+    """Forward FLOPs per token of the model `config` describes, at sequence length `seq_len`
+    (`model`: that model already built on the meta device, to count without building it again)."""
 
-    with torch.device("meta"):
-        model = build_model(config)
+    if model is None:
+        with torch.device("meta"):
+            model = build_model(config)
     model.eval().requires_grad_(False)  # (torch.no_grad trips FlopCounterMode's module tracker)
     inputs = example_inputs(model.config, batch, seq_len, device="meta")
     total = count_flops(model, inputs)
