@@ -67,6 +67,17 @@ def test_fnet_tiny_runs_is_killed_and_resumes_without_retraining(tmp_path, demo_
     assert (out / "compare.png").exists()
 
 
+# one fine-tuning cell of 2 steps (the defaults fine-tune 3 epochs, up to 1,000 steps)
+ONE_SHORT_FINETUNE = {
+    "dataset": "demo",
+    "tasks": ["sentiment"],
+    "seeds": [0],
+    "min_steps": 2,
+    "max_steps": 2,
+    "run": {"eval_batches": 2},
+}
+
+
 def _recipe(**over):
     base = {
         "models": ["bert-tiny", "fnet-tiny"],
@@ -190,8 +201,7 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
 
 def test_skipped_kinds_wait_for_a_resume(tmp_path, demo_data):
     """--skip speed leaves the timings for a later --resume (run when no other job shares the GPU)."""
-    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0],
-                                                     "min_steps": 2, "max_steps": 2})  # fmt: skip
+    recipe = _recipe(models=["bert-tiny"], finetune=ONE_SHORT_FINETUNE)
     recipe["speed"] = {"repeats": 1, "warmup": 0}
     out = tmp_path / "cmp"
     lines = []
@@ -283,7 +293,7 @@ def test_a_fine_tuning_rate_sweep_reports_the_rate_chosen_on_validation(tmp_path
 def test_a_rewritten_report_credits_the_cells_machine_not_this_one(tmp_path, demo_data):
     """Every cell records the machine it ran on; `--report` elsewhere (a laptop rewriting a GPU run's
     report) names that machine, and a cell that recorded none is not credited to the rewriting one."""
-    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0]})
+    recipe = _recipe(models=["bert-tiny"], finetune=ONE_SHORT_FINETUNE)
     recipe["speed"] = {"kind": "none"}
     out = run_compare(recipe, str(tmp_path / "cmp"), log=lambda _: None)
     files = [f for f in (out / "cells").rglob("result.json") if "baseline" not in f.parts]
@@ -333,7 +343,7 @@ def test_a_run_whose_cells_ran_short_of_memory_finishes_them_alone(tmp_path, dem
                 finished(*runner.execute(stored, str(run_dir), c.key))
 
     monkeypatch.setattr(runner, "_run_pool", crowded_pool)
-    recipe = _recipe(models=["bert-tiny"], finetune={"dataset": "demo", "tasks": ["sentiment"], "seeds": [0]})
+    recipe = _recipe(models=["bert-tiny"], finetune=ONE_SHORT_FINETUNE)
     recipe["speed"] = {"kind": "none"}
     logs = []
     out = run_compare(recipe, str(tmp_path / "cmp"), workers=2, log=logs.append)
