@@ -38,8 +38,19 @@ def variant_recipe(name: str, overrides: list[str], models: list[str]) -> dict:
         node = recipe
         for part in path:
             node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
+        node[last] = _value(value)
     return recipe
+
+
+def _value(text: str):
+    """A YAML value, with numbers such as 1e-3 read as numbers (YAML 1.1 reads them as strings)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

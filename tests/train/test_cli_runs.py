@@ -162,8 +162,10 @@ def test_demo_end_to_end_short(tmp_path, capsys):
     assert len(table) == 1 and table[0].startswith("| fnet-tiny | 3 | ")  # averages with and without pretraining
     assert len(json.loads((tmp_path / "b" / "scores.json").read_text())) == 4  # 2 tasks x with / without
     variant = ["t", "pretrain.steps=4", "finetune.min_steps=2", "finetune.max_steps=2", "finetune.seeds=[0]"]
+    variant.append("pretrain.optim.lr=1e-3")
     out = tmp_path / "v"
     assert demo_pretrain_variants.main(["--models", "fnet-tiny", "--out", str(out), "--variant", *variant]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| t |")]
     assert len(table) == 1 and table[0].startswith("| t | fnet-tiny | ")
-    assert yaml.safe_load((out / "t/recipe.yaml").read_text())["pretrain"]["steps"] == 4  # the override took
+    pretrain = yaml.safe_load((out / "t/recipe.yaml").read_text())["pretrain"]
+    assert pretrain["steps"] == 4 and pretrain["optim"]["lr"] == 1e-3  # the overrides took, 1e-3 as a number
