@@ -9,7 +9,7 @@ variant, so the no-pretraining rows are the demo's own).
 
     python benchmarks/demo_pretrain_variants.py --models bert-tiny \\
         --variant demo --variant lr1e-3 pretrain.optim.lr=1e-3 \\
-        --variant batch8 pretrain.data.batch_size=8 pretrain.steps=1600 pretrain.eval_batches=64
+        --variant batch8 pretrain.data.batch_size=8 pretrain.steps=1600 pretrain.eval_batches=16
 """
 
 from __future__ import annotations
@@ -18,39 +18,24 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
 from frugalformers.compare import run_compare
 from frugalformers.demo import MODELS, demo_recipe
 
 
 def variant_recipe(name: str, overrides: list[str], models: list[str]) -> dict:
-    """The demo's recipe with `overrides` (dotted KEY=VALUE, YAML values) applied."""
+    """The demo's recipe with `overrides` (dotted KEY=VALUE, read as `frugal train` reads its
+    overrides) applied."""
     recipe = demo_recipe()
     recipe["name"] = f"demo-{name}"
     recipe["models"], recipe["reference"] = models, models[0]
     recipe["speed"] = {"kind": "none"}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise SystemExit(f"--variant {name}: {item!r} is not KEY=VALUE (e.g. pretrain.optim.lr=1e-3)")
-        *path, last = key.split(".")
-        node = recipe
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = _value(value)
-    return recipe
-
-
-def _value(text: str):
-    """A YAML value, with numbers such as 1e-3 read as numbers (YAML 1.1 reads them as strings)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+    merged = OmegaConf.merge(OmegaConf.create(recipe), OmegaConf.from_dotlist(overrides))
+    return OmegaConf.to_container(merged)
 
 
 def main(argv: list[str] | None = None) -> int:
