@@ -121,10 +121,10 @@ def run_cloze(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path)
     amp = autocast_for(cfg, device)
     out = {"label": label, "device": hardware()}
     n = recipe.cloze_sentences
-    for name, split, limit in (("test", "test", n), ("train", "train", n or CLOZE_TRAIN_SENTENCES)):
+    for split, limit in (("test", n), ("train", n or CLOZE_TRAIN_SENTENCES)):
         examples = cloze_set(tok, recipe.finetune.dataset, split, limit, seed=recipe.seed)
-        out[name] = score_cloze(model, tok, examples, device, amp)
-        log(f"cloze {label} {name}: exact {out[name]['exact']:.3f}, object nll {out[name]['nll']:.2f}")
+        out[split] = score_cloze(model, tok, examples, device, amp)
+        log(f"cloze {label} {split}: exact {out[split]['exact']:.3f}, object nll {out[split]['nll']:.2f}")
     return out
 
 

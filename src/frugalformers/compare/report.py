@@ -187,13 +187,10 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
     columns += [f"{t} ({_metric_name(spec.dataset, t)})" for t in spec.tasks]
     lengths = _encoder_lengths(recipe, results)
     timed = recipe.speed.kind != "none"
-    speed_cols = (
-        [f"encoder ms/example, {n:,} tokens" for n in lengths]
-        if lengths
-        else ["train speed", "inference speed"]
-        if timed
-        else []
-    )
+    if lengths:
+        speed_cols = [f"encoder ms/example, {n:,} tokens" for n in lengths]
+    else:
+        speed_cols = ["train speed", "inference speed"] if timed else []
     columns += ["average", f"% of {ref}", *speed_cols, "verdict"]
     table = []
     for row in rows:
