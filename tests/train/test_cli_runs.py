@@ -136,6 +136,11 @@ def test_demo_end_to_end_short(tmp_path, capsys):
         assert f"| {name}, no pretraining |" in out
     assert "| majority class |" in out and (tmp_path / "demo/pretrain_curves.png").exists()
     assert len(list((tmp_path / "demo/cells").rglob("result.json"))) == 3 + 12 + 3 + 1
+    logs = sorted((tmp_path / "demo/cells/finetune").glob("*/*/seed0/log.txt"))
+    assert len(logs) == 12
+    for log in logs:
+        scaled = "embedding tables scaled by" in log.read_text()
+        assert scaled == ("-scratch" not in str(log)), log  # rescale_embeddings acts on pretrained models only
     assert main(args) == 0 and "19 already done, 0 to run" in capsys.readouterr().out  # read back, nothing retrained
 
     # the two experiments of benchmarks/QUALITY.md `demo` run on a finished demo folder

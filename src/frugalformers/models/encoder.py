@@ -42,6 +42,24 @@ class BertEmbeddings(nn.Module):
             x = self.projection(x)  # (B, T, d_model)
         return self.dropout(x)
 
+    @torch.no_grad()
+    def rescale_(self, std: float) -> float:
+        """Scale the word, position and token-type tables by one factor c so that the word table's
+        standard deviation is `std` (never up: c <= 1); returns c. The three are summed and then
+        LayerNorm-ed, and LayerNorm(c v) = LayerNorm(v), so the model computes the same function.
+        What changes is how far Adam moves them: its steps have a fixed size per weight, so a table
+        that pretraining has grown (each step lengthens a weight that feeds a norm) turns more slowly
+        by 1/c. Fine-tuning from such a checkpoint with the tables back at their initial scale gives
+        them a fresh model's effective rate (Arora et al. 2019, "Theoretical Analysis of Auto
+        Rate-Tuning by Batch Normalization", for the same effect of scale-invariant weights)."""
+        c = min(1.0, std / self.word.weight.std().item())
+        tables = [self.word.weight, self.position.weight]
+        if self.token_type is not None:
+            tables.append(self.token_type.weight)
+        for table in tables:
+            table.mul_(c)
+        return c
+
 
 class BertEncoder(nn.Module):
     """Embeddings, a stack of post-LN layers (pre-LN with `prenorm`) built from the recipe, and an

@@ -76,6 +76,10 @@ class RunConfig:
     out: str = "runs/default"  # run folder: config.yaml, metrics.jsonl, checkpoints/
     init_from: str | None = None  # fine-tuning: a checkpoint folder (or run folder) to start from
     freeze_experts: bool = False  # fine-tuning: freeze the MoWE expert bank (the paper: frozen experts do better)
+    # fine-tuning an encoder from init_from: scale its embedding tables back to init_std (the function is
+    # unchanged: they feed a LayerNorm); pretraining grows them, which slows what fine-tuning can move.
+    # Without init_from the tables are at that scale already and nothing is done.
+    rescale_embeddings: bool = False
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides on top of the preset
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)

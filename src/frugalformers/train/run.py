@@ -232,7 +232,15 @@ def finetuned_model(cfg: RunConfig, labels: list[str], log):
         new = sorted(k for k in missing.missing_keys if not k.startswith(("classifier", "encoder.pooler")))
         if new:
             raise ValueError(f"checkpoint {ckpt} lacks encoder weights: {new[:5]}")
+        if cfg.rescale_embeddings:
+            c = model.encoder.embeddings.rescale_(config.init_std)
+            log(f"embedding tables scaled by {c:.3f} to std {config.init_std} (rescale_embeddings=true)")
     else:
+        if cfg.rescale_embeddings:
+            raise ValueError(
+                f"rescale_embeddings=true is for encoders (bert, fnet, sparse-mixer presets); {cfg.init_from} is a "
+                f"{config.family} model: leave it out"
+            )
         model = base if not cfg.model else build_model(config.replace(**cfg.model))
         if cfg.model:
             model.load_state_dict(base.state_dict())
