@@ -1,8 +1,9 @@
-"""The demo's line under its table: which pretrained models lost to their twins, and why."""
+"""The demo's lines under its table: which pretrained models lost to their twins, and why; which
+gained less than their scores' spread over seeds."""
 
 import json
 
-from frugalformers.demo import _why_pretraining_lost
+from frugalformers.demo import _pretraining_ties, _why_pretraining_lost
 
 
 def _write(tmp_path, rows, unigram=7.12):
@@ -10,10 +11,11 @@ def _write(tmp_path, rows, unigram=7.12):
     return tmp_path
 
 
-def _pair(label, pre, scratch, loss):
+def _pair(label, pre, scratch, loss, sd=0.01):
+    tasks = {"sentiment": {"sd": sd}, "topic": {"sd": 3 * sd}}
     return [
-        {"label": label, "scratch": False, "average": pre, "pretrain_loss": loss},
-        {"label": f"{label}-scratch", "scratch": True, "average": scratch, "pretrain_loss": None},
+        {"label": label, "scratch": False, "average": pre, "pretrain_loss": loss, "tasks": tasks},
+        {"label": f"{label}-scratch", "scratch": True, "average": scratch, "pretrain_loss": None, "tasks": tasks},
     ]
 
 
@@ -28,3 +30,12 @@ def test_no_line_when_pretraining_wins_and_no_unigram_claim_far_from_it(tmp_path
     assert _why_pretraining_lost(_write(tmp_path, _pair("bert-tiny", 0.8, 0.7, 5.0))) is None
     line = _why_pretraining_lost(_write(tmp_path, _pair("bert-tiny", 0.6, 0.7, 4.0)))
     assert line == "Pretraining lost for bert-tiny at this budget (benchmarks/QUALITY.md, demo)."
+
+
+def test_names_the_gains_smaller_than_the_spread_over_seeds(tmp_path):
+    rows = _pair("bert-tiny", 0.741, 0.694, 6.99) + _pair("fnet-tiny", 0.512, 0.510, 7.07)
+    rows += _pair("sparse-mixer-tiny", 0.60, 0.70, 7.09)  # a loss is the other line's
+    line = _pretraining_ties(_write(tmp_path, rows))
+    assert line.startswith("Pretraining's gain is within the spread over seeds for fnet-tiny +0.2 points against")
+    assert "a spread of 2.0" in line and "bert-tiny" not in line and "sparse-mixer" not in line
+    assert _pretraining_ties(_write(tmp_path, _pair("bert-tiny", 0.741, 0.694, 6.99))) is None

@@ -89,9 +89,9 @@ def run_demo(
         names=list(MODELS),
     )
     print("\n" + _table(out_dir))
-    why = _why_pretraining_lost(out_dir)
-    if why:
-        print("\n" + why)
+    for line in (_why_pretraining_lost(out_dir), _pretraining_ties(out_dir)):
+        if line:
+            print("\n" + line)
     print(f"\nloss curves: {png}; speed and quality: {out_dir / 'compare.png'}; everything: {out_dir / 'compare.md'}")
     print(f"({time.time() - t0:.0f} s; CPU, float32)")
     return 0
@@ -124,10 +124,33 @@ def _why_pretraining_lost(out_dir: Path) -> str | None:
     if gap is not None and gap < 0.5:
         return (
             f"Pretraining lost for {names}: their held-out MLM loss is at most {gap:.2f} below the unigram "
-            f"model's ({unigram:.2f}), so they have learned word frequencies and little context, and fine-tune "
-            "more slowly than a fresh model (benchmarks/QUALITY.md, demo)."
+            f"model's ({unigram:.2f}), so they have learned word frequencies and little context "
+            "(benchmarks/QUALITY.md, demo)."
         )
     return f"Pretraining lost for {names} at this budget (benchmarks/QUALITY.md, demo)."
+
+
+def _pretraining_ties(out_dir: Path) -> str | None:
+    """One line naming the pretrained models whose gain over their twins is smaller than the
+    spread of their own scores over seeds (the mean over tasks of the standard deviation): a tie
+    at this budget, not a win."""
+    data = json.loads((out_dir / "compare.json").read_text())
+    rows = {r["label"]: r for r in data["rows"]}
+    ties = []
+    for r in data["rows"]:
+        twin = rows.get(f"{r['label']}-scratch")
+        if r["scratch"] or not twin or r["average"] < twin["average"]:
+            continue
+        gain = 100 * (r["average"] - twin["average"])
+        spread = 100 * sum(t["sd"] for t in r["tasks"].values()) / len(r["tasks"])
+        if gain < spread:
+            ties.append(f"{r['label']} +{gain:.1f} points against a spread of {spread:.1f}")
+    if not ties:
+        return None
+    return (
+        f"Pretraining's gain is within the spread over seeds for {'; '.join(ties)}: at this budget a tie, "
+        "not a win (benchmarks/QUALITY.md, demo)."
+    )
 
 
 if __name__ == "__main__":
