@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from frugalformers.compare import run_compare
+from frugalformers.compare.report import scratch_twin
 from frugalformers.demo import MODELS, demo_recipe
 
 
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         by_label = {r["label"]: r for r in data["rows"]}
         unigram = (data.get("unigram") or {}).get("valid_loss")
         for model in args.models:
-            row, twin = by_label[model], by_label[f"{model}-scratch"]
+            row = by_label[model]
+            twin = scratch_twin(row, data["rows"])
             rows.append(
                 f"| {name} | {model} | {row['pretrain_loss']:.2f} (unigram {unigram:.2f}) | "
                 f"{row['average']:.3f} | {twin['average']:.3f} | {100 * (row['average'] - twin['average']):+.1f} |"

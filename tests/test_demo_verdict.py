@@ -7,8 +7,9 @@ from frugalformers.demo import _pretraining_ties, _why_pretraining_lost
 
 
 def _write(tmp_path, rows, unigram=7.12):
+    """compare.json with these rows, read back as the demo reads it."""
     (tmp_path / "compare.json").write_text(json.dumps({"rows": rows, "unigram": {"valid_loss": unigram}}))
-    return tmp_path
+    return json.loads((tmp_path / "compare.json").read_text())
 
 
 def _pair(label, pre, scratch, loss, sd=0.01):

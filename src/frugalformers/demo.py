@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from frugalformers.compare import run_compare
+from frugalformers.compare.report import scratch_twin
 from frugalformers.data.datasets import prepare
 from frugalformers.plot import plot_runs
 
@@ -89,7 +90,8 @@ def run_demo(
         names=list(MODELS),
     )
     print("\n" + _table(out_dir))
-    for line in (_why_pretraining_lost(out_dir), _pretraining_ties(out_dir)):
+    data = json.loads((out_dir / "compare.json").read_text())
+    for line in (_why_pretraining_lost(data), _pretraining_ties(data)):
         if line:
             print("\n" + line)
     print(f"\nloss curves: {png}; speed and quality: {out_dir / 'compare.png'}; everything: {out_dir / 'compare.md'}")
@@ -106,16 +108,16 @@ def _table(out_dir: Path) -> str:
     return "\n".join(lines[start:end])
 
 
-def _why_pretraining_lost(out_dir: Path) -> str | None:
+def _with_twins(data: dict) -> list[tuple[dict, dict]]:
+    """(pretrained row, its row without pretraining) for every model of compare.json's `data` that has both."""
+    rows = data["rows"]
+    return [(r, twin) for r in rows if not r["scratch"] and (twin := scratch_twin(r, rows))]
+
+
+def _why_pretraining_lost(data: dict) -> str | None:
     """One line naming the pretrained models that lost to their twins without pretraining, and why,
     as far as the run itself shows it (their MLM loss against the unigram model's)."""
-    data = json.loads((out_dir / "compare.json").read_text())
-    rows = {r["label"]: r for r in data["rows"]}
-    lost = [
-        r
-        for r in data["rows"]
-        if not r["scratch"] and (twin := rows.get(f"{r['label']}-scratch")) and r["average"] < twin["average"]
-    ]
+    lost = [r for r, twin in _with_twins(data) if r["average"] < twin["average"]]
     if not lost:
         return None
     names = ", ".join(r["label"] for r in lost)
@@ -130,16 +132,13 @@ def _why_pretraining_lost(out_dir: Path) -> str | None:
     return f"Pretraining lost for {names} at this budget (benchmarks/QUALITY.md, demo)."
 
 
-def _pretraining_ties(out_dir: Path) -> str | None:
+def _pretraining_ties(data: dict) -> str | None:
     """One line naming the pretrained models whose gain over their twins is smaller than the
     spread of their own scores over seeds (the mean over tasks of the standard deviation): a tie
     at this budget, not a win."""
-    data = json.loads((out_dir / "compare.json").read_text())
-    rows = {r["label"]: r for r in data["rows"]}
     ties = []
-    for r in data["rows"]:
-        twin = rows.get(f"{r['label']}-scratch")
-        if r["scratch"] or not twin or r["average"] < twin["average"]:
+    for r, twin in _with_twins(data):
+        if r["average"] < twin["average"]:
             continue
         gain = 100 * (r["average"] - twin["average"])
         spread = 100 * sum(t["sd"] for t in r["tasks"].values()) / len(r["tasks"])

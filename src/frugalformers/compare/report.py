@@ -141,6 +141,11 @@ def _relative(row: dict, ref: dict | None, ref_name: str) -> None:
             row[f"encoder_{key}_speedup"] = ratios  # the reference's time / this model's, per length
 
 
+def scratch_twin(row: dict, rows: list[dict]) -> dict | None:
+    """The row of `row`'s model fine-tuned without pretraining (`finetune.scratch`), if there is one."""
+    return next((r for r in rows if r["label"] == f"{row['label']}-{SCRATCH}"), None)
+
+
 def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
     """One line a person reads: speed and quality against the reference, and what pretraining bought."""
     if row["scratch"]:
@@ -159,7 +164,7 @@ def verdict(row: dict, rows: list[dict], ref_name: str) -> str:
         else:
             parts.append(f"{points} on its average score")
     if not row["scratch"] and row.get("average") is not None:
-        twin = next((r for r in rows if r["label"] == f"{row['label']}-{SCRATCH}"), None)
+        twin = scratch_twin(row, rows)
         if twin and twin.get("average") is not None:
             gain = 100 * (row["average"] - twin["average"])
             losers = [
