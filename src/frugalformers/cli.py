@@ -93,6 +93,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.tokenizer,
         args.seq_len,
         args.unknown_labels,
+        args.metric,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -251,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="error",
         choices=["error", "wrong"],
         help="a label the model was not fine-tuned on: an error naming it (default), or a wrong answer",
+    )
+    e.add_argument(
+        "--metric",
+        choices=["accuracy", "macro_f1", "em_f1"],
+        help="with --file: accuracy, macro_f1, or em_f1 for free-text answers (default: the run's data.metric)",
     )
     e.set_defaults(func=_cmd_eval)
     pr = sub.add_parser("predict", help="label every row of a CSV / JSONL file (with each label's probability)")

@@ -143,6 +143,37 @@ def test_unknown_labels_in_a_validation_file(tmp_path, runs, capsys):
     )  # fmt: skip
 
 
+def test_free_text_answers_in_a_users_file(tmp_path, demo_data, capsys):
+    """data.metric=em_f1: a generative model fine-tunes on a file of free-text answers and is scored by
+    exact match / token F1, also on answers its training file never held; `eval --file` scores the same
+    way unless told otherwise; a classifier and a prepared task refuse the option."""
+    qa = [{"text": f"what follows {w}?", "text_b": f"{w} then {v}", "label": v} for w, v in
+          (("red", "blue"), ("one", "two"), ("cat", "dog"), ("sun", "moon"))] * 6  # fmt: skip
+    test = [{"text": "what follows up?", "text_b": "up then down", "label": "down"}] * 3
+    train, test_file = tmp_path / "qa.jsonl", tmp_path / "qa_test.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in qa))
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in test))
+    out = tmp_path / "t5"
+    args = ["finetune", "--preset", "t5-tiny", "--no-progress", "steps=2", f"data.file={train}",
+            f"data.test_file={test_file}", "data.target_len=4", f"out={out}", *FAST]  # fmt: skip
+    assert run([*args, "data.metric=em_f1"], capsys)[0] == 0  # "down" is in no training row: not an error
+    scored = json.loads((out / "test_metrics.json").read_text())
+    assert set(scored) == {"em", "f1"} and 0.0 <= scored["em"] <= scored["f1"] <= 1.0
+    assert main(["eval", str(out), "--file", str(test_file)]) == 0
+    assert set(json.loads(capsys.readouterr().out)) >= {"em", "f1"}  # the run's metric
+    assert main(["eval", str(out), "--file", str(test_file), "--metric", "accuracy"]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out)
+    expect_error([*args[:-1], f"out={tmp_path / 'x'}", "data.metric=exact"], capsys, r"data\.metric='exact' is not")
+    expect_error(
+        ["finetune", "--preset", "bert-tiny", "--no-progress", "steps=2", f"data.file={train}", "data.metric=em_f1",
+         f"out={tmp_path / 'bert'}", *FAST], capsys, r"qa\.jsonl.*free-text answers.*not the encoder",
+    )  # fmt: skip
+    expect_error(
+        ["finetune", "--preset", "t5-tiny", "steps=2", "data.task=sentiment", "data.metric=em_f1", *FAST],
+        capsys, r"data\.metric goes with data\.file",
+    )  # fmt: skip
+
+
 # ------------------------------------------------------------------ run folders
 def test_a_run_is_never_run_over(tmp_path, runs, capsys):
     out = tmp_path / "r"

@@ -31,6 +31,7 @@ class DataSection:
     file: str | None = None  # fine-tuning: a user CSV / JSONL file (columns text, [text_b], label)
     valid_file: str | None = None  # with `file`: its validation rows (default: 10% of `file`, seeded)
     test_file: str | None = None  # with `file`: its test rows, scored at the end (test_metrics.json)
+    metric: str = "accuracy"  # with `file`: accuracy | macro_f1 | em_f1 (free-text answers of t5 / decoder presets)
     seq_len: int = 128  # input length (encoders pad to it; pretraining windows have this length)
     target_len: int = 32  # seq2seq target length (span corruption, UL2, text-to-text fine-tuning)
     batch_size: int = 32

@@ -21,7 +21,7 @@ from frugalformers.files import atomic_write
 from frugalformers.generate import generate
 from frugalformers.train.batches import TaskBatches, load_tokenizer
 from frugalformers.train.run import resolve_checkpoint, task_predict
-from frugalformers.train.user_data import unknown_labels
+from frugalformers.train.user_data import FILE_METRICS, unknown_labels
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,6 +35,7 @@ class RunSettings:
     seq_len: int = 128
     target_len: int = 32
     found: bool = False
+    metric: str = "accuracy"  # how its own file was scored (data.metric)
 
 
 def run_settings(ckpt: Path) -> RunSettings:
@@ -46,7 +47,7 @@ def run_settings(ckpt: Path) -> RunSettings:
 
     d = OmegaConf.to_container(OmegaConf.load(saved)).get("data", {})
     return RunSettings(d.get("dataset", "demo"), d.get("tokenizer", "tiny"), d.get("seq_len", 128),
-                       d.get("target_len", 32), True)  # fmt: skip
+                       d.get("target_len", 32), True, d.get("metric", "accuracy"))  # fmt: skip
 
 
 def _classifier_or_generator(model, checkpoint: str, what: str) -> None:
@@ -64,7 +65,7 @@ def _setup(checkpoint: str, dataset, tokenizer, seq_len, target_len=None):
     run = run_settings(ckpt)
     dataset, tokenizer = dataset or run.dataset, tokenizer or run.tokenizer
     tok = load_tokenizer(dataset, tokenizer)
-    return model, tok, dataset, seq_len or run.seq_len, target_len or run.target_len
+    return model, tok, dataset, seq_len or run.seq_len, target_len or run.target_len, run.metric
 
 
 def _labels(model, rows: list[dict], path: str) -> list[str]:
@@ -90,21 +91,27 @@ def evaluate_checkpoint(
     tokenizer: str | None = None,
     seq_len: int | None = None,
     unknown: str = "error",
+    metric: str | None = None,
 ) -> dict:
-    """Score a checkpoint on every row of `file`, or on `split` (default test) of a prepared task."""
+    """Score a checkpoint on every row of `file`, or on `split` (default test) of a prepared task.
+    A file is scored by `metric` (default: the run's `data.metric`, accuracy for runs without one)."""
     if bool(task) == bool(file):
         raise ValueError("give --task TASK (a prepared dataset's) or --file FILE (your CSV / JSONL), one of them")
     if file and split:
         raise ValueError("--split applies to a prepared task (--task); a --file is scored whole")
     if unknown not in ("error", "wrong"):
         raise ValueError(f"--unknown-labels={unknown!r} is not 'error' or 'wrong'")
-    model, tok, dataset, seq_len, target_len = _setup(checkpoint, dataset, tokenizer, seq_len)
+    if metric and not file:
+        raise ValueError(f"--metric goes with --file; task {task!r} is scored by its own metric: leave it out")
+    if metric and metric not in FILE_METRICS:
+        raise ValueError(f"--metric={metric!r} is not one of {', '.join(FILE_METRICS)}")
+    model, tok, dataset, seq_len, target_len, run_metric = _setup(checkpoint, dataset, tokenizer, seq_len)
     _classifier_or_generator(model, checkpoint, "evaluate")
     if file:
         rows = [{**r, "label": r["label"].strip()} for r in load_user_rows(file) if "label" in r]
         if not rows:
             raise ValueError(f"{file}: no row has a `label` to score against; `frugal predict` labels a file")
-        labels, metric, split = _labels(model, rows, file), "accuracy", "file"
+        labels, metric, split = _labels(model, rows, file), metric or run_metric, "file"
         if unknown == "error" and model.config.family == "bert":
             unknown_labels(file, rows, labels)
     else:
@@ -136,7 +143,7 @@ def predict_file(
         raise ValueError(f"--out {out} exists; choose another file (frugal never overwrites one)")
     if out and Path(out).suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out {out}: write a .csv or a .jsonl file")
-    model, tok, _, seq_len, target_len = _setup(checkpoint, dataset, tokenizer, seq_len)
+    model, tok, _, seq_len, target_len, _ = _setup(checkpoint, dataset, tokenizer, seq_len)
     _classifier_or_generator(model, checkpoint, "predict with")
     rows = load_user_rows(file)
     results = []

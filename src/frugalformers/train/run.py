@@ -31,7 +31,7 @@ from frugalformers.train.checkpointing import list_checkpoints
 from frugalformers.train.config import RunConfig, save_run_config
 from frugalformers.train.run_folder import clear_run, run_folder
 from frugalformers.train.trainer import fit, pick_device
-from frugalformers.train.user_data import one_class_warning, task_rows
+from frugalformers.train.user_data import check_held_out_labels, one_class_warning, task_rows
 
 
 def seed_everything(seed: int) -> None:
@@ -260,9 +260,11 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
             log("MoWE expert bank frozen (freeze_experts=true)")
         if metric == "em_f1" and model.config.family == "bert":
             raise ValueError(
-                f"task {cfg.data.task!r} has free-text answers (exact match / F1): fine-tune a generative model "
-                f"(a t5 or decoder preset), not the encoder {cfg.preset!r}"
+                f"{cfg.data.task or cfg.data.file!r} has free-text answers (exact match / F1): fine-tune a generative "
+                f"model (a t5 or decoder preset), not the encoder {cfg.preset!r}"
             )
+        if model.config.family == "bert":
+            check_held_out_labels(cfg, rows, labels)
         tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
         if tok.vocab_size > model.config.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size}")

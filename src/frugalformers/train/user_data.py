@@ -5,6 +5,10 @@ A user's training file (`data.file`) may come with its own validation and test f
 rows is held out and called "valid" (never "test": with no test file there is no test score).
 Labels are stripped of surrounding spaces; the label set is the training file's, sorted, and is
 stored with the model (`ModelConfig.label_names`) so evaluation maps any file's labels by name.
+`data.metric` scores a file: accuracy (the default) or macro-F1 for classes, em_f1 (SQuAD's
+normalised exact match and token F1) for free-text answers. A classifier (bert family) refuses
+validation or test labels it was not trained on; a generative model writes its answers, so for it
+they are just answers it has not seen.
 """
 
 from __future__ import annotations
@@ -35,10 +39,15 @@ def unknown_labels(path: str, rows: list[dict], labels: list[str]) -> None:
         )
 
 
+FILE_METRICS = ("accuracy", "macro_f1", "em_f1")
+
+
 def task_rows(cfg) -> tuple[dict[str, list[dict]], list[str], str]:
     """(splits {train, validation, test}, the label list, the metric) of the configured task or files.
     A user's files without a test file have an empty test split."""
     d = cfg.data
+    if d.metric not in FILE_METRICS:
+        raise ValueError(f"data.metric={d.metric!r} is not one of {', '.join(FILE_METRICS)}")
     if d.file:
         train = _labelled(d.file)
         if d.valid_file:
@@ -55,18 +64,26 @@ def task_rows(cfg) -> tuple[dict[str, list[dict]], list[str], str]:
                 f"on; add rows (or give data.valid_file)"
             )
         labels = sorted({r["label"] for r in train})
-        for path, rows in ((d.valid_file or d.file, valid), (d.test_file, test)):
-            if path:
-                unknown_labels(path, rows, labels)
-        return {"train": train, "validation": valid, "test": test}, labels, "accuracy"
+        return {"train": train, "validation": valid, "test": test}, labels, d.metric
     if d.valid_file or d.test_file:
         raise ValueError("data.valid_file / data.test_file go with data.file (your own data), not data.task")
+    if d.metric != "accuracy":
+        raise ValueError(f"data.metric goes with data.file; task {d.task!r} is scored by its own metric: leave it out")
     if not d.task:
         raise ValueError("fine-tuning needs data.task=TASK (see `frugal data show DATASET`) or data.file=PATH")
     info = task_info(d.dataset, d.task)
     rows = {s: load_task(d.dataset, d.task, s) for s in ("train", "validation", "test")}
     labels = info["labels"] or sorted({r["label"] for r in rows["train"]})
     return rows, labels, info["metric"]
+
+
+def check_held_out_labels(cfg, rows: dict[str, list[dict]], labels: list[str]) -> None:
+    """A classifier fine-tuned on a user's file: an error naming validation / test labels it cannot
+    predict (a generative model is not limited to the training file's answers)."""
+    d = cfg.data
+    for path, split in ((d.valid_file or d.file, "validation"), (d.test_file, "test")):
+        if d.file and path:
+            unknown_labels(path, rows[split], labels)
 
 
 def one_class_warning(preds: list[str], labels: list[str], share: float = 0.95) -> str | None:
