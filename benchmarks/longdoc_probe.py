@@ -105,9 +105,9 @@ def main(argv=None) -> int:
     out = Path(args.out) / (args.task or f"retrieval{args.retrieval_chars}")
     out.mkdir(parents=True, exist_ok=True)
     if args.task:
-        data = ["data.dataset=longdoc", f"data.task={args.task}"]
-        train, test = (load_task("longdoc", args.task, s) for s in ("train", "test"))
-        metric = task_info("longdoc", args.task)["metric"]
+        data = [f"data.dataset={args.dataset}", f"data.task={args.task}"]
+        train, test = (load_task(args.dataset, args.task, s) for s in ("train", "test"))
+        metric = task_info(args.dataset, args.task)["metric"]
     else:
         files = retrieval_files(out, args.retrieval_chars, args.train_rows, args.held_rows, args.dataset)
         data = [f"data.file={files['train']}", f"data.valid_file={files['valid']}",
