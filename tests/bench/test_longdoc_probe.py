@@ -39,3 +39,9 @@ def test_a_probe_runs_end_to_end_and_prints_the_prior(tmp_path, longdoc_mini):
     assert lines[0] == "| model | test em | distinct answers | most common answer |"
     assert lines[2].startswith("| t5-tiny | ") and lines[3].startswith("| prior: always ")
     assert json.loads((tmp_path / "retrieval256/t5-tiny/test_metrics.json").read_text()).keys() == {"em", "f1"}
+    # a prepared task of the same --dataset (not the installed `longdoc`)
+    cmd = [*cmd[:2], "--task", "bible_match_4096", *cmd[4:]]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.stdout.splitlines()[0] == "| model | test accuracy | distinct answers | most common answer |"
+    assert "accuracy" in json.loads((tmp_path / "bible_match_4096/t5-tiny/test_metrics.json").read_text())
