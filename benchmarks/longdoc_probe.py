@@ -32,6 +32,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from frugalformers.compare.cells import most_common_answers
 from frugalformers.data.store import dataset_dir, read_jsonl
 from frugalformers.data.tasks import load_task, score, task_info
 
@@ -118,8 +119,8 @@ def main(argv=None) -> int:
               f"data.batch_size={args.batch}", f"steps={args.steps}", "log_every=50",
               f"eval_every={args.eval_every or args.steps // 4}", "eval_batches=10", f"optim.lr={args.lr}"]  # fmt: skip
     finetune_side_by_side(out, {p: ["--preset", p, *data, *common] for p in args.presets})
-    top = Counter(r["label"] for r in train).most_common(1)[0][0]
-    prior = score(metric, [top] * len(test), [r["label"] for r in test])
+    answers = most_common_answers(train, test)
+    prior = score(metric, answers, [r["label"] for r in test])
     key = "em" if metric == "em_f1" else metric
     print(f"| model | test {key} | distinct answers | most common answer |\n|---|---|---|---|")
     for preset in args.presets:
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         preds = [r["prediction"] for r in read_jsonl(out / preset / "test_predictions.jsonl")]
         common_answer, n = Counter(preds).most_common(1)[0]
         print(f"| {preset} | {result[key]:.3f} | {len(set(preds))} | {common_answer!r} ({n / len(preds):.0%}) |")
-    print(f"| prior: always {top!r} | {prior[key]:.3f} | 1 | |")
+    print(f"| prior: always {answers[0]!r} | {prior[key]:.3f} | 1 | |")
     return 0
 
 

@@ -19,21 +19,17 @@ import json
 import statistics
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 from longdoc_probe import finetune_side_by_side
 
+from frugalformers.compare.cells import most_common_answers
 from frugalformers.data.tasks import load_task, score
 
 
 def relation_prior(train: list[dict], rows: list[dict]) -> float:
     """Exact match of answering every row with its relation's most common training answer."""
-    by: dict[str, Counter] = {}
-    for r in train:
-        by.setdefault(r["relation"], Counter())[r["label"]] += 1
-    guesses = [by[r["relation"]].most_common(1)[0][0] for r in rows]
-    return score("em_f1", guesses, [r["label"] for r in rows])["em"]
+    return score("em_f1", most_common_answers(train, rows, "relation"), [r["label"] for r in rows])["em"]
 
 
 def parameters(preset: str) -> int:

@@ -196,14 +196,29 @@ def run_finetune(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Pa
     return out
 
 
+def most_common_answers(train: list[dict], rows: list[dict], group: str | None = None) -> list[str]:
+    """Each of `rows` answered with the most common label of the `train` rows, or with `group`, of
+    the train rows of its own group (the overall one for a group that training lacks): the prior of
+    a model that learned only the answer distribution."""
+    top = Counter(r["label"] for r in train).most_common(1)[0][0]
+    if not group:
+        return [top] * len(rows)
+    counts: dict[str, Counter] = {}
+    for r in train:
+        counts.setdefault(str(r.get(group, "-")), Counter())[r["label"]] += 1
+    guess = {k: c.most_common(1)[0][0] for k, c in counts.items()}
+    return [guess.get(str(r.get(group, "-")), top) for r in rows]
+
+
 def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> dict:
     """The test score of always answering the training split's most common label (and, with
     `breakdown`, of the most common label within each group), in the task's metric."""
     metric = task_info(dataset, task)["metric"]
     main = "em" if metric == "em_f1" else metric
     train, test = load_task(dataset, task, "train"), load_task(dataset, task, "test")
-    top = Counter(r["label"] for r in train).most_common(1)[0][0]
-    out = {"label": top, "score": score(metric, [top] * len(test), [r["label"] for r in test])[main]}
+    answers = most_common_answers(train, test)
+    labels = [r["label"] for r in test]
+    out = {"label": answers[0], "score": score(metric, answers, labels)[main]}
     if metric == "em_f1":  # the same question asked with several gold answers: one answer can match one
         golds: dict[tuple, Counter] = {}
         for r in test:
@@ -211,17 +226,16 @@ def majority_baseline(dataset: str, task: str, breakdown: str | None = None) -> 
         out["ambiguous"] = sum(sum(c.values()) for c in golds.values() if len(c) > 1)
         out["ceiling"] = sum(max(c.values()) for c in golds.values()) / len(test)
     if breakdown:
-        by, guess = {}, {}
-        for key in {str(r.get(breakdown, "-")) for r in test}:
-            tr = [r["label"] for r in train if str(r.get(breakdown, "-")) == key] or [top]
-            guess[key] = Counter(tr).most_common(1)[0][0]
-            golds = [r["label"] for r in test if str(r.get(breakdown, "-")) == key]
-            by[key] = score(metric, [guess[key]] * len(golds), golds)[main]
-        out["breakdown"] = by
-        # every test row answered with its own group's most common label: the prior a model that
-        # learned only the groups' answer distributions reaches over the whole test set
-        every = [guess[str(r.get(breakdown, "-"))] for r in test]
-        out["breakdown_all"] = score(metric, every, [r["label"] for r in test])[main]
+        # every test row answered with its own group's most common label: per group, and over the whole
+        # test set the prior a model that learned only the groups' answer distributions reaches
+        every = most_common_answers(train, test, breakdown)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(test):
+            groups.setdefault(str(r.get(breakdown, "-")), []).append(i)
+        out["breakdown"] = {
+            k: score(metric, [every[i] for i in idx], [labels[i] for i in idx])[main] for k, idx in groups.items()
+        }
+        out["breakdown_all"] = score(metric, every, labels)[main]
     return out
 
 
