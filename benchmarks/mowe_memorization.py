@@ -33,9 +33,9 @@ def relation_prior(train: list[dict], rows: list[dict]) -> float:
 
 
 def parameters(preset: str) -> int:
-    from frugalformers.api import build_model
+    from frugalformers.api import build_model, count_parameters
 
-    return sum(p.numel() for p in build_model(preset).parameters())
+    return count_parameters(build_model(preset))
 
 
 def _scores(run: Path, dataset: str) -> tuple[float, float]:
