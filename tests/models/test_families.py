@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -106,3 +108,15 @@ def test_tiny_model_overfits_one_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "colt5-tiny", "switch-tiny"])
+def test_untrained_t5_loss_is_near_uniform(name):
+    """T5X's init (logits_dense fan-in): an untrained T5.1.1 predicts nearly uniformly, so its loss is
+    close to log(vocab). Hugging Face's lm_head std of 1.0 starts sqrt(d_model) times too confident."""
+    model = build_model(name, d_model=256, n_heads=4, head_dim=64)
+    vocab = model.config.vocab_size
+    ids, labels = torch.randint(0, vocab, (4, 32)), torch.randint(0, vocab, (4, 8))
+    with torch.no_grad():
+        loss = model(ids, labels=labels).loss.item()
+    assert abs(loss - math.log(vocab)) < 1.0, (loss, math.log(vocab))

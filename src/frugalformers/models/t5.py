@@ -171,7 +171,10 @@ class T5ForConditionalGeneration(T5Model):
         super().__init__(config)
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         if self.lm_head is not None:
-            nn.init.normal_(self.lm_head.weight, std=1.0)
+            # T5X's `logits_dense` (variance_scaling(1.0, "fan_in")): std d_model^-0.5, so the first
+            # logits have unit scale as in the tied case. Hugging Face's init uses std 1.0, which makes
+            # the untrained loss ~sqrt(d_model) times too large (~90 nats at d_model 512).
+            nn.init.normal_(self.lm_head.weight, std=config.d_model**-0.5)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
