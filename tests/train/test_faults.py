@@ -243,6 +243,11 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint(tmp_path, runs, monkeypat
     expect_error([*base, "steps=8", "max_bad_steps=2", "--resume"], capsys, pattern)
     assert [p.name for p in list_checkpoints(out)] == ["step-00000002"]
     assert (list_checkpoints(out)[-1] / "model.safetensors").read_bytes() == good
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    reports = [r for r in records if "nonfinite" in r]  # the first bad step of the streak says what was bad
+    assert len(reports) == 1 and reports[0]["step"] == 3
+    assert reports[0]["nonfinite"]["loss_finite"] is False
+    assert reports[0]["nonfinite"]["nonfinite_params"]["count"] == 0
 
 
 KILL_IN_SECOND_SAVE = """

@@ -31,7 +31,6 @@ from frugalformers.dist.data_parallel import RankSlice, wrap_for_data_parallel
 from frugalformers.dist.expert_parallel import shard_experts
 from frugalformers.dist.state import (
     full_model_state,
-    full_tensor,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
     unsharded,
@@ -40,6 +39,7 @@ from frugalformers.nn.word_experts import WordExpertBank
 from frugalformers.train.checkpointing import list_checkpoints, resume_latest, rng_state, save_checkpoint, set_rng_state
 from frugalformers.train.config import RunConfig, warmup_steps
 from frugalformers.train.logger import MetricsLogger
+from frugalformers.train.nonfinite import clip_finite_grads, describe, nonfinite_report
 from frugalformers.train.row_sparse_adamw import RowSparseAdamW, clip_grad_norm_, is_row_sparse
 from frugalformers.train.schedule import make_scheduler
 
@@ -212,6 +212,7 @@ def fit(
         metrics.log({"step": 0, **{f"valid_{k}": v for k, v in run_eval().items()}})
     model.train()
     bad_run, t_last, tokens_since, last = 0, time.perf_counter(), 0, {}
+    last_good = None  # the last updated step's loss and gradient norm, for a non-finite report
     stop_reason = None
     try:
         while step < cfg.steps:
@@ -250,8 +251,12 @@ def fit(
             elif any(p.grad is not None and p.grad.is_sparse for p in model.parameters()):  # a MoWE bank's rows
                 grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             else:
-                grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+                grad_norm = clip_finite_grads(model, cfg.optim.grad_clip)
             if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+                if bad_run == 0:  # the first of a streak: what went non-finite, for the log
+                    report = nonfinite_report(model, loss_value, float(grad_norm), last_good)
+                    metrics.log({"step": step + 1, "nonfinite": report})
+                    log(f"step {step + 1} skipped: {describe(report)}")
                 optimizer.zero_grad(set_to_none=True)
                 bad_run += 1
                 bad_total += 1
@@ -269,6 +274,7 @@ def fit(
                 bar.update(1)
                 continue
             bad_run = 0
+            last_good = {"step": step + 1, "loss": loss_value, "grad_norm": float(grad_norm)}
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
