@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from frugalformers.api import build_model
+from frugalformers.bench.steps import compiled, step_fns
 from frugalformers.nn import routed
 from frugalformers.presets import get_preset
 
@@ -49,7 +50,12 @@ CASES = {
     "compiled-routed-ffn-only": "LongT5's local attention in place of the routed attention",
     "compiled-routed-attention-only": "a dense FFN in place of the routed FFN",
     "compiled-cross-mha": "multi-head cross-attention in place of CoLT5's multi-query one",
+    # long lengths only: the compare speed cell's own steps (bench.steps.step_fns on one compiled module)
+    "speed-cell": "as the speed cell: preset dropout, a no-grad eval forward first, AdamW steps",
+    "speed-cell-no-dropout": "as the speed cell with dropout 0",
+    "speed-cell-train-only": "as the speed cell without the eval forward before training",
 }
+SPEED_STEPS = 4  # training steps of a speed-cell case (the cell's warmup 3, then timed repeats)
 
 
 @torch.library.custom_op("frugal_check::sort_desc", mutates_args=())
@@ -127,11 +133,12 @@ def _patch(case: str) -> dict:
     return {}
 
 
-def _model(preset: str, layers: int, overrides: dict, **kw):
+def _model(preset: str, layers: int, overrides: dict, dropout: bool = False, **kw):
     config = get_preset(preset)
     options = {**config.options, **overrides.get("options", {})}
-    # no dropout: eager and compiled draw different masks, and the step-0 numbers are compared
-    fields = {"n_layers": layers, "n_decoder_layers": layers, "dropout": 0.0, "attention_dropout": 0.0}
+    fields = {"n_layers": layers, "n_decoder_layers": layers}
+    if not dropout:  # eager and compiled draw different masks, and the step-0 numbers are compared
+        fields.update(dropout=0.0, attention_dropout=0.0)
     return build_model(preset, options=options, **fields, **overrides.get("config", {}), **kw)
 
 
@@ -202,6 +209,20 @@ def one_case(args) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
         result.update(bad_steps=bad_steps, steps=len(batches), first_bad=first_bad[:6])
+    elif args.case.startswith("speed-cell"):  # exactly the compare speed cell's steps, one module
+        dropout = args.case != "speed-cell-no-dropout"
+        model = _model(args.preset, args.layers, overrides, dropout, head="encoder", max_seq_len=args.length)
+        ids = torch.randint(5, vocab, (1, args.length), device=device)
+        infer, train = step_fns(compiled(model.to(device), True), ids, amp)
+        if args.case != "speed-cell-train-only":
+            infer()
+        for _ in range(SPEED_STEPS):
+            train()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        result.update(loss0=float("nan"), grad_norm0=float("nan"), bad_steps=int(bool(bad)), steps=SPEED_STEPS)
+        result["first_bad"] = bad[:6]
     else:  # the compare speed cell's encoder training step at a long length
         model = _model(args.preset, args.layers, overrides, head="encoder", max_seq_len=args.length).to(device)
         run = torch.compile(model, dynamic=False) if args.case != "eager" else model

@@ -43,3 +43,16 @@ def test_a_case_runs_in_its_own_process_and_reports_finite_steps(tmp_path):
     assert result["case"] == "eager" and result["bad_steps"] == 0 and result["steps"] == 2, result
     assert result["data"].startswith("random tokens") and result["loss0"] > 0
     assert "| eager | 512 | 0/2 | - |" in p.stdout
+
+
+def test_a_speed_cell_case_trains_the_encoder_as_the_compare_cell_does(tmp_path):
+    out = tmp_path / "check.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "colt5_compile_check.py"), "--device", "cpu"]
+    cmd += ["--preset", "colt5-tiny", "--layers", "1", "--lengths", "2048", "--cases", "eager"]
+    cmd += ["--long-cases", "speed-cell-train-only", "--parallel", "1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["case"] == "speed-cell-train-only" and result["length"] == 2048, result
+    assert result["bad_steps"] == 0 and result["steps"] == check.SPEED_STEPS

@@ -361,3 +361,17 @@ def test_every_shipped_recipe_loads_and_plans(path):
     assert len(keys) == len(set(keys))
     for c in cells:  # dependencies come first
         assert all(keys.index(d) < keys.index(c.key) for d in c.deps), c.key
+
+
+def test_encoder_speed_without_the_training_step(demo_data):
+    """`speed.train_step: false` times inference only (the training step records nothing)."""
+    from frugalformers.compare.cells import run_encoder_speed
+    from frugalformers.compare.plan import Cell
+    from frugalformers.compare.recipe import recipe_from_dict
+
+    raw = _recipe(models=["longt5-tiny"])
+    raw["pretrain"]["data"]["seq_len"] = 64
+    raw["speed"] = {"kind": "encoder", "lengths": [256], "repeats": 1, "warmup": 0, "train_step": False}
+    result = run_encoder_speed(recipe_from_dict(raw), Cell("speed/longt5-tiny", "speed", {"label": "longt5-tiny"}))
+    assert result["encoder_infer_ms_per_example"]["256"] > 0
+    assert result["encoder_train_ms_per_example"] == {}

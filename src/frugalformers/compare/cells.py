@@ -58,7 +58,11 @@ def tokenizer_name(recipe: Recipe) -> str:
 def run_unigram(recipe: Recipe, cell: Cell, folder: Path, log: Log, run_dir: Path) -> dict:
     """The trivial baseline of the pretraining objective: predict every target from the training
     tokens' unigram frequencies (add-one smoothed), on the same held-out batches as the models."""
-    cfg = pretrain_config(recipe, recipe.models[0].label)
+    return unigram_baseline(pretrain_config(recipe, recipe.models[0].label))
+
+
+def unigram_baseline(cfg) -> dict:
+    """`run_unigram` for one pretraining RunConfig: {objective, valid_loss, valid_accuracy}."""
     tok = load_tokenizer(cfg.data.dataset, cfg.data.tokenizer)
     config = get_preset(cfg.preset).replace(**{**cfg.model, "vocab_size": max(tok.vocab_size, 8)})
     batches = pretrain_batches(cfg, config)
@@ -306,8 +310,8 @@ def run_encoder_speed(recipe: Recipe, cell: Cell) -> dict:
     """The encoder alone (the model's `head="encoder"` form) at each length of `speed.lengths`:
     inference (no-grad forward) and a training step (forward, mean-square loss, backward, AdamW) on
     `speed.batch_size` examples (default 1) of random token ids, milliseconds per example, medians
-    over repeats; as CoLT5's Table 8 and Figure 1 time long inputs. A length that does not fit in
-    memory is recorded as None."""
+    over repeats; as CoLT5's Table 8 and Figure 1 time long inputs (`speed.train_step: false`:
+    inference only). A length that does not fit in memory is recorded as None."""
 
     cfg = pretrain_config(recipe, cell.args["label"])
     device = pick_device(cfg)
@@ -326,11 +330,15 @@ def run_encoder_speed(recipe: Recipe, cell: Cell) -> dict:
         infer, train = step_fns(compiled(model, compile_), ids, amp)
         try:
             t_inf = measure(infer, spec.warmup, spec.repeats, device)
-            t_train = measure(train, spec.warmup, spec.repeats, device)
-            infer_ms[str(n)], train_ms[str(n)] = t_inf.median_ms / batch, t_train.median_ms / batch
-            spreads[str(n)] = max(t_inf.spread, t_train.spread)
+            infer_ms[str(n)], spreads[str(n)] = t_inf.median_ms / batch, t_inf.spread
+            if spec.train_step:
+                t_train = measure(train, spec.warmup, spec.repeats, device)
+                train_ms[str(n)] = t_train.median_ms / batch
+                spreads[str(n)] = max(t_inf.spread, t_train.spread)
         except torch.OutOfMemoryError:
-            infer_ms[str(n)] = train_ms[str(n)] = None
+            infer_ms[str(n)] = None
+            if spec.train_step:
+                train_ms[str(n)] = None
         del model, infer, train
         if device.type == "cuda":
             torch.cuda.empty_cache()

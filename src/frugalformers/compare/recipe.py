@@ -50,7 +50,7 @@ FINETUNE_KEYS = (
     "per_task",
 )
 UPTRAIN_KEYS = ("kv_heads", "methods", "alphas", "lrs", "eval_batches")
-SPEED_KEYS = ("kind", "batch_size", "seq_len", "lengths", "repeats", "warmup", "compile", "context")
+SPEED_KEYS = ("kind", "batch_size", "seq_len", "lengths", "repeats", "warmup", "compile", "context", "train_step")
 MODEL_KEYS = ("preset", "label", "model", "pretrain", "finetune")
 
 
@@ -183,6 +183,7 @@ class SpeedSpec:
     repeats: int = 10
     warmup: int = 3
     compile: bool | None = None  # default: the pretraining's `compile`
+    train_step: bool = True  # encoder: also time a training step (false: inference only, CoLT5's Table 8)
 
 
 @dataclass

@@ -233,10 +233,15 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         f"average of the task means; the {obj} loss is held-out, from the untrained model to the pretrained one. "
     )
     if lengths:
+        train_line = (
+            "the training step (forward, backward, AdamW) per example below"
+            if recipe.speed.train_step
+            else "no training step timed (the recipe's `speed.train_step: false`)"
+        )
         explained += (
             "Speeds: the encoder alone, inference (no-grad forward) milliseconds per example at each input length, "
-            f"and in brackets {ref}'s time over this model's; the training step (forward, backward, AdamW) per "
-            "example below. Medians measured in this run with nothing else on the device:"
+            f"and in brackets {ref}'s time over this model's; {train_line}. Medians measured in this run with "
+            "nothing else on the device:"
         )
         speeds = [
             f"- {r['model']}: training step "
