@@ -226,3 +226,20 @@ def test_mha_decodes_with_sdpa_where_the_triton_kernel_does_not_apply():
         model(ids[:, :4], input_pos=torch.arange(4))
         model(ids[:, 4:5], input_pos=torch.tensor([4]))
     assert grouped.call_count == 0
+
+
+def test_sdpa_stays_off_cudnn_only_where_its_backward_fails(monkeypatch):
+    """pytorch/pytorch#196678: cuDNN's SDPA backward returns NaN grad_q for masked calls whose key
+    length is 64 mod 128 on H100 / H200; `sdpa` takes those to another backend, the same values."""
+    from frugalformers.nn import attention
+
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 1088, 8), torch.randn(2, 4, 1088, 8)
+    mask = torch.zeros(2, 1, 5, 1088)
+    assert not attention.cudnn_backward_unsafe(q, k, mask)  # not CUDA
+    cuda_q = type("CudaLike", (), {"is_cuda": True})()
+    assert attention.cudnn_backward_unsafe(cuda_q, k, mask)
+    assert not attention.cudnn_backward_unsafe(cuda_q, k, None)  # no mask: not the bug
+    assert not attention.cudnn_backward_unsafe(cuda_q, k[:, :, :1024], mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    monkeypatch.setattr(attention, "cudnn_backward_unsafe", lambda *a: True)  # the guarded path, on the CPU
+    torch.testing.assert_close(attention.sdpa(q, k, v, attn_mask=mask), ref)

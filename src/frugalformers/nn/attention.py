@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from frugalformers.kernels.decode_attention import decode_attention, decode_attention_applies
 from frugalformers.nn.fused_linear import fuse_linears
@@ -143,6 +144,28 @@ def grouped_decode_attention(
     probs = scores.softmax(-1).to(v.dtype)
     out = torch.matmul(probs, v)  # (B, G, r*T, D)
     return out.reshape(B, H, T, D)
+
+
+CUDNN_BAD_KEY_TILE = (128, 64)  # key lengths of 64 mod 128: cuDNN's backward NaN (pytorch/pytorch#196678)
+NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def cudnn_backward_unsafe(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None) -> bool:
+    """Whether SDPA's cuDNN backend may return NaN in grad_q here: an explicit mask, CUDA, and a key
+    length of 64 mod 128 (pytorch/pytorch#196678, torch 2.11+ on H100 / H200, when a query row's
+    logsumexp is below -88.7, which T5's unscaled attention logits reach; forward, grad_k and
+    grad_v are fine). It hit T5-family cross-attention over 1,088-token inputs (1,024 + 64)."""
+    tile, bad = CUDNN_BAD_KEY_TILE
+    return attn_mask is not None and q.is_cuda and k.shape[-2] % tile == bad
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, **kwargs) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`, kept off the cuDNN backend where `cudnn_backward_unsafe`
+    (the memory-efficient kernel takes the call; the same values, a finite backward)."""
+    if cudnn_backward_unsafe(q, k, attn_mask):
+        with sdpa_kernel(NOT_CUDNN):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
 
 
 def reference_attention(
@@ -310,7 +333,7 @@ class Attention(nn.Module):
             mask = None
             if not simple_causal:
                 mask = build_attention_mask(key_padding_mask, attn_bias, causal, T, S, q.dtype, x.device, q_pos)
-            out = F.scaled_dot_product_attention(
+            out = sdpa(
                 q,
                 k.to(q.dtype),
                 v.to(q.dtype),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from frugalformers.nn.attention import Attention, reference_attention
+from frugalformers.nn.attention import Attention, reference_attention, sdpa
 from frugalformers.options import LocalAttentionOptions
 
 
@@ -109,7 +109,7 @@ class LocalAttention(Attention):
         (B, nb, 1 | H, blk, S) -> (B, H, n, D)."""
         B, nb, H, blk, D = qb.shape
         G, S = kw.shape[2], kw.shape[3]
-        out = F.scaled_dot_product_attention(
+        out = sdpa(
             qb.reshape(B * nb, H, blk, D),
             kw.reshape(B * nb, G, S, D).to(qb.dtype),
             vw.reshape(B * nb, G, S, D).to(qb.dtype),
