@@ -243,3 +243,5 @@ def test_sdpa_stays_off_cudnn_only_where_its_backward_fails(monkeypatch):
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     monkeypatch.setattr(attention, "cudnn_backward_unsafe", lambda *a: True)  # the guarded path, on the CPU
     torch.testing.assert_close(attention.sdpa(q, k, v, attn_mask=mask), ref)
+    compiled = torch.compile(lambda *t: attention.sdpa(*t, attn_mask=mask), fullgraph=True)  # no graph break
+    torch.testing.assert_close(compiled(q, k, v), ref)

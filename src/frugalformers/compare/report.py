@@ -233,22 +233,27 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         f"average of the task means; the {obj} loss is held-out, from the untrained model to the pretrained one. "
     )
     if lengths:
-        train_line = (
-            "the training step (forward, backward, AdamW) per example below"
-            if recipe.speed.train_step
-            else "no training step timed (the recipe's `speed.train_step: false`)"
-        )
         explained += (
             "Speeds: the encoder alone, inference (no-grad forward) milliseconds per example at each input length, "
-            f"and in brackets {ref}'s time over this model's; {train_line}. Medians measured in this run with "
-            "nothing else on the device:"
+            f"and in brackets {ref}'s time over this model's"
         )
-        speeds = [
-            f"- {r['model']}: training step "
-            + ", ".join(f"{_num(ms, '{:.1f}')} ms at {int(n):,}" for n, ms in r["encoder_train_ms"].items())
-            for r in rows
-            if r.get("encoder_train_ms")
-        ]
+        if recipe.speed.train_step:
+            explained += (
+                "; the training step (forward, backward, AdamW) per example below. Medians measured in this run "
+                "with nothing else on the device:"
+            )
+            speeds = [
+                f"- {r['model']}: training step "
+                + ", ".join(f"{_num(ms, '{:.1f}')} ms at {int(n):,}" for n, ms in r["encoder_train_ms"].items())
+                for r in rows
+                if r.get("encoder_train_ms")
+            ]
+        else:
+            explained += (
+                ". Medians measured in this run with nothing else on the device; no training step timed (the "
+                "recipe's `speed.train_step: false`)."
+            )
+            speeds = None
     elif not timed:
         explained += "Speeds: not timed (the recipe's `speed: {kind: none}`)."
         speeds = []
@@ -273,7 +278,7 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
             f"best mean validation score, and the test score shown is that rate's: {rates}."
         )
     parts = [_table(columns, table), "", explained]
-    if timed:
+    if timed and speeds is not None:
         parts += ["", *(speeds or ["- (not measured yet)"])]
     diffs = [f"- {m.label}: {m.differences()}" for m in recipe.models if m.differences()]
     if diffs:
@@ -285,7 +290,7 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         parts += ["", _cloze_table(recipe, cloze)]
     parts += _data_notes(recipe, majority)
     md = "\n".join(parts)
-    _plot_speed_quality(recipe, rows, run_dir / "compare.png", lengths)
+    _plot_speed_quality(recipe, rows, run_dir / "compare.png", lengths, baseline=maj_avg)
     return md, {"rows": rows, "majority": majority, "unigram": unigram, "cloze": cloze}
 
 
@@ -402,9 +407,12 @@ def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
     return "\n\n".join(out)
 
 
-def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path, lengths: list[int] | None = None) -> None:
+def _plot_speed_quality(
+    recipe: Recipe, rows: list[dict], path: Path, lengths: list[int] | None = None, baseline: float | None = None
+) -> None:
     """Quality against training speed (FNet's Figure 2), or with encoder timings against the encoder's
-    inference time per example at the longest length (CoLT5's Figure 1)."""
+    inference time per example at the longest length (CoLT5's Figure 1); `baseline`: the majority
+    class's average, drawn as a dashed line."""
     if lengths:
         n = str(max(lengths))
         xs = {r["label"]: (r.get("encoder_infer_ms") or {}).get(n) for r in rows}
@@ -426,6 +434,9 @@ def _plot_speed_quality(recipe: Recipe, rows: list[dict], path: Path, lengths: l
     for r in points:
         ax.scatter(xs[r["label"]], r["average"], s=40)
         ax.annotate(r["model"], (xs[r["label"]], r["average"]), textcoords="offset points", xytext=(5, 4))
+    if baseline is not None:  # the majority class's average: what a model that learned nothing scores
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="majority class")
+        ax.legend(loc="best")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{recipe.finetune.dataset} suite average (test)")
     ax.set_title(title)
