@@ -197,6 +197,14 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
     assert "| encoder ms/example, 1,024 tokens | encoder ms/example, 4,096 tokens | verdict |" in header
     assert "UL2 loss" in header and "retrieval_4096 (exact match)" in header
     assert (out / "compare.png").exists()
+    assert "- colt5-tiny: training step" in md
+    # the same cells reported as if the recipe timed inference only: no training-step list
+    from frugalformers.compare.recipe import recipe_from_dict
+    from frugalformers.compare.report import write_report
+
+    raw["speed"]["train_step"] = False
+    md = write_report(recipe_from_dict(raw), out, data["cells"])
+    assert "no training step timed" in md and "training step" not in md.split("no training step timed")[1]
 
 
 def test_skipped_kinds_wait_for_a_resume(tmp_path, demo_data):
@@ -251,6 +259,7 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
     md = (out / "compare.md").read_text()
     assert f"| all | {weighted:.3f} |" in md
     assert "| relation | most common answer | t5-tiny | t5-tiny-no-facts | switch-tiny | mowe-tiny |" in md
+    assert (out / "breakdown.png").stat().st_size > 0  # the same table as a figure
     assert "can reach at most" in md and "plus the knowledge text x 4" in md
     assert "points on its average score" in md  # the verdict against T5 when its score is 0
     cells = out / "cells" / "pretrain"

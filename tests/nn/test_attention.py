@@ -245,3 +245,6 @@ def test_sdpa_stays_off_cudnn_only_where_its_backward_fails(monkeypatch):
     torch.testing.assert_close(attention.sdpa(q, k, v, attn_mask=mask), ref)
     compiled = torch.compile(lambda *t: attention.sdpa(*t, attn_mask=mask), fullgraph=True)  # no graph break
     torch.testing.assert_close(compiled(q, k, v), ref)
+    k1, v1 = k[:, :1], v[:, :1]  # multi-query: expanded on the guarded path (the efficient kernel has no GQA)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k1, v1, attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(attention.sdpa(q, k1, v1, attn_mask=mask, enable_gqa=True), ref)

@@ -285,6 +285,7 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
         parts += ["", "What each model does differently from the shared recipe:", "", *diffs]
     if spec.breakdown:
         parts += ["", _breakdown_table(spec, rows, majority)]
+        _plot_breakdown(spec, rows, majority, run_dir / "breakdown.png")
     cloze = {m.label: results[f"cloze/{m.label}"] for m in recipe.models if f"cloze/{m.label}" in results}
     if recipe.cloze:
         parts += ["", _cloze_table(recipe, cloze)]
@@ -405,6 +406,36 @@ def _breakdown_table(spec, rows: list[dict], majority: dict) -> str:
             body.append(["all", prior] + [_num(r["tasks"][task].get("mean")) for r in rows])
         out.append(f"{task} by {spec.breakdown} (test, mean over seeds):\n\n" + _table(cols, body))
     return "\n\n".join(out)
+
+
+def _plot_breakdown(spec, rows: list[dict], majority: dict, path: Path) -> None:
+    """Each model's test score per group (e.g. per relation) of the first task, as grouped bars,
+    beside the group's most common answer (hatched): the `breakdown` table as a figure."""
+    task = spec.tasks[0]
+    groups = sorted(majority[task].get("breakdown", {}))
+    if not groups:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("most common answer", [majority[task]["breakdown"][g] for g in groups])]
+    series += [(r["model"], [r["tasks"][task].get("breakdown", {}).get(g) for g in groups]) for r in rows]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(groups)), 4.5), dpi=120)
+    for i, (name, values) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
+        heights = [v if v is not None else 0.0 for v in values]
+        ax.bar(xs, heights, width, label=name, hatch="//" if i == 0 else None, color="lightgrey" if i == 0 else None)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.set_ylabel(f"{task} test score by {spec.breakdown}")
+    ax.set_title(f"{task} by {spec.breakdown}: models against each group's most common answer")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _plot_speed_quality(

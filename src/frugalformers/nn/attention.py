@@ -161,8 +161,12 @@ def cudnn_backward_unsafe(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Ten
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, **kwargs) -> torch.Tensor:
     """`F.scaled_dot_product_attention`, kept off the cuDNN backend where `cudnn_backward_unsafe`
-    (the memory-efficient kernel takes the call; the same values, a finite backward)."""
+    (the memory-efficient kernel takes the call; the same values, a finite backward). That kernel
+    has no grouped heads, so there K/V are expanded to the query heads first."""
     if cudnn_backward_unsafe(q, k, attn_mask):
+        if kwargs.pop("enable_gqa", False) and k.shape[-3] != q.shape[-3]:
+            group = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(group, -3), v.repeat_interleave(group, -3)  # (B, H, S, D)
         with sdpa_kernel(NOT_CUDNN):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **kwargs)
