@@ -283,9 +283,18 @@ def main() -> None:
         for line in p.stdout.splitlines():
             if line.startswith("RESULT "):
                 return json.loads(line[7:])
-        tail = [x for x in p.stderr.splitlines() if x.strip() and "Assertion" not in x][-3:]
-        asserts = sum("Assertion" in x for x in p.stderr.splitlines())
-        return {"case": case, "length": n, "error": " | ".join(tail)[-400:], "device_asserts": asserts}
+        lines = p.stderr.splitlines()
+        tail = [x for x in lines if x.strip() and "Assertion" not in x][-3:]
+        asserts = [x for x in lines if "Assertion" in x]
+        frames = [x.strip() for x in lines if x.strip().startswith('File "')][-4:]  # where the error surfaced
+        return {
+            "case": case,
+            "length": n,
+            "error": " | ".join(tail)[-400:],
+            "device_asserts": len(asserts),
+            "first_assert": asserts[0][-300:] if asserts else None,
+            "frames": frames,
+        }
 
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(launch, jobs))
