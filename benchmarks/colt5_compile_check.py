@@ -15,7 +15,9 @@ part goes wrong. What it found on an H100 is in benchmarks/QUALITY.md (`colt5`, 
 Each case at 512 tokens trains `--steps` steps of the seq2seq model on UL2 batches of `corpus`
 (or random tokens if its shards are absent) and reports the non-finite steps, the parameters whose
 gradient was non-finite first, and the step-0 loss and gradient norm against eager's; at the long
-lengths it times nothing and runs the encoder's training step (as the compare speed cell does).
+lengths it times nothing and runs the encoder's training step (as the compare speed cell does); the
+speed-cell cases run that cell's own steps on one compiled module and report the weights left
+non-finite (in the gradients column), or the device assert with its first line and frames.
 """
 
 from __future__ import annotations
