@@ -34,8 +34,10 @@ def test_a_non_finite_gradient_is_left_alone_and_named():
     report = nonfinite_report(model, 2.5, float(norm), {"step": 7, "loss": 2.4, "grad_norm": 0.8})
     assert report["loss_finite"] and report["loss"] == 2.5 and report["grad_norm"] is None
     assert report["nonfinite_grads"] == {"count": 1, "first": ["1.weight"]}
+    assert report["finite_grads"] == {"count": 3, "first": ["0.weight", "0.bias", "1.bias"]}
     assert report["nonfinite_params"] == {"count": 1, "first": ["0.bias"]}
     biggest = max((p.abs().max().item(), n) for n, p in model.named_parameters() if n != "0.bias")
     assert report["largest_param"] == {"name": biggest[1], "max_abs": biggest[0]}
     line = describe(report)
-    assert "1 non-finite gradients (first 1.weight)" in line and "last good step 7" in line
+    assert "1 non-finite gradients (first 1.weight); 3 finite (first 0.weight, 0.bias)" in line
+    assert "last good step 7" in line

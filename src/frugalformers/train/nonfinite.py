@@ -47,10 +47,10 @@ def _finite_or_none(value: float) -> float | None:
 def nonfinite_report(model: nn.Module, loss: float, grad_norm: float, last_good: dict | None = None) -> dict:
     """A JSON-ready record of a non-finite step: call it before the gradients are cleared.
 
-    Keys: `loss_finite`, `grad_norm` (None when non-finite), `nonfinite_grads` / `nonfinite_params`
-    (counts and the first names), `largest_param` (name, max |w|), and `last_good` (the loss and
-    gradient norm of the last good step, if given)."""
-    bad_grads, bad_params = [], []
+    Keys: `loss_finite`, `grad_norm` (None when non-finite), `nonfinite_grads` / `finite_grads` /
+    `nonfinite_params` (counts and the first names), `largest_param` (name, max |w|), and
+    `last_good` (the loss and gradient norm of the last good step, if given)."""
+    bad_grads, good_grads, bad_params = [], [], []
     largest_name, largest = "", 0.0
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -67,11 +67,16 @@ def nonfinite_report(model: nn.Module, loss: float, grad_norm: float, last_good:
                 g = _local(p.grad)
                 if g.numel() and not torch.isfinite(g).all():
                     bad_grads.append(name)
+                else:
+                    good_grads.append(name)
     return {
         "loss_finite": math.isfinite(loss),
         "loss": _finite_or_none(loss),
         "grad_norm": _finite_or_none(grad_norm),
         "nonfinite_grads": {"count": len(bad_grads), "first": bad_grads[:SHOWN]},
+        # backward runs from the loss: the first parameters (in module order) whose gradients stayed
+        # finite point at the operation where the non-finite values began
+        "finite_grads": {"count": len(good_grads), "first": good_grads[:SHOWN]},
         "nonfinite_params": {"count": len(bad_params), "first": bad_params[:SHOWN]},
         "largest_param": {"name": largest_name, "max_abs": largest},
         "last_good": last_good,
@@ -84,6 +89,9 @@ def describe(report: dict) -> str:
     grads, params = report["nonfinite_grads"], report["nonfinite_params"]
     if grads["count"]:
         parts.append(f"{grads['count']} non-finite gradients (first {', '.join(grads['first'][:2])})")
+        finite = report["finite_grads"]
+        if finite["count"]:
+            parts.append(f"{finite['count']} finite (first {', '.join(finite['first'][:2])})")
     if params["count"]:
         parts.append(f"{params['count']} non-finite weights (first {', '.join(params['first'][:2])})")
     largest = report["largest_param"]
