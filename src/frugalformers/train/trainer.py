@@ -252,9 +252,10 @@ def fit(
                 grad_norm = clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             else:
                 grad_norm = clip_finite_grads(model, cfg.optim.grad_clip)
-            if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+            norm_value = float(grad_norm)  # one device-to-host copy per step
+            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 if bad_run == 0:  # the first of a streak: what went non-finite, for the log
-                    report = nonfinite_report(model, loss_value, float(grad_norm), last_good)
+                    report = nonfinite_report(model, loss_value, norm_value, last_good)
                     metrics.log({"step": step + 1, "nonfinite": report})
                     log(f"step {step + 1} skipped: {describe(report)}")
                 optimizer.zero_grad(set_to_none=True)
@@ -274,7 +275,7 @@ def fit(
                 bar.update(1)
                 continue
             bad_run = 0
-            last_good = {"step": step + 1, "loss": loss_value, "grad_norm": float(grad_norm)}
+            last_good = {"step": step + 1, "loss": loss_value, "grad_norm": norm_value}
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -287,7 +288,7 @@ def fit(
                     "step": step,
                     "loss": loss_value,
                     "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": norm_value,
                     "tokens_per_s": tps,
                 }
                 record.update({f"aux/{k}": float(v) for k, v in aux_sums.items()})
