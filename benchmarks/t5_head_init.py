@@ -53,7 +53,7 @@ class _HeadInit:
 
 
 def run_config(name: str, args, out: Path):
-    """The variant's pretraining RunConfig (UL2 on corpus, the model narrowed to --d-model)."""
+    """The variant's pretraining RunConfig (UL2 on --dataset, the model narrowed to --d-model)."""
     overrides = [
         "objective=ul2",
         f"steps={args.steps}",
@@ -65,7 +65,7 @@ def run_config(name: str, args, out: Path):
         "log_every=10",
         f"seed={args.seed}",
         f"out={out / name}",
-        "data.dataset=corpus",
+        f"data.dataset={args.dataset}",
         f"data.tokenizer={args.tokenizer}",
         f"data.batch_size={args.batch}",
         f"data.seq_len={args.seq_len}",
@@ -93,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="t5-tiny", help="a T5.1.1-style preset (untied head)")
     ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--dataset", default="corpus", help="a prepared dataset with pretraining shards")
     ap.add_argument("--tokenizer", default="tiny")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=100)
@@ -109,8 +110,9 @@ def main() -> None:
     curves = {name: run_variant(name, run_config(name, args, out), out) for name in VARIANTS}
     steps = sorted(set().union(*curves.values()))
     unigram = unigram_baseline(run_config("unigram", args, out))["valid_loss"]
+    data = f"{args.dataset}/{args.tokenizer}"
     lines = [
-        f"# T5 LM-head init: held-out UL2 loss, {args.preset} at d_model {args.d_model} on corpus/{args.tokenizer}",
+        f"# T5 LM-head init: held-out UL2 loss, {args.preset} at d_model {args.d_model} on {data}",
         "",
         "| head init | " + " | ".join(f"step {s}" for s in steps) + " |",
         "|---|" + "---|" * len(steps),
