@@ -26,6 +26,11 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if _is_dtensor(t) else t
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself, or this rank's shard of an FSDP2 (DTensor) parameter (no communication)."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The user's module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
     while True:

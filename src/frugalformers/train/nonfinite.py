@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from frugalformers.dist.state import full_tensor
+from frugalformers.dist.state import full_tensor, local_tensor
 
 SHOWN = 5  # parameter names listed per kind
 
@@ -34,10 +34,7 @@ def clip_finite_grads(model: nn.Module, max_norm: float) -> torch.Tensor:
 
 def _local(t: torch.Tensor) -> torch.Tensor:
     """A tensor's values on this rank: a sparse gradient's stored rows, a DTensor's local shard."""
-    if t.is_sparse:
-        return t.coalesce().values()
-    to_local = getattr(t, "to_local", None)
-    return to_local() if callable(to_local) else t
+    return t.coalesce().values() if t.is_sparse else local_tensor(t)
 
 
 def _finite_or_none(value: float) -> float | None:
