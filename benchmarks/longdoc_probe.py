@@ -14,7 +14,9 @@ fine-tuned from scratch on a CPU, does a tiny model learn either task, and does 
 
 Each preset runs `frugal finetune` in its own process (one thread each, side by side) and the
 table gives the test score beside the prior: the most common training answer's score on the test
-rows (SQuAD's normalisation counts "the" right for "a", "an" and "the").
+rows (SQuAD's normalisation counts "the" right for "a", "an" and "the"); and the teacher-forced
+loss of the gold answers behind their own document and behind another test row's, the question
+kept (train/answer_loss.py): the difference is what the model reads from the document.
 
     python benchmarks/longdoc_probe.py --retrieval-chars 1024 --seq-len 320 --steps 800
     python benchmarks/longdoc_probe.py --task bible_match_1024 --presets longt5-tiny colt5-tiny \\
@@ -122,13 +124,20 @@ def main(argv=None) -> int:
     answers = most_common_answers(train, test)
     prior = score(metric, answers, [r["label"] for r in test])
     key = "em" if metric == "em_f1" else metric
-    print(f"| model | test {key} | distinct answers | most common answer |\n|---|---|---|---|")
+    print(
+        f"| model | test {key} | distinct answers | most common answer | answer loss, own document | another row's "
+        "document | difference |\n|---|---|---|---|---|---|---|"
+    )
     for preset in args.presets:
         result = json.loads((out / preset / "test_metrics.json").read_text())
         preds = [r["prediction"] for r in read_jsonl(out / preset / "test_predictions.jsonl")]
         common_answer, n = Counter(preds).most_common(1)[0]
-        print(f"| {preset} | {result[key]:.3f} | {len(set(preds))} | {common_answer!r} ({n / len(preds):.0%}) |")
-    print(f"| prior: always {answers[0]!r} | {prior[key]:.3f} | 1 | |")
+        own, other = result["answer_loss"], result["answer_loss_other_input"]
+        print(
+            f"| {preset} | {result[key]:.3f} | {len(set(preds))} | {common_answer!r} ({n / len(preds):.0%}) | "
+            f"{own:.3f} | {other:.3f} | {other - own:+.3f} |"
+        )
+    print(f"| prior: always {answers[0]!r} | {prior[key]:.3f} | 1 | | | | |")
     return 0
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("longdoc_probe", ROOT / "benchmarks" / "longdoc_probe.py")
 probe = importlib.util.module_from_spec(spec)
@@ -36,12 +38,15 @@ def test_a_probe_runs_end_to_end_and_prints_the_prior(tmp_path, longdoc_mini):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     lines = p.stdout.splitlines()
-    assert lines[0] == "| model | test em | distinct answers | most common answer |"
+    assert lines[0].startswith("| model | test em | distinct answers | most common answer | answer loss, own document")
     assert lines[2].startswith("| t5-tiny | ") and lines[3].startswith("| prior: always ")
-    assert json.loads((tmp_path / "retrieval256/t5-tiny/test_metrics.json").read_text()).keys() == {"em", "f1"}
+    test = json.loads((tmp_path / "retrieval256/t5-tiny/test_metrics.json").read_text())
+    assert test.keys() == {"em", "f1", "answer_loss", "answer_loss_other_input"}
+    own, other, gap = (float(x) for x in lines[2].strip("| ").split(" | ")[4:7])
+    assert own == pytest.approx(test["answer_loss"], abs=1e-3) and gap == pytest.approx(other - own, abs=2e-3)
     # a prepared task of the same --dataset (not the installed `longdoc`)
     cmd = [*cmd[:2], "--task", "bible_match_4096", *cmd[4:]]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert p.stdout.splitlines()[0] == "| model | test accuracy | distinct answers | most common answer |"
+    assert p.stdout.splitlines()[0].startswith("| model | test accuracy | distinct answers | most common answer |")
     assert "accuracy" in json.loads((tmp_path / "bible_match_4096/t5-tiny/test_metrics.json").read_text())

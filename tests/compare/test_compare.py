@@ -190,6 +190,8 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
         assert all(row["tasks"][t]["n"] == 1 for t in ("retrieval_4096", "bible_match_4096")), label
         assert set(row["encoder_infer_ms"]) == {"1024", "4096"} and all(v > 0 for v in row["encoder_infer_ms"].values())
         assert all(v > 0 for v in row["encoder_train_ms"].values())
+        for t in ("retrieval_4096", "bible_match_4096"):  # the answers' loss behind their own and other inputs
+            assert 0 < row["tasks"][t]["answer_loss"] and 0 < row["tasks"][t]["answer_loss_other_input"], (label, t)
     assert set(rows["colt5-tiny"]["encoder_infer_speedup"]) == {"1024", "4096"}
     assert "encoder speed at 4,096 tokens" in rows["colt5-tiny"]["verdict"]
     md = (out / "compare.md").read_text()
@@ -198,6 +200,14 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
     assert "UL2 loss" in header and "retrieval_4096 (exact match)" in header
     assert (out / "compare.png").exists()
     assert "- colt5-tiny: training step" in md
+    losses = md.split("Answer loss (test;")[1]
+    assert (
+        "| model | retrieval_4096: own input | retrieval_4096: another row's | retrieval_4096: difference"
+        in losses
+    )
+    bm = rows["colt5-tiny"]["tasks"]["bible_match_4096"]
+    gap = bm["answer_loss_other_input"] - bm["answer_loss"]
+    assert f"| {bm['answer_loss']:.3f} | {bm['answer_loss_other_input']:.3f} | {gap:+.3f} |" in losses
     # the same cells reported as if the recipe timed inference only: no training-step list
     from frugalformers.compare.recipe import recipe_from_dict
     from frugalformers.compare.report import write_report
@@ -249,6 +259,7 @@ def test_mowe_tiny_pretrains_on_facts_mixed_into_the_text_and_scores_each_relati
         assert row["pretrain_loss"] < row["pretrain_loss_start"], label
         assert row["tasks"]["qa"]["n"] == 2 and row["tasks"]["qa"]["mean"] is not None
         assert set(row["tasks"]["qa"]["breakdown"]) == set(data["majority"]["qa"]["breakdown"])
+        assert row["tasks"]["qa"]["answer_loss_sd"] is not None  # two seeds
     assert data["majority"]["qa"]["ceiling"] < 1 and data["majority"]["qa"]["ambiguous"] > 0
     # the per-relation prior over the whole test set is the relations' scores weighted by their size
     test = [json.loads(line) for line in open(dataset_folder("knowledge") / "tasks" / "qa" / "test.jsonl")]

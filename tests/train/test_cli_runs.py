@@ -60,6 +60,8 @@ def test_finetune_eval_generate(tmp_path, demo_data, preset, capsys):
     assert main(["eval", str(ft), "--task", "sentiment", "--split", "validation", "--seq-len", "32"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 400 and 0.0 <= result["accuracy"] <= 1.0
+    generated = preset != "bert-tiny"  # generated answers also get their loss, behind their own and other inputs
+    assert ("answer_loss" in result and "answer_loss_other_input" in result) == generated
     if preset != "bert-tiny":
         assert main(["generate", str(pre), "the film is", "a", "--max-new-tokens", "5"]) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]

@@ -243,4 +243,6 @@ def test_free_text_tasks_train_generative_models_only(tmp_path, demo_data):
         progress=False,
         log=lambda *_: None,
     )
-    assert set(result["test"]) == {"em", "f1"}
+    assert set(result["test"]) == {"em", "f1", "answer_loss", "answer_loss_other_input"}
+    assert 0 < result["test"]["answer_loss"] < 20 and 0 < result["test"]["answer_loss_other_input"] < 20
+    assert "valid_answer_loss" in result and "valid_answer_loss_other_input" in result

@@ -81,6 +81,10 @@ def finetune_rows(recipe: Recipe, results: dict) -> list[dict]:
                 scores = [r["score"] for r in done]
                 mean, sd = _mean_sd(scores)
                 tasks[task] = {"mean": mean, "sd": sd, "n": len(scores), "scores": scores}
+                own = [r["test"] for r in done if "answer_loss" in r.get("test", {})]
+                if own:  # generative models: the gold answers' loss behind their own input and another row's
+                    for key in ("answer_loss", "answer_loss_other_input"):
+                        tasks[task][key], tasks[task][f"{key}_sd"] = _mean_sd([t[key] for t in own])
                 if spec.lrs:
                     tasks[task].update(lr=lr, by_lr=by_lr)
                 if spec.breakdown:
@@ -286,6 +290,8 @@ def _finetune_report(recipe: Recipe, run_dir: Path, results: dict) -> tuple[str,
     if spec.breakdown:
         parts += ["", _breakdown_table(spec, rows, majority)]
         _plot_breakdown(spec, rows, majority, run_dir / "breakdown.png")
+    if any("answer_loss" in t for r in rows for t in r["tasks"].values()):
+        parts += ["", _answer_loss_table(spec, rows)]
     cloze = {m.label: results[f"cloze/{m.label}"] for m in recipe.models if f"cloze/{m.label}" in results}
     if recipe.cloze:
         parts += ["", _cloze_table(recipe, cloze)]
@@ -321,6 +327,32 @@ def _cloze_table(recipe: Recipe, cloze: dict) -> str:
             "template; a fact with several gold objects is exact when any is.)",
         ]
     return "\n".join(lines)
+
+
+def _answer_loss_table(spec, rows: list[dict]) -> str:
+    """Each model's teacher-forced loss on the gold test answers behind their own input and behind
+    another row's (train/answer_loss.py): it moves before exact match does, and the difference is
+    what the model reads from its input."""
+    body = []
+    for r in rows:
+        cells = [r["model"]]
+        for t in spec.tasks:
+            v = r["tasks"][t]
+            own, other = v.get("answer_loss"), v.get("answer_loss_other_input")
+            cells += [_cell(own, v.get("answer_loss_sd")), _cell(other, v.get("answer_loss_other_input_sd"))]
+            cells.append(_num(other - own if own is not None and other is not None else None, "{:+.3f}"))
+        body.append(cells)
+    columns = ["model"] + [
+        f"{t}: {c}" for t in spec.tasks for c in ("own input", "another row's", "difference")
+    ]
+    return (
+        "Answer loss (test; teacher-forced nats per gold answer token, its EOS included; mean ± sd over seeds; lower "
+        "is better), each answer behind its own input and behind the next test row's (in a task of two texts only "
+        "the second is the next row's: retrieval's document, bible_match's candidates; the question stays). The "
+        "difference is what the model reads from what was swapped, ~0 for a model that has learned only which "
+        "answers are common or what the question alone says. It moves before exact match does.\n\n"
+        + _table(columns, body)
+    )
 
 
 def _data_notes(recipe: Recipe, majority: dict) -> list[str]:
