@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target-len", type=int, default=8)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0, help="the fine-tuning seed (init and batch order); the rows stay")
     ap.add_argument("--eval-every", type=int, help="steps between validation scores (default: a quarter of --steps)")
     ap.add_argument("--tokenizer", default="corpus/tiny")
     ap.add_argument("--dataset", default="longdoc", help="a prepared longdoc dataset (name or folder)")
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
         metric = "em_f1"
     common = [f"data.tokenizer={args.tokenizer}", f"data.seq_len={args.seq_len}", f"data.target_len={args.target_len}",
               f"data.batch_size={args.batch}", f"steps={args.steps}", "log_every=50",
-              f"eval_every={args.eval_every or args.steps // 4}", "eval_batches=10", f"optim.lr={args.lr}"]  # fmt: skip
+              f"eval_every={args.eval_every or args.steps // 4}", "eval_batches=10", f"optim.lr={args.lr}",
+              f"seed={args.seed}"]  # fmt: skip
     finetune_side_by_side(out, {p: ["--preset", p, *data, *common] for p in args.presets})
     answers = most_common_answers(train, test)
     prior = score(metric, answers, [r["label"] for r in test])

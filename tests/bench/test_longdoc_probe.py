@@ -45,8 +45,9 @@ def test_a_probe_runs_end_to_end_and_prints_the_prior(tmp_path, longdoc_mini):
     own, other, gap = (float(x) for x in lines[2].strip("| ").split(" | ")[4:7])
     assert own == pytest.approx(test["answer_loss"], abs=1e-3) and gap == pytest.approx(other - own, abs=2e-3)
     # a prepared task of the same --dataset (not the installed `longdoc`)
-    cmd = [*cmd[:2], "--task", "bible_match_4096", *cmd[4:]]
+    cmd = [*cmd[:2], "--task", "bible_match_4096", *cmd[4:], "--seed", "1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert p.stdout.splitlines()[0].startswith("| model | test accuracy | distinct answers | most common answer |")
     assert "accuracy" in json.loads((tmp_path / "bible_match_4096/t5-tiny/test_metrics.json").read_text())
+    assert "\nseed: 1\n" in (tmp_path / "bible_match_4096/t5-tiny/config.yaml").read_text()

@@ -201,10 +201,7 @@ def test_colt5_tiny_pretrains_finetunes_on_long_inputs_and_times_the_encoder(tmp
     assert (out / "compare.png").exists()
     assert "- colt5-tiny: training step" in md
     losses = md.split("Answer loss (test;")[1]
-    assert (
-        "| model | retrieval_4096: own input | retrieval_4096: another row's | retrieval_4096: difference"
-        in losses
-    )
+    assert "| model | retrieval_4096: own input | retrieval_4096: another row's | retrieval_4096: difference" in losses
     bm = rows["colt5-tiny"]["tasks"]["bible_match_4096"]
     gap = bm["answer_loss_other_input"] - bm["answer_loss"]
     assert f"| {bm['answer_loss']:.3f} | {bm['answer_loss_other_input']:.3f} | {gap:+.3f} |" in losses

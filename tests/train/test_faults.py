@@ -158,7 +158,8 @@ def test_free_text_answers_in_a_users_file(tmp_path, demo_data, capsys):
             f"data.test_file={test_file}", "data.target_len=4", f"out={out}", *FAST]  # fmt: skip
     assert run([*args, "data.metric=em_f1"], capsys)[0] == 0  # "down" is in no training row: not an error
     scored = json.loads((out / "test_metrics.json").read_text())
-    assert set(scored) == {"em", "f1"} and 0.0 <= scored["em"] <= scored["f1"] <= 1.0
+    assert set(scored) == {"em", "f1", "answer_loss", "answer_loss_other_input"}
+    assert 0.0 <= scored["em"] <= scored["f1"] <= 1.0
     assert main(["eval", str(out), "--file", str(test_file)]) == 0
     assert set(json.loads(capsys.readouterr().out)) >= {"em", "f1"}  # the run's metric
     assert main(["eval", str(out), "--file", str(test_file), "--metric", "accuracy"]) == 0

@@ -134,7 +134,9 @@ def test_mowe_tiny_pretrains_then_finetunes_on_knowledge_qa_with_frozen_experts(
     args = ["steps=3", "data.dataset=knowledge", "data.task=qa", "data.tokenizer=demo/tiny", "data.seq_len=32",
             "data.target_len=8", "freeze_experts=true", f"init_from={pre}", f"out={ft}"]  # fmt: skip
     assert main(["finetune", *common, *args]) == 0
-    assert set(json.loads((ft / "test_metrics.json").read_text())) == {"em", "f1"}
+    scored = json.loads((ft / "test_metrics.json").read_text())  # MoWE's routing ids go with the swapped inputs
+    assert set(scored) == {"em", "f1", "answer_loss", "answer_loss_other_input"}
+    assert 0 < scored["answer_loss"] < 20 and 0 < scored["answer_loss_other_input"] < 20
     before, after = (read_state(resolve_checkpoint(str(r)) / "model.safetensors") for r in (pre, ft))
     bank = [k for k in before if ".bank." in k]
     assert bank and all(torch.equal(before[k], after[k]) for k in bank)
