@@ -24,8 +24,9 @@ def test_answer_loss_is_the_models_loss_on_the_answers(preset, demo_data):
     with torch.no_grad():
         want = float(model(**batches.make(batches.split_items("train"))).loss)  # one batch: the mean over tokens
     assert answer_loss(model, batches, "train") == pytest.approx(want, rel=1e-5)
-    # in batches of 4 and 2 the mean is over all answer tokens, not a mean of batch means
-    model2, batches2 = _batches(preset, demo_data, rows, 4)
+    # scored 4 training batches at a time: at batch size 1, forwards of 4 and 2 rows; the mean is
+    # over all answer tokens, not a mean of the forwards' means
+    model2, batches2 = _batches(preset, demo_data, rows, 1)
     model2.load_state_dict(model.state_dict())
     model2.eval()
     assert answer_loss(model2, batches2, "train") == pytest.approx(want, rel=1e-5)

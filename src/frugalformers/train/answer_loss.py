@@ -38,9 +38,11 @@ def answer_loss(model, batches, split: str, limit: int | None = None, other_inpu
         nxt = [items[(i + 1) % len(items)] for i in range(len(items))]
         items = [(a if pair else n[0], n[1], tgt, lab) for (a, _, tgt, lab), n in zip(items, nxt)]
     device = next(model.parameters()).device
+    # 4 training batches a forward: without gradients that holds less than one training step does
+    size = 4 * batches.batch_size
     total, count = 0.0, 0
-    for i in range(0, len(items), batches.batch_size):
-        b = {k: v.to(device) for k, v in batches.make(items[i : i + batches.batch_size]).items()}
+    for i in range(0, len(items), size):
+        b = {k: v.to(device) for k, v in batches.make(items[i : i + size]).items()}
         labels = b["labels"]  # t5: the decoder inputs are these shifted right
         logits = model(**b).logits.float()  # (B, T, V)
         if family == "decoder":  # position j predicts token j + 1
