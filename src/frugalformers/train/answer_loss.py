@@ -43,7 +43,9 @@ def answer_loss(model, batches, split: str, limit: int | None = None, other_inpu
     total, count = 0.0, 0
     for i in range(0, len(items), size):
         b = {k: v.to(device) for k, v in batches.make(items[i : i + size]).items()}
-        labels = b["labels"]  # t5: the decoder inputs are these shifted right
+        labels = b.pop("labels")  # (the model is not given them: it would compute a loss of its own)
+        if family == "t5":  # the decoder inputs are the labels shifted right
+            b["decoder_input_ids"] = model.shift_right(labels)
         logits = model(**b).logits.float()  # (B, T, V)
         if family == "decoder":  # position j predicts token j + 1
             logits, labels = logits[:, :-1], labels[:, 1:]
