@@ -6,7 +6,7 @@ import torch
 
 from frugalformers.api import build_model
 from frugalformers.presets import get_preset
-from frugalformers.train.answer_loss import answer_loss
+from frugalformers.train.answer_loss import answer_loss, answer_losses
 from frugalformers.train.batches import TaskBatches, load_tokenizer
 
 
@@ -65,3 +65,17 @@ def test_answer_loss_refuses_a_classifier(demo_data):
     model, batches = _batches("bert-tiny", demo_data, [{"text": "a", "label": "x"}], 1)
     with pytest.raises(ValueError, match="classifies"):
         answer_loss(model, batches, "train")
+
+
+def test_answer_losses_both_for_a_generator_none_for_a_classifier_or_one_row(demo_data):
+    rows = [{"text": f"question {i}", "label": ["yes", "no"][i % 2]} for i in range(3)]
+    model, batches = _batches("t5-tiny", demo_data, rows, 2)
+    model.eval()
+    both = answer_losses(model, batches, "train")
+    assert both == {
+        "answer_loss": answer_loss(model, batches, "train"),
+        "answer_loss_other_input": answer_loss(model, batches, "train", other_input=True),
+    }
+    assert answer_losses(model, batches, "train", limit=1) == {}  # nothing to swap with
+    classifier, batches = _batches("bert-tiny", demo_data, rows, 2)
+    assert answer_losses(classifier, batches, "train") == {}

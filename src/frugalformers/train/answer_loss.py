@@ -52,3 +52,15 @@ def answer_loss(model, batches, split: str, limit: int | None = None, other_inpu
         total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
         count += int((labels != -100).sum())
     return total / max(count, 1)
+
+
+def answer_losses(model, batches, split: str, limit: int | None = None) -> dict[str, float]:
+    """`answer_loss` behind the rows' own inputs and behind the next rows' (`answer_loss`,
+    `answer_loss_other_input`) for a generative model and two rows or more; {} otherwise (a
+    classifier, or nothing to swap with)."""
+    if model.config.family not in ("t5", "decoder") or len(batches.split_items(split)[:limit]) < 2:
+        return {}
+    return {
+        "answer_loss": answer_loss(model, batches, split, limit),
+        "answer_loss_other_input": answer_loss(model, batches, split, limit, other_input=True),
+    }

@@ -19,7 +19,7 @@ from frugalformers.checkpoint import load as load_model
 from frugalformers.data.tasks import load_task, load_user_rows, score, task_info
 from frugalformers.files import atomic_write
 from frugalformers.generate import generate
-from frugalformers.train.answer_loss import answer_loss
+from frugalformers.train.answer_loss import answer_losses
 from frugalformers.train.batches import TaskBatches, load_tokenizer
 from frugalformers.train.run import resolve_checkpoint, task_predict
 from frugalformers.train.user_data import FILE_METRICS, unknown_labels
@@ -126,12 +126,8 @@ def evaluate_checkpoint(
     batches = TaskBatches(model.config, {"test": rows}, labels, tok, seq_len, target_len, 32, 0)
     with torch.no_grad():
         preds, golds = task_predict(model, batches, "test")
-    out = {"checkpoint": str(checkpoint), "task": task or file, "split": split, "n": len(golds),
-           "seq_len": seq_len, **score(metric, preds, golds)}  # fmt: skip
-    if model.config.family != "bert" and len(golds) > 1:  # what the model reads from its input (answer_loss.py)
-        out["answer_loss"] = answer_loss(model, batches, "test")
-        out["answer_loss_other_input"] = answer_loss(model, batches, "test", other_input=True)
-    return out
+    return {"checkpoint": str(checkpoint), "task": task or file, "split": split, "n": len(golds),
+            "seq_len": seq_len, **score(metric, preds, golds), **answer_losses(model, batches, "test")}  # fmt: skip
 
 
 def predict_file(

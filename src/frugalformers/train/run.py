@@ -21,7 +21,7 @@ from frugalformers.dist.state import unsharded
 from frugalformers.generate import generate
 from frugalformers.nn.word_experts import WordExpertBank
 from frugalformers.presets import get_preset
-from frugalformers.train.answer_loss import answer_loss
+from frugalformers.train.answer_loss import answer_losses
 from frugalformers.train.batches import (
     PretrainBatches,
     TaskBatches,
@@ -277,17 +277,13 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         _write_config(cfg, run_dir, fresh=not resume)
         last_valid: dict = {}
 
-        generative = model.config.family != "bert"
         limit = cfg.eval_batches * cfg.data.batch_size
 
         def evaluate(m) -> dict:
             preds, golds = task_predict(m, batches, "validation", limit=limit)
             last_valid["preds"] = preds
-            out = score(metric, preds, golds)
-            if generative and len(preds) > 1:  # moves before exact match does (train/answer_loss.py)
-                out["answer_loss"] = answer_loss(m, batches, "validation", limit)
-                out["answer_loss_other_input"] = answer_loss(m, batches, "validation", limit, other_input=True)
-            return out
+            # the answers' loss moves before exact match does (train/answer_loss.py)
+            return {**score(metric, preds, golds), **answer_losses(m, batches, "validation", limit)}
 
         source = cfg.data.task or cfg.data.file
         if model.config.family == "bert":
@@ -304,10 +300,7 @@ def finetune(cfg: RunConfig, resume: bool = False, log=print, progress: bool = T
         model.eval()
         with torch.no_grad(), unsharded(model):
             preds, golds = task_predict(model, batches, "test")
-            result["test"] = score(metric, preds, golds)
-            if generative and len(preds) > 1:
-                result["test"]["answer_loss"] = answer_loss(model, batches, "test")
-                result["test"]["answer_loss_other_input"] = answer_loss(model, batches, "test", other_input=True)
+            result["test"] = {**score(metric, preds, golds), **answer_losses(model, batches, "test")}
         if main:
             (run_dir / "test_metrics.json").write_text(json.dumps(result["test"], indent=2))
             with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:  # the test rows, in order
